@@ -84,7 +84,8 @@ fn run(verb: &str, net: &str, netns: Option<&str>) -> Result<(), Error> {
         "del" => cni.del_network_list(&list, need_rt()?),
         // With a netns, that attachment stays valid and every other cached one is collected.
         "gc" => {
-            let valid: Vec<(String, String)> = rt.iter().map(|rt| (rt.container_id.clone(), rt.ifname.clone())).collect();
+            let valid: Vec<(String, String)> =
+                rt.iter().map(|rt| (rt.container_id.clone(), rt.ifname.clone())).collect();
             cni.gc_network_list(&list, &valid)
         }
         "status" => cni.status_network_list(&list),
@@ -94,7 +95,10 @@ fn run(verb: &str, net: &str, netns: Option<&str>) -> Result<(), Error> {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    let exe = argv.first().map(|a| Path::new(a).file_name().and_then(|n| n.to_str()).unwrap_or("cnitool")).unwrap_or("cnitool");
+    let exe = argv
+        .first()
+        .map(|a| Path::new(a).file_name().and_then(|n| n.to_str()).unwrap_or("cnitool"))
+        .unwrap_or("cnitool");
     let verb = argv.get(1).map(String::as_str).unwrap_or("");
     let needs_netns = matches!(verb, "add" | "check" | "del");
     let known = needs_netns || matches!(verb, "gc" | "status");

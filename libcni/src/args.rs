@@ -50,7 +50,8 @@ impl CniArgs {
             let (Some(key), Some(value), None) = (kv.next(), kv.next(), kv.next()) else {
                 return Err(Error::env(format!("ARGS: invalid pair {}", go_quote(pair))));
             };
-            let value_error = |e: String| Error::env(format!("ARGS: error parsing value of pair {}: {e}", go_quote(pair)));
+            let value_error =
+                |e: String| Error::env(format!("ARGS: error parsing value of pair {}: {e}", go_quote(pair)));
             if key == IGNORE_UNKNOWN {
                 ignore_unknown = match value.to_lowercase().as_str() {
                     "1" | "true" => true,
@@ -66,7 +67,8 @@ impl CniArgs {
                     args.ip = if value.is_empty() {
                         None
                     } else {
-                        let addr = if value.contains('/') { IpNet::parse(value).map(|n| n.addr) } else { parse_ip(value) };
+                        let addr =
+                            if value.contains('/') { IpNet::parse(value).map(|n| n.addr) } else { parse_ip(value) };
                         Some(addr.ok_or_else(|| value_error(format!("invalid IP address {value}")))?)
                     };
                 }
@@ -136,9 +138,12 @@ mod tests {
         (K8S_POD_UID, Kind::Text),
     ];
 
+    /// (CNI_ARGS, schema, the requested IP or the error message)
+    type Case = (&'static str, &'static [(&'static str, Kind)], Result<Option<&'static str>, &'static str>);
+
     #[test]
     fn table() {
-        let cases: &[(&str, &[(&str, Kind)], Result<Option<&str>, &str>)] = &[
+        let cases: &[Case] = &[
             ("", HOST_LOCAL, Ok(None)),
             ("IP=10.1.2.10", HOST_LOCAL, Ok(Some("10.1.2.10"))),
             ("IP=10.1.2.11/24", HOST_LOCAL, Ok(Some("10.1.2.11"))),
@@ -158,7 +163,9 @@ mod tests {
             (
                 "IgnoreUnknown=Yes",
                 HOST_LOCAL,
-                Err(r#"ARGS: error parsing value of pair "IgnoreUnknown=Yes": boolean unmarshal error: invalid input yes"#),
+                Err(
+                    r#"ARGS: error parsing value of pair "IgnoreUnknown=Yes": boolean unmarshal error: invalid input yes"#,
+                ),
             ),
             ("K8S_POD_NAME=web-0", HOST_LOCAL, Err(r#"ARGS: unknown args ["K8S_POD_NAME=web-0"]"#)),
             ("K8S_POD_NAME=web-0", WITH_K8S, Ok(None)),

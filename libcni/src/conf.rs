@@ -51,7 +51,10 @@ impl NetworkConfig {
     pub fn from_value(v: &Value) -> Result<NetworkConfig> {
         let err = |m: String| Error::config(format!("error parsing configuration: {m}"));
         let Value::Object(raw) = v else {
-            return Err(err(format!("json: cannot unmarshal {} into Go value of type types.NetConf", json::go_kind(v))));
+            return Err(err(format!(
+                "json: cannot unmarshal {} into Go value of type types.NetConf",
+                json::go_kind(v)
+            )));
         };
         let text = |key: &str| -> Result<String> {
             match get_ci(raw, key) {
@@ -68,7 +71,9 @@ impl NetworkConfig {
             return Err(err("missing 'type'".into()));
         }
         let capabilities = match get_ci(raw, "capabilities") {
-            Some(Value::Object(caps)) => caps.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(k, _)| k.clone()).collect(),
+            Some(Value::Object(caps)) => {
+                caps.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(k, _)| k.clone()).collect()
+            }
             None | Some(Value::Null) => Vec::new(),
             Some(other) => {
                 return Err(err(format!(
@@ -77,7 +82,13 @@ impl NetworkConfig {
                 )))
             }
         };
-        Ok(NetworkConfig { plugin_type, name: text("name")?, cni_version: text("cniVersion")?, capabilities, raw: raw.clone() })
+        Ok(NetworkConfig {
+            plugin_type,
+            name: text("name")?,
+            cni_version: text("cniVersion")?,
+            capabilities,
+            raw: raw.clone(),
+        })
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<NetworkConfig> {
@@ -92,7 +103,10 @@ impl NetworkConfigList {
         let err = |m: String| Error::config(format!("error parsing configuration list: {m}"));
         let v = json::parse(bytes).map_err(|e| err(e.to_string()))?;
         let Value::Object(list) = &v else {
-            return Err(err(format!("json: cannot unmarshal {} into Go value of type map[string]interface {{}}", json::go_kind(&v))));
+            return Err(err(format!(
+                "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+                json::go_kind(&v)
+            )));
         };
         let name = match list.get("name") {
             None => return Err(err("no name".into())),
@@ -130,7 +144,9 @@ impl NetworkConfigList {
         let plugins = plugins
             .iter()
             .enumerate()
-            .map(|(i, p)| NetworkConfig::from_value(p).map_err(|e| e.context(format!("failed to parse plugin config {i}"))))
+            .map(|(i, p)| {
+                NetworkConfig::from_value(p).map_err(|e| e.context(format!("failed to parse plugin config {i}")))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(NetworkConfigList { name, cni_version, disable_check, disable_gc, plugins, bytes: bytes.to_vec() })
     }
@@ -182,7 +198,11 @@ pub fn conf_files(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
         .map(|e| e.path())
-        .filter(|p| p.extension().and_then(|x| x.to_str()).is_some_and(|x| extensions.iter().any(|want| want.trim_start_matches('.') == x)))
+        .filter(|p| {
+            p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| extensions.iter().any(|want| want.trim_start_matches('.') == x))
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -210,7 +230,8 @@ pub fn load_conf_list(dir: &Path, name: &str) -> Result<NetworkConfigList> {
     }
     for file in &singles {
         let bytes = read(file)?;
-        let conf = NetworkConfig::from_bytes(&bytes).map_err(|e| e.context(format!("error parsing {}", file.display())))?;
+        let conf =
+            NetworkConfig::from_bytes(&bytes).map_err(|e| e.context(format!("error parsing {}", file.display())))?;
         if conf.name == name {
             return NetworkConfigList::from_conf(&conf);
         }
@@ -230,7 +251,10 @@ mod tests {
     fn parses_a_list_and_keeps_unknown_fields() {
         let bytes = br#"{"cniVersion":"1.0.0","name":"n","disableCheck":"TRUE","plugins":[{"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","x-extra":[1]}},{"type":"portmap","capabilities":{"portMappings":true,"bandwidth":false}}]}"#;
         let list = NetworkConfigList::from_bytes(bytes).unwrap();
-        assert_eq!((list.name.as_str(), list.cni_version.as_str(), list.disable_check, list.disable_gc), ("n", "1.0.0", true, false));
+        assert_eq!(
+            (list.name.as_str(), list.cni_version.as_str(), list.disable_check, list.disable_gc),
+            ("n", "1.0.0", true, false)
+        );
         assert_eq!(list.plugins[0].raw["ipam"]["x-extra"], serde_json::json!([1]));
         assert_eq!(list.plugins[1].capabilities, vec!["portMappings".to_string()]);
         assert_eq!(list.bytes, bytes);
@@ -243,8 +267,14 @@ mod tests {
             (r#"{"name":1}"#, "error parsing configuration list: invalid name type float64"),
             (r#"{"name":"n"}"#, "error parsing configuration list: no 'plugins' key"),
             (r#"{"name":"n","plugins":[]}"#, "error parsing configuration list: no plugins in list"),
-            (r#"{"name":"n","plugins":[{}]}"#, "failed to parse plugin config 0: error parsing configuration: missing 'type'"),
-            (r#"{"name":"n","disableGC":"maybe","plugins":[{"type":"x"}]}"#, "error parsing configuration list: invalid value \"maybe\" for disableGC"),
+            (
+                r#"{"name":"n","plugins":[{}]}"#,
+                "failed to parse plugin config 0: error parsing configuration: missing 'type'",
+            ),
+            (
+                r#"{"name":"n","disableGC":"maybe","plugins":[{"type":"x"}]}"#,
+                "error parsing configuration list: invalid value \"maybe\" for disableGC",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(NetworkConfigList::from_bytes(input.as_bytes()).unwrap_err().msg, *want, "{input}");
@@ -253,7 +283,10 @@ mod tests {
 
     #[test]
     fn cni_versions_picks_the_highest_supported() {
-        let list = NetworkConfigList::from_bytes(br#"{"name":"n","cniVersion":"0.4.0","cniVersions":["1.0.0","9.0.0","0.3.1"],"plugins":[{"type":"x"}]}"#).unwrap();
+        let list = NetworkConfigList::from_bytes(
+            br#"{"name":"n","cniVersion":"0.4.0","cniVersions":["1.0.0","9.0.0","0.3.1"],"plugins":[{"type":"x"}]}"#,
+        )
+        .unwrap();
         assert_eq!(list.cni_version, "1.0.0");
     }
 
@@ -263,12 +296,20 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         assert!(load_conf_list(&dir, "a").unwrap_err().msg.starts_with("no net configurations found in"));
-        std::fs::write(dir.join("10-a.conflist"), r#"{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"x"}]}"#).unwrap();
-        std::fs::write(dir.join("20-b.conf"), r#"{"cniVersion":"0.3.1","name":"b","type":"y","z":{"b":1,"a":2}}"#).unwrap();
+        std::fs::write(dir.join("10-a.conflist"), r#"{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"x"}]}"#)
+            .unwrap();
+        std::fs::write(dir.join("20-b.conf"), r#"{"cniVersion":"0.3.1","name":"b","type":"y","z":{"b":1,"a":2}}"#)
+            .unwrap();
         assert_eq!(load_conf_list(&dir, "a").unwrap().plugins[0].plugin_type, "x");
         let b = load_conf_list(&dir, "b").unwrap();
-        assert_eq!(std::str::from_utf8(&b.bytes).unwrap(), r#"{"cniVersion":"0.3.1","name":"b","plugins":[{"cniVersion":"0.3.1","name":"b","type":"y","z":{"a":2,"b":1}}]}"#);
-        assert_eq!(load_conf_list(&dir, "c").unwrap_err().msg, format!("no net configuration with name \"c\" in {}", dir.display()));
+        assert_eq!(
+            std::str::from_utf8(&b.bytes).unwrap(),
+            r#"{"cniVersion":"0.3.1","name":"b","plugins":[{"cniVersion":"0.3.1","name":"b","type":"y","z":{"a":2,"b":1}}]}"#
+        );
+        assert_eq!(
+            load_conf_list(&dir, "c").unwrap_err().msg,
+            format!("no net configuration with name \"c\" in {}", dir.display())
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

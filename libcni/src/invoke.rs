@@ -178,16 +178,25 @@ mod tests {
         assert_eq!(exec_plugin(&echo, b"{\"x\":1}", &env).unwrap(), b"{\"x\":1}");
 
         let failing = script(&dir, "fail", r#"printf '{"code":11,"msg":"busy","details":"d"}'; exit 1"#);
-        assert_eq!(exec_plugin(&failing, b"", &env).unwrap_err(), Error::new(Code::TRY_AGAIN_LATER, "busy").with_details("d"));
+        assert_eq!(
+            exec_plugin(&failing, b"", &env).unwrap_err(),
+            Error::new(Code::TRY_AGAIN_LATER, "busy").with_details("d")
+        );
 
         let stderr_only = script(&dir, "stderr", "echo oops >&2; exit 3");
         assert_eq!(exec_plugin(&stderr_only, b"", &env).unwrap_err().msg, "netplugin failed: \"oops\\n\"");
 
         let silent = script(&dir, "silent", "exit 2");
-        assert_eq!(exec_plugin(&silent, b"", &env).unwrap_err().msg, "netplugin failed with no error message: exit status: 2");
+        assert_eq!(
+            exec_plugin(&silent, b"", &env).unwrap_err().msg,
+            "netplugin failed with no error message: exit status: 2"
+        );
 
         let garbage = script(&dir, "garbage", "echo not-json; exit 1");
-        assert!(exec_plugin(&garbage, b"", &env).unwrap_err().msg.starts_with("netplugin failed but error parsing its diagnostic message"));
+        assert!(exec_plugin(&garbage, b"", &env)
+            .unwrap_err()
+            .msg
+            .starts_with("netplugin failed but error parsing its diagnostic message"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -154,7 +154,10 @@ mod tests {
     #[test]
     fn pretty_layout_and_escaping_match_go() {
         let v = json!({"a": [], "b": {}, "c": [1, "x<y"]});
-        assert_eq!(to_go_pretty(&v), "{\n    \"a\": [],\n    \"b\": {},\n    \"c\": [\n        1,\n        \"x\\u003cy\"\n    ]\n}");
+        assert_eq!(
+            to_go_pretty(&v),
+            "{\n    \"a\": [],\n    \"b\": {},\n    \"c\": [\n        1,\n        \"x\\u003cy\"\n    ]\n}"
+        );
         assert_eq!(to_go_compact(&json!({"k": "a&b\u{2028}>"})), r#"{"k":"a\u0026b\u2028\u003e"}"#);
         assert_eq!(to_go_compact(&json!({"k": "\n\t\u{1}"})), r#"{"k":"\n\t\u0001"}"#);
     }

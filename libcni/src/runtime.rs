@@ -88,7 +88,10 @@ impl CniConfig {
 
     pub fn check_network_list(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> Result<()> {
         if !version::gte(&list.cni_version, "0.4.0")? {
-            return Err(Error::config(format!("configuration version {} does not support the CHECK command", go_quote(&list.cni_version))));
+            return Err(Error::config(format!(
+                "configuration version {} does not support the CHECK command",
+                go_quote(&list.cni_version)
+            )));
         }
         if list.disable_check {
             return Ok(());
@@ -131,7 +134,13 @@ impl CniConfig {
             if valid.iter().any(|(id, ifname)| *id == a.container_id && *ifname == a.ifname) {
                 continue;
             }
-            let rt = RuntimeConf { container_id: a.container_id, netns: a.netns, ifname: a.ifname, args: a.args, capability_args: a.capability_args };
+            let rt = RuntimeConf {
+                container_id: a.container_id,
+                netns: a.netns,
+                ifname: a.ifname,
+                args: a.args,
+                capability_args: a.capability_args,
+            };
             if let Err(e) = self.del_network_list(list, &rt) {
                 errors.push(format!("failed to delete stale attachment {} {}: {e}", rt.container_id, rt.ifname));
             }
@@ -184,7 +193,8 @@ impl CniConfig {
     /// Our environment plus the CNI_* variables (Go's `invoke.Args.AsEnv`).
     fn env(&self, command: Command, rt: &RuntimeConf) -> Vec<(OsString, OsString)> {
         const OURS: [&str; 6] = ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS", "CNI_IFNAME", "CNI_PATH"];
-        let mut env: Vec<(OsString, OsString)> = std::env::vars_os().filter(|(k, _)| !OURS.iter().any(|o| k == o)).collect();
+        let mut env: Vec<(OsString, OsString)> =
+            std::env::vars_os().filter(|(k, _)| !OURS.iter().any(|o| k == o)).collect();
         let args: Vec<String> = rt.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let path: Vec<String> = self.path.iter().map(|p| p.display().to_string()).collect();
         for (k, v) in [
@@ -250,7 +260,9 @@ impl CniConfig {
     pub fn cached_result(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> Result<Option<AnyResult>> {
         let path = self.cache_path(&list.name, rt)?;
         let Ok(bytes) = fs::read(&path) else { return Ok(None) };
-        let cached = json::parse(&bytes).map_err(|e| Error::decoding(format!("failed to unmarshal cached network {} config: {e}", go_quote(&list.name))))?;
+        let cached = json::parse(&bytes).map_err(|e| {
+            Error::decoding(format!("failed to unmarshal cached network {} config: {e}", go_quote(&list.name)))
+        })?;
         let result = if cached.get("kind").and_then(Value::as_str) == Some(CACHE_KIND) {
             cached.get("result").cloned().unwrap_or(Value::Null)
         } else {
@@ -258,9 +270,9 @@ impl CniConfig {
             cached
         };
         let result = AnyResult::from_json_any(&result)?;
-        let converted = result
-            .convert_to(&list.cni_version)
-            .map_err(|e| e.context(format!("failed to convert cached result to config version {}", go_quote(&list.cni_version))))?;
+        let converted = result.convert_to(&list.cni_version).map_err(|e| {
+            e.context(format!("failed to convert cached result to config version {}", go_quote(&list.cni_version)))
+        })?;
         Ok(Some(converted))
     }
 
@@ -299,7 +311,14 @@ fn parse_cache_entry(bytes: &[u8]) -> Option<CachedAttachment> {
         })
         .unwrap_or_default();
     let capability_args = o.get("capabilityArgs").and_then(Value::as_object).cloned().unwrap_or_default();
-    Some(CachedAttachment { container_id: text("containerId"), ifname, network, netns: text("netns"), args, capability_args })
+    Some(CachedAttachment {
+        container_id: text("containerId"),
+        ifname,
+        network,
+        netns: text("netns"),
+        args,
+        capability_args,
+    })
 }
 
 /// The plugin's config with `name`, `cniVersion` and `extra` injected (Go's `InjectConf`).
@@ -316,7 +335,13 @@ fn inject_conf(plugin: &NetworkConfig, name: &str, cni_version: &str, extra: Map
 }
 
 /// Go's `buildOneConfig`: inject name, version, prevResult and capability-filtered runtimeConfig.
-fn build_config(name: &str, cni_version: &str, plugin: &NetworkConfig, prev: Option<&AnyResult>, rt: Option<&RuntimeConf>) -> Result<Vec<u8>> {
+fn build_config(
+    name: &str,
+    cni_version: &str,
+    plugin: &NetworkConfig,
+    prev: Option<&AnyResult>,
+    rt: Option<&RuntimeConf>,
+) -> Result<Vec<u8>> {
     let mut extra = Map::new();
     if let Some(prev) = prev {
         extra.insert("prevResult".into(), prev.to_json());
@@ -338,7 +363,11 @@ fn build_config(name: &str, cni_version: &str, plugin: &NetworkConfig, prev: Opt
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("cache paths have a parent");
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let tmp = dir.join(format!(".{}.tmp{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("cache"), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("cache"),
+        std::process::id()
+    ));
     let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
@@ -362,7 +391,11 @@ mod tests {
             args: vec![("IgnoreUnknown".into(), "1".into())],
             capability_args: serde_json::from_str(r#"{"ips":["10.0.0.5"],"aliases":{"b":1,"a":2}}"#).unwrap(),
         };
-        let result = crate::invoke::parse_result("1.0.0", br#"{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.5/24","gateway":"10.0.0.1"}]}"#).unwrap();
+        let result = crate::invoke::parse_result(
+            "1.0.0",
+            br#"{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.5/24","gateway":"10.0.0.1"}]}"#,
+        )
+        .unwrap();
         cni.cache_add(&result, b"{\"name\":\"n\"}", "n", &rt).unwrap();
         let written = fs::read_to_string(dir.join("results/n-c1-eth0")).unwrap();
         assert_eq!(
@@ -371,14 +404,21 @@ mod tests {
         );
         let attachments = cni.cached_attachments().unwrap();
         assert_eq!(attachments.len(), 1);
-        assert_eq!((attachments[0].container_id.as_str(), attachments[0].netns.as_str(), &attachments[0].args), ("c1", "/var/run/netns/x", &rt.args));
+        assert_eq!(
+            (attachments[0].container_id.as_str(), attachments[0].netns.as_str(), &attachments[0].args),
+            ("c1", "/var/run/netns/x", &rt.args)
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn build_config_injects_and_filters_capabilities() {
-        let plugin = NetworkConfig::from_bytes(br#"{"type":"x","capabilities":{"ips":true,"mac":false},"z":1}"#).unwrap();
-        let rt = RuntimeConf { capability_args: serde_json::from_str(r#"{"ips":["10.0.0.5"],"mac":"aa","portMappings":[]}"#).unwrap(), ..Default::default() };
+        let plugin =
+            NetworkConfig::from_bytes(br#"{"type":"x","capabilities":{"ips":true,"mac":false},"z":1}"#).unwrap();
+        let rt = RuntimeConf {
+            capability_args: serde_json::from_str(r#"{"ips":["10.0.0.5"],"mac":"aa","portMappings":[]}"#).unwrap(),
+            ..Default::default()
+        };
         let out = build_config("net", "1.1.0", &plugin, None, Some(&rt)).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),

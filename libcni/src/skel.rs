@@ -111,7 +111,12 @@ const ENV_VARS: [(&str, &[Command]); 6] = [
 ];
 
 /// Run one call: `getenv` gives the environment ("" when unset), `stdin` the config.
-pub fn dispatch(plugin: &dyn Plugin, info: &PluginInfo, getenv: &dyn Fn(&str) -> String, stdin: &mut dyn Read) -> Outcome {
+pub fn dispatch(
+    plugin: &dyn Plugin,
+    info: &PluginInfo,
+    getenv: &dyn Fn(&str) -> String,
+    stdin: &mut dyn Read,
+) -> Outcome {
     let command_text = getenv("CNI_COMMAND");
     if command_text.is_empty() {
         return Outcome {
@@ -130,7 +135,13 @@ pub fn dispatch(plugin: &dyn Plugin, info: &PluginInfo, getenv: &dyn Fn(&str) ->
     }
 }
 
-fn run(plugin: &dyn Plugin, info: &PluginInfo, command_text: &str, getenv: &dyn Fn(&str) -> String, stdin: &mut dyn Read) -> Result<String> {
+fn run(
+    plugin: &dyn Plugin,
+    info: &PluginInfo,
+    command_text: &str,
+    getenv: &dyn Fn(&str) -> String,
+    stdin: &mut dyn Read,
+) -> Result<String> {
     let command = Command::parse(command_text);
     let mut values = Vec::with_capacity(ENV_VARS.len());
     let mut missing = Vec::new();
@@ -162,7 +173,8 @@ fn run(plugin: &dyn Plugin, info: &PluginInfo, command_text: &str, getenv: &dyn 
     let Some(command) = command else {
         return Err(Error::env(format!("unknown CNI_COMMAND: {command_text}")));
     };
-    let [_, container_id, netns, ifname, args, path] = <[String; 6]>::try_from(values).expect("one value per ENV_VARS entry");
+    let [_, container_id, netns, ifname, args, path] =
+        <[String; 6]>::try_from(values).expect("one value per ENV_VARS entry");
     let cni_version = version::decode_conf_version(&conf)?;
     let cmd = CmdArgs { command, container_id, netns, ifname, args, path, stdin: stdin_bytes, conf, cni_version };
     let netns_override = matches!(getenv("CNI_NETNS_OVERRIDE").to_uppercase().as_str(), "1" | "TRUE");

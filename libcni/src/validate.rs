@@ -63,7 +63,10 @@ mod tests {
         assert_eq!(container_id("").unwrap_err().code, Code::UNKNOWN_CONTAINER);
         for bad in ["-a", "_a", ".a", "a b", "a/b", "../x", "a\n", "   dummy\n "] {
             let e = container_id(bad).unwrap_err();
-            assert_eq!((e.code, e.msg.as_str(), e.details.as_str()), (Code::INVALID_ENVIRONMENT, "invalid characters in containerID", bad));
+            assert_eq!(
+                (e.code, e.msg.as_str(), e.details.as_str()),
+                (Code::INVALID_ENVIRONMENT, "invalid characters in containerID", bad)
+            );
         }
     }
 
@@ -72,7 +75,11 @@ mod tests {
         assert_eq!(network_name("mynet0.1.0"), Ok(()));
         for bad in ["../etc", "a/b", ".hidden", "..", "a b", "net\u{e9}"] {
             let e = network_name(bad).unwrap_err();
-            assert_eq!((e.code, e.msg.as_str()), (Code::INVALID_NETWORK_CONFIG, "invalid characters found in network name"), "{bad}");
+            assert_eq!(
+                (e.code, e.msg.as_str()),
+                (Code::INVALID_NETWORK_CONFIG, "invalid characters found in network name"),
+                "{bad}"
+            );
         }
     }
 

@@ -87,8 +87,11 @@ pub fn decode_conf_version(conf: &Value) -> Result<String> {
 
 /// The details Go's reconciler gives for an unsupported config version.
 pub fn incompatible(config: &str, supported: &[&str]) -> Error {
-    Error::new(crate::error::Code::INCOMPATIBLE_VERSION, "incompatible CNI versions")
-        .with_details(format!("config is {}, plugin supports {}", json::go_quote(config), json::go_quote_list(supported)))
+    Error::new(crate::error::Code::INCOMPATIBLE_VERSION, "incompatible CNI versions").with_details(format!(
+        "config is {}, plugin supports {}",
+        json::go_quote(config),
+        json::go_quote_list(supported)
+    ))
 }
 
 #[cfg(test)]
@@ -128,6 +131,9 @@ mod tests {
     #[test]
     fn incompatible_details() {
         let e = incompatible("0.5.0", &ALL);
-        assert_eq!(e.details, r#"config is "0.5.0", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0" "1.1.0"]"#);
+        assert_eq!(
+            e.details,
+            r#"config is "0.5.0", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0" "1.1.0"]"#
+        );
     }
 }

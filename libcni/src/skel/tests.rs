@@ -70,15 +70,32 @@ const CONF: &str = r#"{"cniVersion":"1.1.0","name":"net1","ipam":{}}"#;
 
 #[test]
 fn environment_validation_table() {
-    let cases: &[(&[(&str, &str)], u32, &str)] = &[
-        (&[("CNI_COMMAND", "ADD")], 4, "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing"),
+    type Env = &'static [(&'static str, &'static str)];
+    let cases: &[(Env, u32, &str)] = &[
+        (
+            &[("CNI_COMMAND", "ADD")],
+            4,
+            "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing",
+        ),
         (&[("CNI_COMMAND", "DEL")], 4, "required env variables [CNI_CONTAINERID,CNI_IFNAME,CNI_PATH] missing"),
-        (&[("CNI_COMMAND", "CHECK"), ("CNI_PATH", "/x")], 4, "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME] missing"),
+        (
+            &[("CNI_COMMAND", "CHECK"), ("CNI_PATH", "/x")],
+            4,
+            "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME] missing",
+        ),
         (&[("CNI_COMMAND", "GC")], 4, "required env variables [CNI_PATH] missing"),
         (&[("CNI_COMMAND", "STATUS")], 4, "required env variables [CNI_PATH] missing"),
         (&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "bad id")], 4, "invalid characters in containerID"),
-        (&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "a/b")], 4, "interface name contains / or : or whitespace characters"),
-        (&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "0123456789abcdef")], 4, "interface name is too long"),
+        (
+            &[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "a/b")],
+            4,
+            "interface name contains / or : or whitespace characters",
+        ),
+        (
+            &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "0123456789abcdef")],
+            4,
+            "interface name is too long",
+        ),
         (&[("CNI_COMMAND", "FOO")], 4, "unknown CNI_COMMAND: FOO"),
     ];
     for (env, code, msg) in cases {
@@ -105,7 +122,11 @@ fn stdin_validation() {
         ("", 6, "error unmarshall network config: "),
         ("{", 6, "error unmarshall network config: "),
         ("[]", 6, "error unmarshall network config: json: cannot unmarshal array"),
-        (r#"{"name":5}"#, 6, "error unmarshall network config: json: cannot unmarshal number into Go struct field .name"),
+        (
+            r#"{"name":5}"#,
+            6,
+            "error unmarshall network config: json: cannot unmarshal number into Go struct field .name",
+        ),
         (r#"{"cniVersion":"1.1.0"}"#, 7, "missing network name"),
         (r#"{"name":"../etc"}"#, 7, "invalid characters found in network name"),
         (r#"{"name":"n","cniVersion":1}"#, 6, "decoding version from network config: json: cannot unmarshal number"),

@@ -113,11 +113,16 @@ impl Dns {
 }
 
 pub(crate) fn type_error(v: &Value, field: &str, go_type: &str) -> Error {
-    Error::decoding(format!("json: cannot unmarshal {} into Go struct field {field} of type {go_type}", json::go_kind(v)))
+    Error::decoding(format!(
+        "json: cannot unmarshal {} into Go struct field {field} of type {go_type}",
+        json::go_kind(v)
+    ))
 }
 
 pub(crate) fn object<'a>(v: &'a Value, go_type: &str) -> Result<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| Error::decoding(format!("json: cannot unmarshal {} into Go value of type {go_type}", json::go_kind(v))))
+    v.as_object().ok_or_else(|| {
+        Error::decoding(format!("json: cannot unmarshal {} into Go value of type {go_type}", json::go_kind(v)))
+    })
 }
 
 fn present<'a>(o: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -142,10 +147,9 @@ pub(crate) fn opt_int(o: &Map<String, Value>, key: &str) -> Result<Option<i64>> 
 pub(crate) fn opt_strings(o: &Map<String, Value>, key: &str) -> Result<Vec<String>> {
     match present(o, key) {
         None => Ok(Vec::new()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| type_error(v, key, "string")))
-            .collect(),
+        Some(Value::Array(a)) => {
+            a.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| type_error(v, key, "string"))).collect()
+        }
         Some(v) => Err(type_error(v, key, "[]string")),
     }
 }

@@ -144,7 +144,12 @@ fn v020_to_v040(r: &Result020) -> Result040 {
     let mut out = Result040 { cni_version: r.cni_version.clone(), dns: r.dns.clone(), ..Default::default() };
     for (block, version) in [(&r.ip4, "4"), (&r.ip6, "6")] {
         if let Some(c) = block {
-            out.ips.push(v040::IpConfig { version: version.into(), interface: None, address: c.ip, gateway: c.gateway });
+            out.ips.push(v040::IpConfig {
+                version: version.into(),
+                interface: None,
+                address: c.ip,
+                gateway: c.gateway,
+            });
             out.routes.extend(c.routes.iter().cloned());
         }
     }
@@ -182,9 +187,18 @@ fn v040_to_v100(r: &Result040) -> Result100 {
         interfaces: r
             .interfaces
             .iter()
-            .map(|i| v100::Interface { name: i.name.clone(), mac: i.mac.clone(), sandbox: i.sandbox.clone(), ..Default::default() })
+            .map(|i| v100::Interface {
+                name: i.name.clone(),
+                mac: i.mac.clone(),
+                sandbox: i.sandbox.clone(),
+                ..Default::default()
+            })
             .collect(),
-        ips: r.ips.iter().map(|i| v100::IpConfig { interface: i.interface, address: i.address, gateway: i.gateway }).collect(),
+        ips: r
+            .ips
+            .iter()
+            .map(|i| v100::IpConfig { interface: i.interface, address: i.address, gateway: i.gateway })
+            .collect(),
         routes: r.routes.clone(),
         dns: r.dns.clone(),
     }

@@ -33,11 +33,23 @@ fn rich() -> Result100 {
             v100::IpConfig { interface: None, address: net("2001:db8:1::2/64"), gateway: Some(ip("2001:db8:1::1")) },
         ],
         routes: vec![
-            Route { mtu: 1400, advmss: 1360, priority: 5, table: Some(100), scope: Some(0), ..route("0.0.0.0/0", None) },
+            Route {
+                mtu: 1400,
+                advmss: 1360,
+                priority: 5,
+                table: Some(100),
+                scope: Some(0),
+                ..route("0.0.0.0/0", None)
+            },
             route("::/0", Some("2001:db8:1::1")),
             route("192.168.0.0/16", Some("1.1.1.1")),
         ],
-        dns: Dns { nameservers: vec!["192.0.2.3".into()], domain: "a.example".into(), search: vec!["b".into()], options: vec!["ndots:5".into()] },
+        dns: Dns {
+            nameservers: vec!["192.0.2.3".into()],
+            domain: "a.example".into(),
+            search: vec!["b".into()],
+            options: vec!["ndots:5".into()],
+        },
     }
 }
 
@@ -52,11 +64,25 @@ fn expected_in(version: &str) -> AnyResult {
         Layout::V100 => AnyResult::V100(r),
         Layout::V040 => AnyResult::V040(Result040 {
             cni_version: String::new(),
-            interfaces: vec![v040::Interface { name: "eth0".into(), mac: "0a:58:0a:01:02:02".into(), sandbox: "/var/run/netns/x".into() }],
+            interfaces: vec![v040::Interface {
+                name: "eth0".into(),
+                mac: "0a:58:0a:01:02:02".into(),
+                sandbox: "/var/run/netns/x".into(),
+            }],
             ips: vec![
-                v040::IpConfig { version: "4".into(), interface: Some(0), address: net("10.1.2.2/24"), gateway: Some(ip("10.1.2.1")) },
+                v040::IpConfig {
+                    version: "4".into(),
+                    interface: Some(0),
+                    address: net("10.1.2.2/24"),
+                    gateway: Some(ip("10.1.2.1")),
+                },
                 v040::IpConfig { version: "4".into(), interface: Some(0), address: net("10.1.3.2/24"), gateway: None },
-                v040::IpConfig { version: "6".into(), interface: None, address: net("2001:db8:1::2/64"), gateway: Some(ip("2001:db8:1::1")) },
+                v040::IpConfig {
+                    version: "6".into(),
+                    interface: None,
+                    address: net("2001:db8:1::2/64"),
+                    gateway: Some(ip("2001:db8:1::1")),
+                },
             ],
             routes: r.routes.clone(),
             dns: r.dns.clone(),
@@ -68,7 +94,11 @@ fn expected_in(version: &str) -> AnyResult {
                 gateway: Some(ip("10.1.2.1")),
                 routes: vec![route("0.0.0.0/0", None), route("192.168.0.0/16", Some("1.1.1.1"))],
             }),
-            ip6: Some(v020::IpConfig { ip: net("2001:db8:1::2/64"), gateway: Some(ip("2001:db8:1::1")), routes: vec![route("::/0", Some("2001:db8:1::1"))] }),
+            ip6: Some(v020::IpConfig {
+                ip: net("2001:db8:1::2/64"),
+                gateway: Some(ip("2001:db8:1::1")),
+                routes: vec![route("::/0", Some("2001:db8:1::1"))],
+            }),
             dns: r.dns.clone(),
         }),
     };
@@ -91,7 +121,12 @@ fn every_version_pair_converts_like_go() {
                 // 0.4.0 has no interface mtu/socketPath/pciID.
                 let mut r = rich();
                 r.cni_version = to.into();
-                r.interfaces[0] = v100::Interface { mtu: 0, socket_path: String::new(), pci_id: String::new(), ..r.interfaces[0].clone() };
+                r.interfaces[0] = v100::Interface {
+                    mtu: 0,
+                    socket_path: String::new(),
+                    pci_id: String::new(),
+                    ..r.interfaces[0].clone()
+                };
                 AnyResult::V100(r)
             } else {
                 expected_in(to)
@@ -149,14 +184,20 @@ fn route_without_dst_prints_like_go() {
 fn v100_output_has_sorted_keys_at_every_level() {
     let text = json::to_go_compact(&rich().to_json());
     assert!(text.starts_with(r#"{"cniVersion":"1.1.0","dns":{"domain":"a.example","nameservers":["192.0.2.3"],"options":["ndots:5"],"search":["b"]},"interfaces":[{"mac":"#), "{text}");
-    assert!(text.contains(r#"{"advmss":1360,"dst":"0.0.0.0/0","mtu":1400,"priority":5,"scope":0,"table":100}"#), "{text}");
+    assert!(
+        text.contains(r#"{"advmss":1360,"dst":"0.0.0.0/0","mtu":1400,"priority":5,"scope":0,"table":100}"#),
+        "{text}"
+    );
 }
 
 #[test]
 fn v040_output_keeps_go_struct_order_and_empty_dns() {
     let r = Result100 { cni_version: "1.0.0".into(), ips: vec![rich().ips[0].clone()], ..Default::default() };
     let text = json::to_go_compact(&r.as_version("0.3.1").unwrap().to_json());
-    assert_eq!(text, r#"{"cniVersion":"0.3.1","ips":[{"version":"4","interface":0,"address":"10.1.2.2/24","gateway":"10.1.2.1"}],"dns":{}}"#);
+    assert_eq!(
+        text,
+        r#"{"cniVersion":"0.3.1","ips":[{"version":"4","interface":0,"address":"10.1.2.2/24","gateway":"10.1.2.1"}],"dns":{}}"#
+    );
 }
 
 /// The blocks of testdata/upstream/host-local-outputs.txt: (title, stdout).
@@ -201,7 +242,8 @@ fn golden_outputs_match_upstream_byte_for_byte() {
         let got = host_local_dual_stack("1.1.0").as_version(version).unwrap().to_wire();
         assert_eq!(&got, want, "dual-stack {version}");
 
-        let (_, want) = outputs.iter().find(|(t, _)| t.starts_with(&format!("ADD minimal legacy subnet v{version} "))).unwrap();
+        let (_, want) =
+            outputs.iter().find(|(t, _)| t.starts_with(&format!("ADD minimal legacy subnet v{version} "))).unwrap();
         let minimal = Result100 {
             cni_version: "1.1.0".into(),
             ips: vec![v100::IpConfig { interface: None, address: net("10.9.0.2/16"), gateway: Some(ip("10.9.0.1")) }],
@@ -217,6 +259,7 @@ fn golden_outputs_match_upstream_byte_for_byte() {
 fn golden_error_outputs_match_upstream() {
     let outputs = upstream_outputs();
     let (_, want) = outputs.iter().find(|(t, _)| t.starts_with("ADD fill /29 #6")).unwrap();
-    let e = Error::internal("failed to allocate for range 0: no IP addresses available in range set: 10.0.0.1-10.0.0.6");
+    let e =
+        Error::internal("failed to allocate for range 0: no IP addresses available in range set: 10.0.0.1-10.0.0.6");
     assert_eq!(&e.to_wire(), want);
 }

@@ -38,7 +38,9 @@ impl Interface {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("name".into(), self.name.clone().into());
-        for (k, v) in [("mac", &self.mac), ("sandbox", &self.sandbox), ("socketPath", &self.socket_path), ("pciID", &self.pci_id)] {
+        for (k, v) in
+            [("mac", &self.mac), ("sandbox", &self.sandbox), ("socketPath", &self.socket_path), ("pciID", &self.pci_id)]
+        {
             if !v.is_empty() {
                 m.insert(k.into(), v.clone().into());
             }
@@ -77,7 +79,11 @@ impl IpConfig {
 
     fn from_json(v: &Value) -> Result<IpConfig> {
         let o = object(v, "types100.IPConfig")?;
-        Ok(IpConfig { interface: opt_int(o, "interface")?, address: cidr(o, "address")?, gateway: opt_ip(o, "gateway")? })
+        Ok(IpConfig {
+            interface: opt_int(o, "interface")?,
+            address: cidr(o, "address")?,
+            gateway: opt_ip(o, "gateway")?,
+        })
     }
 }
 

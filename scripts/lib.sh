@@ -1,0 +1,38 @@
+# Shared by scripts/*.sh: dependency installation and build helpers. Source it, don't run it.
+
+# Debian packages the tests and the demo run against (the real things, not mocks).
+DEB_PACKAGES=(
+  containernetworking-plugins   # upstream bridge/loopback/host-local: oracle and chaining partner
+  golang-go golang-github-appc-cni-dev   # upstream Go libcni, for the Go-side test driver
+  iproute2 jq strace file
+)
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "$0: needs root (network namespaces, /var/lib/cni); re-run with sudo" >&2
+    exit 1
+  fi
+}
+
+install_deps() {
+  local missing=()
+  for pkg in "${DEB_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! command -v cargo >/dev/null; then
+    echo "$0: cargo not found; install a Rust toolchain (rustup) first" >&2
+    exit 1
+  fi
+}
+
+# The Go test driver: upstream cnitool logic on Debian's libcni, built in GOPATH mode.
+build_go_driver() {
+  mkdir -p target/go
+  GOPATH="$PWD/target/go/gopath:/usr/share/gocode" GO111MODULE=off GOCACHE="$PWD/target/go/cache" \
+    go build -o target/go/gocnitool ./testdata/go/gocnitool
+}
