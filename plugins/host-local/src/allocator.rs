@@ -1,0 +1,342 @@
+//! Address allocation for one range set: upstream's round robin, plus sticky pod IPs.
+//!
+//! Pure logic over [`Store`]; the disk details live in `disk.rs`. Without pod identity
+//! (or with stickiness off) every decision is upstream's, in upstream's order.
+
+use std::net::IpAddr;
+
+use libcni::args::CniArgs;
+use libcni::ip::{go_ip_string, ip_to_u128, next_ip};
+use libcni::{Code, Error, Result};
+
+use crate::config::{Sticky, StickyKey};
+use crate::range::{describe, range_for, Range};
+use crate::store::{unix_now, LeaseState, Owner, PodRecord, Store};
+
+/// Upstream's `RangeIter`: starts after the last reserved address (or at the first
+/// range's start), walks every range of the set once, skips each range's gateway.
+pub struct RangeIter<'a> {
+    set: &'a [Range],
+    range: usize,
+    cur: Option<IpAddr>,
+    start: Option<IpAddr>,
+}
+
+impl<'a> RangeIter<'a> {
+    pub fn new(set: &'a [Range], last_reserved: Option<IpAddr>) -> Self {
+        match last_reserved.and_then(|ip| set.iter().position(|r| r.contains(ip)).map(|i| (i, ip))) {
+            Some((range, ip)) => RangeIter { set, range, cur: Some(ip), start: None },
+            None => RangeIter { set, range: 0, cur: None, start: None },
+        }
+    }
+}
+
+impl Iterator for RangeIter<'_> {
+    type Item = IpAddr;
+
+    fn next(&mut self) -> Option<IpAddr> {
+        loop {
+            let r = &self.set[self.range];
+            let Some(cur) = self.cur else {
+                self.cur = Some(r.start);
+                self.start = Some(r.start);
+                if r.start == r.gateway {
+                    continue;
+                }
+                return Some(r.start);
+            };
+            let next = if cur == r.end {
+                self.range = (self.range + 1) % self.set.len();
+                self.set[self.range].start
+            } else {
+                // Ranges are validated: start <= end, so cur < end has a successor.
+                next_ip(cur).expect("an address below the range end has a successor")
+            };
+            self.cur = Some(next);
+            match self.start {
+                None => self.start = Some(next),
+                Some(start) if start == next => return None,
+                Some(_) => {}
+            }
+            if next == self.set[self.range].gateway {
+                continue;
+            }
+            return Some(next);
+        }
+    }
+}
+
+/// The pod a call is for, from CNI_ARGS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl Pod {
+    pub fn from_args(args: &CniArgs) -> Option<Pod> {
+        let pod = Pod {
+            namespace: args.pod_namespace().unwrap_or("").to_string(),
+            name: args.pod_name().unwrap_or("").to_string(),
+            uid: args.pod_uid().unwrap_or("").to_string(),
+        };
+        (!pod.namespace.is_empty() && !pod.name.is_empty() || !pod.uid.is_empty()).then_some(pod)
+    }
+
+    /// The identity stickiness is keyed by, if these args carry it.
+    pub fn key(&self, key: StickyKey) -> Option<String> {
+        match key {
+            StickyKey::NamespaceName if !self.namespace.is_empty() && !self.name.is_empty() => {
+                Some(format!("{}/{}", self.namespace, self.name))
+            }
+            StickyKey::Uid if !self.uid.is_empty() => Some(self.uid.clone()),
+            _ => None,
+        }
+    }
+
+    fn record_key(record: &PodRecord, key: StickyKey) -> Option<String> {
+        Pod { namespace: record.namespace.clone(), name: record.name.clone(), uid: record.uid.clone() }.key(key)
+    }
+
+    pub fn record(&self, owner: &Owner, boot_id: &str, state: LeaseState) -> PodRecord {
+        PodRecord {
+            owner: owner.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            boot_id: boot_id.to_string(),
+            state,
+            since: unix_now(),
+        }
+    }
+}
+
+/// Everything one range set's allocation depends on besides the store.
+pub struct Request<'a> {
+    pub index: usize,
+    pub set: &'a [Range],
+    pub owner: &'a Owner,
+    pub requested: Option<IpAddr>,
+    /// Stickiness settings and the pod, when stickiness is on.
+    pub sticky: Option<&'a Sticky>,
+    pub pod: Option<&'a Pod>,
+    pub boot_id: &'a str,
+}
+
+/// Why an address was chosen: kept for logs and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    Requested,
+    /// The attachment already had it (a repeated ADD).
+    Existing,
+    /// The pod's held address (or OpenYurt marker), taken over for its new sandbox.
+    Sticky,
+    RoundRobin,
+    /// The pool was full; the oldest hold was reclaimed.
+    Reclaimed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    pub ip: IpAddr,
+    pub range: Range,
+    pub how: How,
+}
+
+fn exhausted(set: &[Range]) -> Error {
+    // Addresses come back as pods go: the runtime's retry may succeed.
+    Error::new(Code::TRY_AGAIN_LATER, format!("no IP addresses available in range set: {}", describe(set)))
+}
+
+/// Allocate one address from `req.set` for `req.owner`.
+pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
+    let found = |ip: IpAddr, how| Allocation { ip, range: range_for(req.set, ip).expect("chosen inside the set").clone(), how };
+    let pod_key = req.sticky.zip(req.pod).and_then(|(s, p)| p.key(s.key).map(|k| (s, p, k)));
+
+    if let Some(ip) = req.requested {
+        let Some(range) = range_for(req.set, ip) else {
+            return Err(Error::internal(format!("{} not in range set {}", go_ip_string(ip), describe(req.set))));
+        };
+        if ip == range.gateway {
+            return Err(Error::config(format!("requested ip {} is subnet's gateway", go_ip_string(ip))));
+        }
+        let mine = store.lease(ip).map(|l| l.is_owned_by(req.owner));
+        let how = if mine == Some(true) {
+            How::Existing
+        } else if store.reserve(ip, req.owner)? {
+            How::Requested
+        } else if pod_key.as_ref().is_some_and(|(s, _, key)| is_hold_for(store, ip, key, s.key, req)) {
+            store.take_over(ip, req.owner)?;
+            How::Sticky
+        } else {
+            return Err(Error::new(
+                Code::TRY_AGAIN_LATER,
+                format!("requested IP address {} is not available in range set {}", go_ip_string(ip), describe(req.set)),
+            ));
+        };
+        if how == How::Requested {
+            store.set_last_reserved(req.index, ip)?;
+        }
+        record_pod(store, req, ip)?;
+        return Ok(found(ip, how));
+    }
+
+    // A repeated ADD gets what it already has (upstream errors: "duplicate allocation").
+    let existing = store.leases().into_iter().find(|l| (l.is_owned_by(req.owner) || l.is_old_format_of(req.owner)) && range_for(req.set, l.ip).is_some()).map(|l| l.ip);
+    if let Some(ip) = existing {
+        record_pod(store, req, ip)?;
+        return Ok(found(ip, How::Existing));
+    }
+
+    if let Some((sticky, pod, key)) = &pod_key {
+        if let Some(ip) = take_held(store, req, key, sticky.key)? {
+            record_pod(store, req, ip)?;
+            return Ok(found(ip, How::Sticky));
+        }
+        if let Some(ip) = take_marker(store, req, pod)? {
+            record_pod(store, req, ip)?;
+            return Ok(found(ip, How::Sticky));
+        }
+    }
+    if let Some(hold) = req.sticky.and_then(|s| s.hold_duration) {
+        release_expired_holds(store, req.set, hold.as_secs())?;
+    }
+
+    let last = store.last_reserved(req.index);
+    // With stickiness on, OpenYurt-marked addresses are other pods' holds: used last.
+    let marked: Vec<IpAddr> = if req.sticky.is_some() { store.markers().iter().map(|m| m.ip).collect() } else { Vec::new() };
+    for ip in RangeIter::new(req.set, last) {
+        if marked.contains(&ip) {
+            continue;
+        }
+        if store.reserve(ip, req.owner)? {
+            store.set_last_reserved(req.index, ip)?;
+            record_pod(store, req, ip)?;
+            return Ok(found(ip, How::RoundRobin));
+        }
+    }
+    if req.sticky.is_some() {
+        if let Some(ip) = reclaim_oldest_hold(store, req)? {
+            record_pod(store, req, ip)?;
+            return Ok(found(ip, How::Reclaimed));
+        }
+    }
+    Err(exhausted(req.set))
+}
+
+/// Whether the lease on `ip` is this pod's and may move to the new sandbox: it is held,
+/// or its sandbox belongs to an earlier boot. A live sandbox of the same pod in this
+/// boot keeps its address: two sandboxes never share one.
+fn is_hold_for(store: &dyn Store, ip: IpAddr, key: &str, key_kind: StickyKey, req: &Request) -> bool {
+    let Some(lease) = store.lease(ip) else { return false };
+    let Some(pod) = &lease.pod else { return false };
+    Pod::record_key(pod, key_kind).as_deref() == Some(key)
+        && pod.owner.ifname == req.owner.ifname
+        && !lease.is_owned_by(req.owner)
+        && (pod.state == LeaseState::Held || pod.boot_id != req.boot_id)
+}
+
+fn take_held(store: &mut dyn Store, req: &Request, key: &str, key_kind: StickyKey) -> Result<Option<IpAddr>> {
+    let mut holds: Vec<(u64, IpAddr)> = store
+        .leases()
+        .into_iter()
+        .filter(|l| range_for(req.set, l.ip).is_some() && is_hold_for(store, l.ip, key, key_kind, req))
+        .map(|l| (l.pod.as_ref().map_or(0, |p| p.since), l.ip))
+        .collect();
+    // The most recently released one is the address the cluster last saw for this pod.
+    holds.sort();
+    let Some((_, ip)) = holds.pop() else { return Ok(None) };
+    store.take_over(ip, req.owner)?;
+    // Older holds of the same pod and interface would never be used again.
+    for (_, stale) in holds {
+        store.release(stale)?;
+    }
+    Ok(Some(ip))
+}
+
+/// An OpenYurt marker for this pod whose address is free.
+fn take_marker(store: &mut dyn Store, req: &Request, pod: &Pod) -> Result<Option<IpAddr>> {
+    let mine: Vec<_> = store
+        .markers()
+        .iter()
+        .filter(|m| m.namespace == pod.namespace && m.name == pod.name && range_for(req.set, m.ip).is_some())
+        .cloned()
+        .collect();
+    for marker in mine {
+        if store.reserve(marker.ip, req.owner)? {
+            store.remove_marker(&marker)?;
+            return Ok(Some(marker.ip));
+        }
+    }
+    Ok(None)
+}
+
+fn release_expired_holds(store: &mut dyn Store, set: &[Range], max_age: u64) -> Result<()> {
+    let now = unix_now();
+    let expired: Vec<IpAddr> = store
+        .leases()
+        .into_iter()
+        .filter(|l| range_for(set, l.ip).is_some())
+        .filter(|l| matches!(&l.pod, Some(p) if p.state == LeaseState::Held && now.saturating_sub(p.since) >= max_age))
+        .map(|l| l.ip)
+        .collect();
+    for ip in expired {
+        store.release(ip)?;
+    }
+    Ok(())
+}
+
+/// When the pool is full, the address held longest goes to the new pod.
+fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<IpAddr>> {
+    let held = store
+        .leases()
+        .into_iter()
+        .filter(|l| l.is_held() && range_for(req.set, l.ip).is_some())
+        .map(|l| (l.pod.as_ref().map_or(0, |p| p.since), ip_to_u128(l.ip), l.ip))
+        .min();
+    let marked = store
+        .markers()
+        .iter()
+        .filter(|m| range_for(req.set, m.ip).is_some() && store.lease(m.ip).is_none())
+        .map(|m| (m.since, ip_to_u128(m.ip), m.ip))
+        .min();
+    match held.into_iter().chain(marked).min() {
+        None => Ok(None),
+        Some((_, _, ip)) if store.lease(ip).is_some() => {
+            store.take_over(ip, req.owner)?;
+            Ok(Some(ip))
+        }
+        Some((_, _, ip)) => {
+            let markers: Vec<_> = store.markers().iter().filter(|m| m.ip == ip).cloned().collect();
+            if !store.reserve(ip, req.owner)? {
+                return Ok(None);
+            }
+            for m in markers {
+                store.remove_marker(&m)?;
+            }
+            Ok(Some(ip))
+        }
+    }
+}
+
+/// Record (or clear) which pod an address now belongs to.
+fn record_pod(store: &mut dyn Store, req: &Request, ip: IpAddr) -> Result<()> {
+    let record = match (req.sticky, req.pod) {
+        (Some(_), Some(pod)) => Some(pod.record(req.owner, req.boot_id, LeaseState::Active)),
+        _ => None,
+    };
+    let current = store.lease(ip).and_then(|l| l.pod.clone());
+    let unchanged = match (&current, &record) {
+        (Some(c), Some(r)) => c.owner == r.owner && c.state == r.state && c.boot_id == r.boot_id && (c.namespace.as_str(), c.name.as_str(), c.uid.as_str()) == (r.namespace.as_str(), r.name.as_str(), r.uid.as_str()),
+        (None, None) => true,
+        _ => false,
+    };
+    if unchanged {
+        return Ok(());
+    }
+    store.set_pod(ip, record)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,387 @@
+//! Upstream's allocator_test.go cases over an in-memory store, plus stickiness.
+
+use std::collections::BTreeMap;
+
+use libcni::ip::IpNet;
+
+use super::*;
+use crate::config::Sticky;
+use crate::range::{canonicalize_set, RangeSpec};
+use crate::store::{matching, Lease, Marker};
+
+/// An in-memory [`Store`], like upstream's fake store (but ifname-aware).
+#[derive(Default)]
+struct MemoryStore {
+    leases: BTreeMap<String, Lease>,
+    markers: Vec<Marker>,
+    last: BTreeMap<usize, IpAddr>,
+    snapshot: Option<(BTreeMap<String, Lease>, Vec<Marker>)>,
+}
+
+impl MemoryStore {
+    fn with_taken(ips: &[&str]) -> MemoryStore {
+        let mut s = MemoryStore::default();
+        for ip in ips {
+            assert!(s.reserve(ip.parse().unwrap(), &Owner::new("other", "eth0")).unwrap());
+        }
+        s
+    }
+
+    fn begin(&mut self) {
+        self.snapshot = Some((self.leases.clone(), self.markers.clone()));
+    }
+}
+
+impl Store for MemoryStore {
+    fn leases(&self) -> Vec<&Lease> {
+        self.leases.values().collect()
+    }
+    fn lease(&self, ip: IpAddr) -> Option<&Lease> {
+        self.leases.get(&libcni::ip::go_ip_string(ip))
+    }
+    fn markers(&self) -> &[Marker] {
+        &self.markers
+    }
+    fn last_reserved(&mut self, range_set: usize) -> Option<IpAddr> {
+        self.last.get(&range_set).copied()
+    }
+    fn set_last_reserved(&mut self, range_set: usize, ip: IpAddr) -> Result<()> {
+        self.last.insert(range_set, ip);
+        Ok(())
+    }
+    fn reserve(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool> {
+        let name = libcni::ip::go_ip_string(ip);
+        if self.leases.contains_key(&name) {
+            return Ok(false);
+        }
+        self.leases.insert(name, Lease { ip, content: owner.content(), pod: None });
+        Ok(true)
+    }
+    fn take_over(&mut self, ip: IpAddr, owner: &Owner) -> Result<()> {
+        let lease = self.leases.get_mut(&libcni::ip::go_ip_string(ip)).expect("take_over of an existing lease");
+        lease.content = owner.content();
+        Ok(())
+    }
+    fn release(&mut self, ip: IpAddr) -> Result<()> {
+        self.leases.remove(&libcni::ip::go_ip_string(ip));
+        Ok(())
+    }
+    fn set_pod(&mut self, ip: IpAddr, pod: Option<PodRecord>) -> Result<()> {
+        self.leases.get_mut(&libcni::ip::go_ip_string(ip)).expect("set_pod of an existing lease").pod = pod;
+        Ok(())
+    }
+    fn remove_marker(&mut self, marker: &Marker) -> Result<()> {
+        self.markers.retain(|m| m != marker);
+        Ok(())
+    }
+    fn owned_by(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
+        Ok(matching(self.leases.values(), owner))
+    }
+    fn rollback(&mut self) -> Result<()> {
+        if let Some((leases, markers)) = self.snapshot.take() {
+            self.leases = leases;
+            self.markers = markers;
+        }
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<()> {
+        self.snapshot = None;
+        Ok(())
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn set(subnets: &[&str]) -> Vec<Range> {
+    canonicalize_set(&subnets.iter().map(|s| RangeSpec { subnet: Some(IpNet::parse(s).unwrap()), ..Default::default() }).collect::<Vec<_>>()).unwrap()
+}
+
+fn plain<'a>(set: &'a [Range], owner: &'a Owner) -> Request<'a> {
+    Request { index: 0, set, owner, requested: None, sticky: None, pod: None, boot_id: "boot-1" }
+}
+
+fn iter_all(set: &[Range], last: Option<&str>) -> Vec<String> {
+    RangeIter::new(set, last.map(ip)).map(|a| a.to_string()).collect()
+}
+
+#[test]
+fn range_iter_loops_from_beginning_end_and_middle() {
+    let s = set(&["192.168.1.0/29"]);
+    assert_eq!(iter_all(&s, None), ["192.168.1.2", "192.168.1.3", "192.168.1.4", "192.168.1.5", "192.168.1.6"]);
+    assert_eq!(iter_all(&s, Some("192.168.1.6")), ["192.168.1.2", "192.168.1.3", "192.168.1.4", "192.168.1.5", "192.168.1.6"]);
+    assert_eq!(iter_all(&s, Some("192.168.1.3")), ["192.168.1.4", "192.168.1.5", "192.168.1.6", "192.168.1.2", "192.168.1.3"]);
+}
+
+#[test]
+fn round_robin_table_from_upstream() {
+    let cases: &[(&[&str], &[&str], Option<&str>, &str)] = &[
+        (&["10.0.0.0/29"], &[], None, "10.0.0.2"),
+        (&["2001:db8:1::0/64"], &[], None, "2001:db8:1::2"),
+        (&["10.0.0.0/30"], &[], None, "10.0.0.2"),
+        (&["10.0.0.0/29"], &["10.0.0.2"], None, "10.0.0.3"),
+        (&["10.0.0.0/29"], &[], Some("10.0.0.5"), "10.0.0.6"),
+        (&["10.0.0.0/29"], &["10.0.0.4", "10.0.0.5"], Some("10.0.0.3"), "10.0.0.6"),
+        (&["10.0.0.0/29"], &["10.0.0.6"], Some("10.0.0.5"), "10.0.0.2"),
+        (&["10.0.0.0/29"], &["10.0.0.2"], Some("10.0.0.128"), "10.0.0.3"),
+        (&["10.0.0.0/29"], &["10.0.0.2", "10.0.0.4", "10.0.0.5", "10.0.0.6"], Some("10.0.0.3"), "10.0.0.3"),
+        (&["10.0.0.0/30", "10.0.1.0/30"], &[], None, "10.0.0.2"),
+        (&["10.0.0.0/30", "10.0.1.0/30"], &[], Some("10.0.0.2"), "10.0.1.2"),
+        (&["10.0.0.0/30", "10.0.1.0/30", "10.0.2.0/30"], &[], Some("10.0.2.2"), "10.0.0.2"),
+    ];
+    for (subnets, taken, last, want) in cases {
+        let s = set(subnets);
+        let mut store = MemoryStore::with_taken(taken);
+        if let Some(last) = last {
+            store.last.insert(0, ip(last));
+        }
+        let owner = Owner::new("ID", "eth0");
+        let got = allocate(&mut store, &plain(&s, &owner)).unwrap();
+        assert_eq!(got.ip.to_string(), *want, "{subnets:?} taken={taken:?} last={last:?}");
+        assert_eq!(store.last.get(&0), Some(&got.ip));
+    }
+}
+
+#[test]
+fn does_not_allocate_the_broadcast_address_and_exhausts_with_upstreams_error() {
+    let s = set(&["192.168.1.0/29"]);
+    let mut store = MemoryStore::default();
+    for n in 2..=6 {
+        let owner = Owner::new(&format!("ID{n}"), "eth0");
+        let got = allocate(&mut store, &plain(&s, &owner)).unwrap();
+        assert_eq!(format!("{}/{}", got.ip, got.range.subnet.prefix), format!("192.168.1.{n}/29"));
+    }
+    let e = allocate(&mut store, &plain(&s, &Owner::new("ID8", "eth0"))).unwrap_err();
+    assert_eq!(e.msg, "no IP addresses available in range set: 192.168.1.1-192.168.1.6");
+    assert_eq!(e.code, Code::TRY_AGAIN_LATER);
+}
+
+#[test]
+fn allocates_round_robin_after_release() {
+    let s = set(&["192.168.1.0/29"]);
+    let mut store = MemoryStore::default();
+    let owner = Owner::new("ID", "eth0");
+    assert_eq!(allocate(&mut store, &plain(&s, &owner)).unwrap().ip, ip("192.168.1.2"));
+    store.release(ip("192.168.1.2")).unwrap();
+    assert_eq!(allocate(&mut store, &plain(&s, &owner)).unwrap().ip, ip("192.168.1.3"));
+}
+
+#[test]
+fn requested_addresses() {
+    let s = set(&["192.168.1.0/29"]);
+    let mut store = MemoryStore::default();
+    let (a, b) = (Owner::new("A", "eth0"), Owner::new("B", "eth0"));
+    let req = |owner, requested| Request { requested: Some(ip(requested)), ..plain(&s, owner) };
+    assert_eq!(allocate(&mut store, &req(&a, "192.168.1.5")).unwrap().how, How::Requested);
+    let e = allocate(&mut store, &req(&b, "192.168.1.5")).unwrap_err();
+    assert_eq!(e.msg, "requested IP address 192.168.1.5 is not available in range set 192.168.1.1-192.168.1.6");
+    // A retried ADD for the same attachment gets its address back.
+    assert_eq!(allocate(&mut store, &req(&a, "192.168.1.5")).unwrap().how, How::Existing);
+    assert_eq!(allocate(&mut store, &req(&b, "192.168.1.1")).unwrap_err().msg, "requested ip 192.168.1.1 is subnet's gateway");
+
+    let narrow = canonicalize_set(&[RangeSpec { subnet: IpNet::parse("192.168.1.0/29"), range_end: Some(ip("192.168.1.4")), ..Default::default() }]).unwrap();
+    let e = allocate(&mut store, &Request { requested: Some(ip("192.168.1.5")), ..plain(&narrow, &b) }).unwrap_err();
+    assert_eq!(e.msg, "192.168.1.5 not in range set 192.168.1.1-192.168.1.4");
+    let narrow = canonicalize_set(&[RangeSpec { subnet: IpNet::parse("192.168.1.0/29"), range_start: Some(ip("192.168.1.3")), ..Default::default() }]).unwrap();
+    let e = allocate(&mut store, &Request { requested: Some(ip("192.168.1.2")), ..plain(&narrow, &b) }).unwrap_err();
+    assert_eq!(e.msg, "192.168.1.2 not in range set 192.168.1.3-192.168.1.6");
+}
+
+#[test]
+fn out_of_addresses_in_every_shape() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["10.0.0.0/30"], &["10.0.0.2"]),
+        (&["10.0.0.0/29"], &["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]),
+        (&["10.0.0.0/30", "10.0.1.0/30"], &["10.0.0.2", "10.0.1.2"]),
+    ];
+    for (subnets, taken) in cases {
+        let s = set(subnets);
+        let e = allocate(&mut MemoryStore::with_taken(taken), &plain(&s, &Owner::new("ID", "eth0"))).unwrap_err();
+        assert!(e.msg.starts_with("no IP addresses available in range set"), "{e:?}");
+    }
+}
+
+#[test]
+fn start_ip_after_a_range_end_is_the_next_ranges_start() {
+    // Upstream's two ranges with host bits set and canonicalisation skipped: start/end as given.
+    let raw = |net: &str, start: &str, end: &str| Range { subnet: IpNet::parse(net).unwrap(), start: ip(start), end: ip(end), gateway: ip("0.0.0.0") };
+    let s = vec![raw("192.168.1.1/30", "192.168.1.0", "192.168.1.3"), raw("192.168.2.1/30", "192.168.2.0", "192.168.2.3")];
+    let mut it = RangeIter::new(&s, Some(ip("192.168.1.3")));
+    assert_eq!(it.next(), Some(ip("192.168.2.0")));
+    let mut it = RangeIter::new(&s, None);
+    assert_eq!(it.next(), Some(ip("192.168.1.0")));
+}
+
+#[test]
+fn a_repeated_add_returns_the_existing_address() {
+    let s = set(&["10.0.0.0/29"]);
+    let mut store = MemoryStore::default();
+    let owner = Owner::new("c1", "eth0");
+    let first = allocate(&mut store, &plain(&s, &owner)).unwrap();
+    let again = allocate(&mut store, &plain(&s, &owner)).unwrap();
+    assert_eq!((again.ip, again.how), (first.ip, How::Existing));
+    // Another interface of the same container is another attachment.
+    assert_ne!(allocate(&mut store, &plain(&s, &Owner::new("c1", "net1"))).unwrap().ip, first.ip);
+}
+
+// ---- stickiness ----
+
+const STICKY: Sticky = Sticky { key: StickyKey::NamespaceName, hold_duration: None };
+
+fn pod(name: &str) -> Pod {
+    Pod { namespace: "default".into(), name: name.into(), uid: format!("uid-{name}") }
+}
+
+fn sticky<'a>(set: &'a [Range], owner: &'a Owner, pod: &'a Pod, boot: &'a str) -> Request<'a> {
+    Request { sticky: Some(&STICKY), pod: Some(pod), boot_id: boot, ..plain(set, owner) }
+}
+
+/// What the plugin's DEL does with a sticky lease: keep the file, mark it held.
+fn del_hold(store: &mut MemoryStore, owner: &Owner, pod: &Pod) {
+    for ip in store.owned_by(owner).unwrap() {
+        let boot = store.lease(ip).unwrap().pod.as_ref().map(|p| p.boot_id.clone()).unwrap_or_default();
+        store.set_pod(ip, Some(pod.record(owner, &boot, LeaseState::Held))).unwrap();
+    }
+}
+
+#[test]
+fn a_held_address_returns_to_the_pods_next_sandbox() {
+    let s = set(&["10.0.0.0/28"]);
+    let mut store = MemoryStore::default();
+    let web = pod("web-0");
+    let (old, new) = (Owner::new("old", "eth0"), Owner::new("new", "eth0"));
+    let first = allocate(&mut store, &sticky(&s, &old, &web, "boot-1")).unwrap();
+    del_hold(&mut store, &old, &web);
+    // Another pod does not get it while the pool has room.
+    let other = allocate(&mut store, &sticky(&s, &Owner::new("x", "eth0"), &pod("other"), "boot-2")).unwrap();
+    assert_ne!(other.ip, first.ip);
+    let again = allocate(&mut store, &sticky(&s, &new, &web, "boot-2")).unwrap();
+    assert_eq!((again.ip, again.how), (first.ip, How::Sticky));
+    let lease = store.lease(first.ip).unwrap();
+    assert!(lease.is_owned_by(&new));
+    assert_eq!(lease.pod.as_ref().unwrap().state, LeaseState::Active);
+}
+
+#[test]
+fn an_undeleted_sandbox_from_an_earlier_boot_hands_over_its_address() {
+    let s = set(&["10.0.0.0/28"]);
+    let mut store = MemoryStore::default();
+    let web = pod("web-0");
+    let first = allocate(&mut store, &sticky(&s, &Owner::new("old", "eth0"), &web, "boot-1")).unwrap();
+    // Same boot: a second live sandbox gets a different address.
+    let twin = allocate(&mut store, &sticky(&s, &Owner::new("twin", "eth0"), &web, "boot-1")).unwrap();
+    assert_ne!(twin.ip, first.ip);
+    store.release(twin.ip).unwrap();
+    // After a reboot the old sandbox is dead even if its DEL has not come yet.
+    let after = allocate(&mut store, &sticky(&s, &Owner::new("new", "eth0"), &web, "boot-2")).unwrap();
+    assert_eq!((after.ip, after.how), (first.ip, How::Sticky));
+}
+
+#[test]
+fn holds_are_per_interface_and_per_range_set() {
+    let v4 = set(&["10.0.0.0/28"]);
+    let v6 = set(&["2001:db8::/120"]);
+    let web = pod("web-0");
+    let mut store = MemoryStore::default();
+    let (old0, old1) = (Owner::new("old", "eth0"), Owner::new("old", "net1"));
+    let a4 = allocate(&mut store, &sticky(&v4, &old0, &web, "b1")).unwrap().ip;
+    let a6 = allocate(&mut store, &Request { index: 1, ..sticky(&v6, &old0, &web, "b1") }).unwrap().ip;
+    let n4 = allocate(&mut store, &sticky(&v4, &old1, &web, "b1")).unwrap().ip;
+    del_hold(&mut store, &old0, &web);
+    del_hold(&mut store, &old1, &web);
+    let (new0, new1) = (Owner::new("new", "eth0"), Owner::new("new", "net1"));
+    assert_eq!(allocate(&mut store, &sticky(&v4, &new1, &web, "b2")).unwrap().ip, n4);
+    assert_eq!(allocate(&mut store, &sticky(&v4, &new0, &web, "b2")).unwrap().ip, a4);
+    assert_eq!(allocate(&mut store, &Request { index: 1, ..sticky(&v6, &new0, &web, "b2") }).unwrap().ip, a6);
+}
+
+#[test]
+fn a_full_pool_reclaims_the_oldest_hold() {
+    let s = set(&["10.0.0.0/29"]); // .2 - .6
+    let mut store = MemoryStore::default();
+    let pods: Vec<Pod> = (0..5).map(|i| pod(&format!("p{i}"))).collect();
+    for (i, p) in pods.iter().enumerate() {
+        let owner = Owner::new(&format!("c{i}"), "eth0");
+        allocate(&mut store, &sticky(&s, &owner, p, "b1")).unwrap();
+        del_hold(&mut store, &owner, p);
+        store.leases.get_mut(&format!("10.0.0.{}", i + 2)).unwrap().pod.as_mut().unwrap().since = 100 + i as u64;
+    }
+    // p3's hold is made the oldest.
+    store.leases.get_mut("10.0.0.5").unwrap().pod.as_mut().unwrap().since = 1;
+    let got = allocate(&mut store, &sticky(&s, &Owner::new("n", "eth0"), &pod("newcomer"), "b1")).unwrap();
+    assert_eq!((got.ip, got.how), (ip("10.0.0.5"), How::Reclaimed));
+    // Without stickiness a full pool is full, as upstream.
+    let e = allocate(&mut store, &plain(&s, &Owner::new("m", "eth0"))).unwrap_err();
+    assert!(e.msg.starts_with("no IP addresses available"));
+}
+
+#[test]
+fn a_requested_address_overrides_the_hold() {
+    let s = set(&["10.0.0.0/28"]);
+    let mut store = MemoryStore::default();
+    let web = pod("web-0");
+    let old = Owner::new("old", "eth0");
+    let held = allocate(&mut store, &sticky(&s, &old, &web, "b1")).unwrap().ip;
+    del_hold(&mut store, &old, &web);
+    let new = Owner::new("new", "eth0");
+    let got = allocate(&mut store, &Request { requested: Some(ip("10.0.0.9")), ..sticky(&s, &new, &web, "b2") }).unwrap();
+    assert_eq!((got.ip, got.how), (ip("10.0.0.9"), How::Requested));
+    assert!(store.lease(held).unwrap().is_held(), "the old hold is untouched");
+}
+
+#[test]
+fn openyurt_markers_are_honoured() {
+    let s = set(&["10.0.0.0/28"]);
+    let mut store = MemoryStore::default();
+    store.markers.push(Marker { ip: ip("10.0.0.2"), namespace: "default".into(), name: "web-0".into(), since: 5 });
+    // Another pod skips the marked address while others are free.
+    let other = allocate(&mut store, &sticky(&s, &Owner::new("x", "eth0"), &pod("other"), "b1")).unwrap();
+    assert_eq!(other.ip, ip("10.0.0.3"));
+    let web = allocate(&mut store, &sticky(&s, &Owner::new("w", "eth0"), &pod("web-0"), "b1")).unwrap();
+    assert_eq!((web.ip, web.how), (ip("10.0.0.2"), How::Sticky));
+    assert!(store.markers.is_empty(), "the marker became our own pod record");
+    assert_eq!(store.lease(web.ip).unwrap().pod.as_ref().unwrap().name, "web-0");
+}
+
+#[test]
+fn uid_keying_only_matches_the_same_pod_object() {
+    let uid_sticky = Sticky { key: StickyKey::Uid, hold_duration: None };
+    let s = set(&["10.0.0.0/28"]);
+    let mut store = MemoryStore::default();
+    let old_pod = pod("web-0");
+    let old = Owner::new("old", "eth0");
+    fn req<'a>(s: &'a [Range], st: &'a Sticky, owner: &'a Owner, p: &'a Pod, boot: &'a str) -> Request<'a> {
+        Request { sticky: Some(st), ..sticky(s, owner, p, boot) }
+    }
+    let held = allocate(&mut store, &req(&s, &uid_sticky, &old, &old_pod, "b1")).unwrap().ip;
+    del_hold(&mut store, &old, &old_pod);
+    let recreated = Pod { uid: "uid-other".into(), ..old_pod.clone() };
+    let (n1, n2) = (Owner::new("n1", "eth0"), Owner::new("n2", "eth0"));
+    assert_ne!(allocate(&mut store, &req(&s, &uid_sticky, &n1, &recreated, "b2")).unwrap().ip, held);
+    assert_eq!(allocate(&mut store, &req(&s, &uid_sticky, &n2, &old_pod, "b2")).unwrap().ip, held);
+}
+
+#[test]
+fn expired_holds_are_released() {
+    let short = Sticky { key: StickyKey::NamespaceName, hold_duration: Some(std::time::Duration::from_secs(60)) };
+    let s = set(&["10.0.0.0/30"]); // one address
+    let mut store = MemoryStore::default();
+    let old = Owner::new("old", "eth0");
+    let web = pod("web-0");
+    allocate(&mut store, &Request { sticky: Some(&short), ..sticky(&s, &old, &web, "b1") }).unwrap();
+    del_hold(&mut store, &old, &web);
+    store.leases.get_mut("10.0.0.2").unwrap().pod.as_mut().unwrap().since = 0;
+    let got = allocate(&mut store, &Request { sticky: Some(&short), ..sticky(&s, &Owner::new("n", "eth0"), &pod("other"), "b1") }).unwrap();
+    assert_eq!((got.ip, got.how), (ip("10.0.0.2"), How::RoundRobin));
+}
+
+#[test]
+fn rollback_restores_the_store() {
+    let s = set(&["10.0.0.0/28"]);
+    let mut store = MemoryStore::default();
+    store.begin();
+    allocate(&mut store, &plain(&s, &Owner::new("c", "eth0"))).unwrap();
+    store.rollback().unwrap();
+    assert!(store.leases.is_empty());
+}

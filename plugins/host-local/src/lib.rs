@@ -1,0 +1,8 @@
+//! host-local: upstream's host-local IPAM, drop-in compatible on disk, with durable
+//! writes, a lease index, and sticky pod IPs across sandboxes.
+
+pub mod allocator;
+pub mod config;
+pub mod dns;
+pub mod range;
+pub mod store;

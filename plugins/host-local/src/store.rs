@@ -1,0 +1,234 @@
+//! What the allocator needs from storage, and the records it keeps.
+//!
+//! A lease is upstream's `<ip>` file (`<containerID>\r\n<ifname>`); that file alone says
+//! an address is in use, for us and for upstream host-local. Pod metadata for sticky IPs
+//! lives in a record beside it. A *held* address is a lease whose pod record says
+//! `held`: its file stays, so nobody else can take it until it is reclaimed.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libcni::ip::go_ip_string;
+use libcni::Result;
+
+/// The attachment a lease belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl Owner {
+    pub fn new(container_id: &str, ifname: &str) -> Owner {
+        Owner { container_id: container_id.trim().to_string(), ifname: ifname.to_string() }
+    }
+
+    /// The lease file content upstream writes and matches.
+    pub fn content(&self) -> String {
+        format!("{}\r\n{}", self.container_id, self.ifname)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// In use by a sandbox.
+    Active,
+    /// The sandbox was deleted; kept for the same pod's next sandbox.
+    Held,
+}
+
+/// Who a lease belongs to beyond its sandbox: the pod, the boot, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRecord {
+    /// The lease content this record describes; a mismatch means the lease was replaced
+    /// behind our back (by upstream host-local) and the record no longer applies.
+    pub owner: Owner,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The kernel boot in which the owning sandbox was set up.
+    pub boot_id: String,
+    pub state: LeaseState,
+    /// Unix seconds of the last state change.
+    pub since: u64,
+}
+
+/// One `<ip>` file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub ip: IpAddr,
+    /// Trimmed file content: `id\r\nifname`, or just `id` in the pre-v0.8 format.
+    pub content: String,
+    pub pod: Option<PodRecord>,
+}
+
+impl Lease {
+    /// Matched the way upstream's `ReleaseByID`/`GetByID` first pass matches.
+    pub fn is_owned_by(&self, owner: &Owner) -> bool {
+        self.content == owner.content()
+    }
+
+    /// Upstream's fallback for files written before the ifname was recorded.
+    pub fn is_old_format_of(&self, owner: &Owner) -> bool {
+        self.content == owner.container_id
+    }
+
+    pub fn container_id(&self) -> &str {
+        self.content.split("\r\n").next().unwrap_or("")
+    }
+
+    /// `None` for old-format files.
+    pub fn ifname(&self) -> Option<&str> {
+        self.content.split_once("\r\n").map(|(_, ifname)| ifname)
+    }
+
+    pub fn is_held(&self) -> bool {
+        matches!(&self.pod, Some(p) if p.state == LeaseState::Held)
+    }
+
+    pub fn file_name(&self) -> String {
+        go_ip_string(self.ip)
+    }
+}
+
+/// An OpenYurt keep-IP marker `<ip>_<namespace>_<name>`: that pod's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub ip: IpAddr,
+    pub namespace: String,
+    pub name: String,
+    /// Unix seconds (file mtime).
+    pub since: u64,
+}
+
+impl Marker {
+    pub fn file_name(&self) -> String {
+        format!("{}_{}_{}", go_ip_string(self.ip), self.namespace, self.name)
+    }
+
+    /// Parse a marker file name; namespace and pod names never contain `_`.
+    pub fn parse_name(name: &str) -> Option<(IpAddr, String, String)> {
+        let mut parts = name.split('_');
+        let (ip, ns, pod) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || ns.is_empty() || pod.is_empty() {
+            return None;
+        }
+        let addr: IpAddr = ip.parse().ok()?;
+        (go_ip_string(addr) == ip).then(|| (addr, ns.to_string(), pod.to_string()))
+    }
+}
+
+/// Storage as the allocator sees it. Every mutation is durable once `commit` returns;
+/// `rollback` undoes what this process reserved, took over or re-labelled.
+pub trait Store {
+    /// All leases, in upstream's lexical file-name order.
+    fn leases(&self) -> Vec<&Lease>;
+    fn lease(&self, ip: IpAddr) -> Option<&Lease>;
+    fn markers(&self) -> &[Marker];
+    fn last_reserved(&mut self, range_set: usize) -> Option<IpAddr>;
+    fn set_last_reserved(&mut self, range_set: usize, ip: IpAddr) -> Result<()>;
+    /// Create the lease if `ip` is free; `Ok(false)` if a lease file already exists.
+    fn reserve(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool>;
+    /// Give an existing lease to `owner` (atomically replacing the file).
+    fn take_over(&mut self, ip: IpAddr, owner: &Owner) -> Result<()>;
+    /// Remove the lease and its pod record.
+    fn release(&mut self, ip: IpAddr) -> Result<()>;
+    /// Write or remove the pod record of an existing lease.
+    fn set_pod(&mut self, ip: IpAddr, pod: Option<PodRecord>) -> Result<()>;
+    fn remove_marker(&mut self, marker: &Marker) -> Result<()>;
+    /// Leases of `owner` for DEL and CHECK, where a miss must be certain: exact matches,
+    /// else upstream's old-format fallback.
+    fn owned_by(&mut self, owner: &Owner) -> Result<Vec<IpAddr>>;
+    fn rollback(&mut self) -> Result<()>;
+    fn commit(&mut self) -> Result<()>;
+}
+
+/// Leases of `owner` among `leases`: exact matches, else old-format ones (upstream's two passes).
+pub fn matching<'a>(leases: impl Iterator<Item = &'a Lease> + Clone, owner: &Owner) -> Vec<IpAddr> {
+    let exact: Vec<IpAddr> = leases.clone().filter(|l| l.is_owned_by(owner)).map(|l| l.ip).collect();
+    if !exact.is_empty() {
+        return exact;
+    }
+    leases.filter(|l| l.is_old_format_of(owner)).map(|l| l.ip).collect()
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// RFC 3339 in UTC, e.g. `2026-11-23T17:42:28Z`.
+pub fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86400) as i64;
+    let secs = unix % 86400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Parse what [`rfc3339`] writes.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // days_from_civil
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip() {
+        for (unix, text) in [(0, "1970-01-01T00:00:00Z"), (951_782_400, "2000-02-29T00:00:00Z"), (1_795_455_748, "2026-11-23T17:42:28Z")] {
+            assert_eq!(rfc3339(unix), text);
+            assert_eq!(parse_rfc3339(text), Some(unix));
+        }
+        for bad in ["", "2026-13-01T00:00:00Z", "2026-11-23 17:42:28Z", "2026-11-23T17:42:28+01:00"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn markers() {
+        assert_eq!(Marker::parse_name("172.30.132.194_kube-system_coredns-vstxh"), Some(("172.30.132.194".parse().unwrap(), "kube-system".into(), "coredns-vstxh".into())));
+        for bad in ["10.0.0.1", "10.0.0.1_ns", "10.0.0.1__p", "x_ns_p", "10.0.0.1_a_b_c", "2001:DB8::1_a_b"] {
+            assert_eq!(Marker::parse_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ownership_matches_upstream() {
+        let owner = Owner::new("  c1\n", "eth0");
+        let lease = |content: &str| Lease { ip: "10.0.0.2".parse().unwrap(), content: content.into(), pod: None };
+        assert!(lease("c1\r\neth0").is_owned_by(&owner));
+        assert!(!lease("c1\r\neth1").is_owned_by(&owner));
+        assert!(lease("c1").is_old_format_of(&owner));
+        assert!(!lease("c1\neth0").is_owned_by(&owner), "LF-only files never match, as upstream");
+        let leases = [lease("c1"), lease("c1\r\neth0")];
+        assert_eq!(matching(leases.iter(), &owner).len(), 1);
+        assert_eq!(matching(leases[..1].iter(), &owner).len(), 1, "old format is the fallback");
+    }
+}
