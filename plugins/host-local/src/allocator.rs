@@ -151,7 +151,8 @@ fn exhausted(set: &[Range]) -> Error {
 
 /// Allocate one address from `req.set` for `req.owner`.
 pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
-    let found = |ip: IpAddr, how| Allocation { ip, range: range_for(req.set, ip).expect("chosen inside the set").clone(), how };
+    let found =
+        |ip: IpAddr, how| Allocation { ip, range: range_for(req.set, ip).expect("chosen inside the set").clone(), how };
     let pod_key = req.sticky.zip(req.pod).and_then(|(s, p)| p.key(s.key).map(|k| (s, p, k)));
 
     if let Some(ip) = req.requested {
@@ -172,7 +173,11 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
         } else {
             return Err(Error::new(
                 Code::TRY_AGAIN_LATER,
-                format!("requested IP address {} is not available in range set {}", go_ip_string(ip), describe(req.set)),
+                format!(
+                    "requested IP address {} is not available in range set {}",
+                    go_ip_string(ip),
+                    describe(req.set)
+                ),
             ));
         };
         if how == How::Requested {
@@ -183,7 +188,11 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
     }
 
     // A repeated ADD gets what it already has (upstream errors: "duplicate allocation").
-    let existing = store.leases().into_iter().find(|l| (l.is_owned_by(req.owner) || l.is_old_format_of(req.owner)) && range_for(req.set, l.ip).is_some()).map(|l| l.ip);
+    let existing = store
+        .leases()
+        .into_iter()
+        .find(|l| (l.is_owned_by(req.owner) || l.is_old_format_of(req.owner)) && range_for(req.set, l.ip).is_some())
+        .map(|l| l.ip);
     if let Some(ip) = existing {
         record_pod(store, req, ip)?;
         return Ok(found(ip, How::Existing));
@@ -205,7 +214,8 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
 
     let last = store.last_reserved(req.index);
     // With stickiness on, OpenYurt-marked addresses are other pods' holds: used last.
-    let marked: Vec<IpAddr> = if req.sticky.is_some() { store.markers().iter().map(|m| m.ip).collect() } else { Vec::new() };
+    let marked: Vec<IpAddr> =
+        if req.sticky.is_some() { store.markers().iter().map(|m| m.ip).collect() } else { Vec::new() };
     for ip in RangeIter::new(req.set, last) {
         if marked.contains(&ip) {
             continue;
@@ -328,7 +338,13 @@ fn record_pod(store: &mut dyn Store, req: &Request, ip: IpAddr) -> Result<()> {
     };
     let current = store.lease(ip).and_then(|l| l.pod.clone());
     let unchanged = match (&current, &record) {
-        (Some(c), Some(r)) => c.owner == r.owner && c.state == r.state && c.boot_id == r.boot_id && (c.namespace.as_str(), c.name.as_str(), c.uid.as_str()) == (r.namespace.as_str(), r.name.as_str(), r.uid.as_str()),
+        (Some(c), Some(r)) => {
+            c.owner == r.owner
+                && c.state == r.state
+                && c.boot_id == r.boot_id
+                && (c.namespace.as_str(), c.name.as_str(), c.uid.as_str())
+                    == (r.namespace.as_str(), r.name.as_str(), r.uid.as_str())
+        }
         (None, None) => true,
         _ => false,
     };

@@ -191,12 +191,17 @@ fn sticky(ipam: &Map<String, Value>) -> Result<Option<Sticky>> {
         None | Some("namespace/name") => StickyKey::NamespaceName,
         Some("uid") => StickyKey::Uid,
         Some(other) => {
-            return Err(Error::config(format!("ipam.stickyIPs.key must be \"namespace/name\" or \"uid\", not {other:?}")))
+            return Err(Error::config(format!(
+                "ipam.stickyIPs.key must be \"namespace/name\" or \"uid\", not {other:?}"
+            )))
         }
     };
     let hold_duration = match string(o, "holdDuration", "ipam.stickyIPs.holdDuration")? {
         None => None,
-        Some(s) => Some(parse_duration(&s).ok_or_else(|| Error::config(format!("ipam.stickyIPs.holdDuration: invalid duration {s:?}")))?),
+        Some(s) => Some(
+            parse_duration(&s)
+                .ok_or_else(|| Error::config(format!("ipam.stickyIPs.holdDuration: invalid duration {s:?}")))?,
+        ),
     };
     Ok(Some(Sticky { key, hold_duration }))
 }
@@ -219,7 +224,11 @@ pub fn load(conf: &Value, cni_args: &str) -> Result<IpamConfig> {
     let mut runtime_ips = Vec::new();
     let mut runtime_ranges = Vec::new();
     if let Some(rc) = runtime {
-        requested_ips(array(rc, "ips", "Net.runtimeConfig.ips", "[]*ip.IP")?, "Net.runtimeConfig.ips", &mut runtime_ips)?;
+        requested_ips(
+            array(rc, "ips", "Net.runtimeConfig.ips", "[]*ip.IP")?,
+            "Net.runtimeConfig.ips",
+            &mut runtime_ips,
+        )?;
         let sets = array(rc, "ipRanges", "Net.runtimeConfig.ipRanges", "[]allocator.RangeSet")?;
         runtime_ranges = range_sets(sets, "Net.runtimeConfig.ipRanges")?;
     }
@@ -232,7 +241,9 @@ pub fn load(conf: &Value, cni_args: &str) -> Result<IpamConfig> {
         .iter()
         .map(|r| Route::from_json(r).map_err(|e| Error::config(e.msg)))
         .collect::<Result<Vec<_>>>()?;
-    let data_dir = string(ipam, "dataDir", "Net.ipam.dataDir")?.filter(|d| !d.is_empty()).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+    let data_dir = string(ipam, "dataDir", "Net.ipam.dataDir")?
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
     let resolv_conf = string(ipam, "resolvConf", "Net.ipam.resolvConf")?.filter(|s| !s.is_empty()).map(PathBuf::from);
     let log_file = string(ipam, "logFile", "Net.ipam.logFile")?.filter(|s| !s.is_empty()).map(PathBuf::from);
     let sticky = sticky(ipam)?;
@@ -263,7 +274,9 @@ pub fn load(conf: &Value, cni_args: &str) -> Result<IpamConfig> {
     }
     let v4 = sets.iter().filter(|s| s[0].is_v4()).count();
     if (v4 > 1 || sets.len() - v4 > 1) && !version::gte(&cni_version, "0.3.0").unwrap_or(false) {
-        return Err(Error::config(format!("CNI version {cni_version} does not support more than 1 address per family")));
+        return Err(Error::config(format!(
+            "CNI version {cni_version} does not support more than 1 address per family"
+        )));
     }
     for (i, a) in sets.iter().enumerate() {
         for (j, b) in sets.iter().enumerate().skip(i + 1) {
@@ -272,7 +285,18 @@ pub fn load(conf: &Value, cni_args: &str) -> Result<IpamConfig> {
             }
         }
     }
-    Ok(IpamConfig { name, cni_version, ranges: sets, routes, data_dir: data_dir.into(), resolv_conf, requested, sticky, log_file, args })
+    Ok(IpamConfig {
+        name,
+        cni_version,
+        ranges: sets,
+        routes,
+        data_dir: data_dir.into(),
+        resolv_conf,
+        requested,
+        sticky,
+        log_file,
+        args,
+    })
 }
 
 #[cfg(test)]

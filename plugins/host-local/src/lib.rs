@@ -3,6 +3,8 @@
 
 pub mod allocator;
 pub mod config;
+pub mod disk;
 pub mod dns;
+pub mod plugin;
 pub mod range;
 pub mod store;

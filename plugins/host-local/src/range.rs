@@ -195,13 +195,22 @@ mod tests {
     #[test]
     fn upstream_error_texts() {
         let cases = [
-            ("192.0.2.12/24", "Network has host bits set. For a subnet mask of length 24 the network address is 192.0.2.0"),
+            (
+                "192.0.2.12/24",
+                "Network has host bits set. For a subnet mask of length 24 the network address is 192.0.2.0",
+            ),
             (
                 "2001:DB8:1::24:19ff:fee1:c44a/64",
                 "Network has host bits set. For a subnet mask of length 64 the network address is 2001:db8:1::",
             ),
-            ("2001:DB8:24:19ff::/63", "Network has host bits set. For a subnet mask of length 63 the network address is 2001:db8:24:19fe::"),
-            ("192.168.127.0/23", "Network has host bits set. For a subnet mask of length 23 the network address is 192.168.126.0"),
+            (
+                "2001:DB8:24:19ff::/63",
+                "Network has host bits set. For a subnet mask of length 63 the network address is 2001:db8:24:19fe::",
+            ),
+            (
+                "192.168.127.0/23",
+                "Network has host bits set. For a subnet mask of length 23 the network address is 192.168.126.0",
+            ),
             ("192.0.2.0/31", "Network 192.0.2.0/31 too small to allocate from"),
             ("192.0.2.0/32", "Network 192.0.2.0/32 too small to allocate from"),
             ("2001:db8::/127", "Network 2001:db8::/127 too small to allocate from"),
@@ -215,7 +224,10 @@ mod tests {
         };
         assert_eq!(with(Some("192.0.3.0"), None).unwrap_err(), "RangeStart 192.0.3.0 not in network 192.0.2.0/24");
         assert_eq!(with(None, Some("192.0.4.0")).unwrap_err(), "RangeEnd 192.0.4.0 not in network 192.0.2.0/24");
-        assert_eq!(with(Some("192.0.2.50"), Some("192.0.2.40")).unwrap_err(), "RangeStart 192.0.2.50 not in network 192.0.2.0/24");
+        assert_eq!(
+            with(Some("192.0.2.50"), Some("192.0.2.40")).unwrap_err(),
+            "RangeStart 192.0.2.50 not in network 192.0.2.0/24"
+        );
         let r = with(Some("192.0.2.40"), Some("192.0.2.50")).unwrap();
         assert_eq!((r.start, r.end), (ip("192.0.2.40"), ip("192.0.2.50")));
     }
@@ -228,7 +240,9 @@ mod tests {
         let r = RangeSpec { range_start: Some(ip("255.255.255.255")), ..spec("255.255.255.0/24") }.canonicalize();
         assert_eq!(r.unwrap_err(), "RangeStart 255.255.255.255 not in network 255.255.255.0/24");
         // Explicit network and broadcast addresses stay allocatable, as upstream.
-        let r = RangeSpec { range_start: Some(ip("10.0.0.0")), range_end: Some(ip("10.0.0.3")), ..spec("10.0.0.0/30") }.canonicalize().unwrap();
+        let r = RangeSpec { range_start: Some(ip("10.0.0.0")), range_end: Some(ip("10.0.0.3")), ..spec("10.0.0.0/30") }
+            .canonicalize()
+            .unwrap();
         assert_eq!((r.start, r.end), (ip("10.0.0.0"), ip("10.0.0.3")));
     }
 
@@ -242,14 +256,31 @@ mod tests {
         }
         .canonicalize()
         .unwrap();
-        for (addr, want) in [("192.0.3.0", false), ("192.0.2.39", false), ("192.0.2.40", true), ("192.0.2.50", true), ("192.0.2.51", false), ("::1", false)] {
+        for (addr, want) in [
+            ("192.0.3.0", false),
+            ("192.0.2.39", false),
+            ("192.0.2.40", true),
+            ("192.0.2.50", true),
+            ("192.0.2.51", false),
+            ("::1", false),
+        ] {
             assert_eq!(r.contains(ip(addr)), want, "{addr}");
         }
         assert!(r.contains(ip("::ffff:192.0.2.45")));
-        let r6 = RangeSpec { range_start: Some(ip("2001:db8:1::40")), range_end: Some(ip("2001:db8:1::50")), ..spec("2001:db8:1::/64") }
-            .canonicalize()
-            .unwrap();
-        for (addr, want) in [("2001:db8:2::", false), ("2001:db8:1::39", false), ("2001:db8:1::40", true), ("2001:db8:1::50", true), ("2001:db8:1::51", false)] {
+        let r6 = RangeSpec {
+            range_start: Some(ip("2001:db8:1::40")),
+            range_end: Some(ip("2001:db8:1::50")),
+            ..spec("2001:db8:1::/64")
+        }
+        .canonicalize()
+        .unwrap();
+        for (addr, want) in [
+            ("2001:db8:2::", false),
+            ("2001:db8:1::39", false),
+            ("2001:db8:1::40", true),
+            ("2001:db8:1::50", true),
+            ("2001:db8:1::51", false),
+        ] {
             assert_eq!(r6.contains(ip(addr)), want, "{addr}");
         }
     }
@@ -282,7 +313,10 @@ mod tests {
             canonicalize_set(&[spec("192.168.0.0/20"), spec("192.168.2.0/24")]).unwrap_err(),
             "subnets 192.168.0.1-192.168.15.254 and 192.168.2.1-192.168.2.254 overlap"
         );
-        assert_eq!(canonicalize_set(&[spec("10.1.0.0/22"), spec("2001:db8:5::/64")]).unwrap_err(), "mixed address families");
+        assert_eq!(
+            canonicalize_set(&[spec("10.1.0.0/22"), spec("2001:db8:5::/64")]).unwrap_err(),
+            "mixed address families"
+        );
         assert_eq!(canonicalize_set(&[]).unwrap_err(), "empty range set");
         let p1 = canonicalize_set(&[spec("192.168.0.0/20")]).unwrap();
         let p2 = canonicalize_set(&[spec("192.168.2.0/24")]).unwrap();

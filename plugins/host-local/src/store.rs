@@ -53,6 +53,13 @@ pub struct PodRecord {
     pub since: u64,
 }
 
+impl PodRecord {
+    /// The same pod's record, now holding the address for its next sandbox.
+    pub fn held_now(&self) -> PodRecord {
+        PodRecord { state: LeaseState::Held, since: unix_now(), ..self.clone() }
+    }
+}
+
 /// One `<ip>` file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -176,7 +183,8 @@ pub fn rfc3339(unix: u64) -> String {
 /// Parse what [`rfc3339`] writes.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -202,7 +210,11 @@ mod tests {
 
     #[test]
     fn timestamps_round_trip() {
-        for (unix, text) in [(0, "1970-01-01T00:00:00Z"), (951_782_400, "2000-02-29T00:00:00Z"), (1_795_455_748, "2026-11-23T17:42:28Z")] {
+        for (unix, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_795_455_748, "2026-11-23T17:42:28Z"),
+        ] {
             assert_eq!(rfc3339(unix), text);
             assert_eq!(parse_rfc3339(text), Some(unix));
         }
@@ -213,7 +225,10 @@ mod tests {
 
     #[test]
     fn markers() {
-        assert_eq!(Marker::parse_name("172.30.132.194_kube-system_coredns-vstxh"), Some(("172.30.132.194".parse().unwrap(), "kube-system".into(), "coredns-vstxh".into())));
+        assert_eq!(
+            Marker::parse_name("172.30.132.194_kube-system_coredns-vstxh"),
+            Some(("172.30.132.194".parse().unwrap(), "kube-system".into(), "coredns-vstxh".into()))
+        );
         for bad in ["10.0.0.1", "10.0.0.1_ns", "10.0.0.1__p", "x_ns_p", "10.0.0.1_a_b_c", "2001:DB8::1_a_b"] {
             assert_eq!(Marker::parse_name(bad), None, "{bad}");
         }

@@ -95,7 +95,13 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn set(subnets: &[&str]) -> Vec<Range> {
-    canonicalize_set(&subnets.iter().map(|s| RangeSpec { subnet: Some(IpNet::parse(s).unwrap()), ..Default::default() }).collect::<Vec<_>>()).unwrap()
+    canonicalize_set(
+        &subnets
+            .iter()
+            .map(|s| RangeSpec { subnet: Some(IpNet::parse(s).unwrap()), ..Default::default() })
+            .collect::<Vec<_>>(),
+    )
+    .unwrap()
 }
 
 fn plain<'a>(set: &'a [Range], owner: &'a Owner) -> Request<'a> {
@@ -110,8 +116,14 @@ fn iter_all(set: &[Range], last: Option<&str>) -> Vec<String> {
 fn range_iter_loops_from_beginning_end_and_middle() {
     let s = set(&["192.168.1.0/29"]);
     assert_eq!(iter_all(&s, None), ["192.168.1.2", "192.168.1.3", "192.168.1.4", "192.168.1.5", "192.168.1.6"]);
-    assert_eq!(iter_all(&s, Some("192.168.1.6")), ["192.168.1.2", "192.168.1.3", "192.168.1.4", "192.168.1.5", "192.168.1.6"]);
-    assert_eq!(iter_all(&s, Some("192.168.1.3")), ["192.168.1.4", "192.168.1.5", "192.168.1.6", "192.168.1.2", "192.168.1.3"]);
+    assert_eq!(
+        iter_all(&s, Some("192.168.1.6")),
+        ["192.168.1.2", "192.168.1.3", "192.168.1.4", "192.168.1.5", "192.168.1.6"]
+    );
+    assert_eq!(
+        iter_all(&s, Some("192.168.1.3")),
+        ["192.168.1.4", "192.168.1.5", "192.168.1.6", "192.168.1.2", "192.168.1.3"]
+    );
 }
 
 #[test]
@@ -178,12 +190,25 @@ fn requested_addresses() {
     assert_eq!(e.msg, "requested IP address 192.168.1.5 is not available in range set 192.168.1.1-192.168.1.6");
     // A retried ADD for the same attachment gets its address back.
     assert_eq!(allocate(&mut store, &req(&a, "192.168.1.5")).unwrap().how, How::Existing);
-    assert_eq!(allocate(&mut store, &req(&b, "192.168.1.1")).unwrap_err().msg, "requested ip 192.168.1.1 is subnet's gateway");
+    assert_eq!(
+        allocate(&mut store, &req(&b, "192.168.1.1")).unwrap_err().msg,
+        "requested ip 192.168.1.1 is subnet's gateway"
+    );
 
-    let narrow = canonicalize_set(&[RangeSpec { subnet: IpNet::parse("192.168.1.0/29"), range_end: Some(ip("192.168.1.4")), ..Default::default() }]).unwrap();
+    let narrow = canonicalize_set(&[RangeSpec {
+        subnet: IpNet::parse("192.168.1.0/29"),
+        range_end: Some(ip("192.168.1.4")),
+        ..Default::default()
+    }])
+    .unwrap();
     let e = allocate(&mut store, &Request { requested: Some(ip("192.168.1.5")), ..plain(&narrow, &b) }).unwrap_err();
     assert_eq!(e.msg, "192.168.1.5 not in range set 192.168.1.1-192.168.1.4");
-    let narrow = canonicalize_set(&[RangeSpec { subnet: IpNet::parse("192.168.1.0/29"), range_start: Some(ip("192.168.1.3")), ..Default::default() }]).unwrap();
+    let narrow = canonicalize_set(&[RangeSpec {
+        subnet: IpNet::parse("192.168.1.0/29"),
+        range_start: Some(ip("192.168.1.3")),
+        ..Default::default()
+    }])
+    .unwrap();
     let e = allocate(&mut store, &Request { requested: Some(ip("192.168.1.2")), ..plain(&narrow, &b) }).unwrap_err();
     assert_eq!(e.msg, "192.168.1.2 not in range set 192.168.1.3-192.168.1.6");
 }
@@ -205,8 +230,14 @@ fn out_of_addresses_in_every_shape() {
 #[test]
 fn start_ip_after_a_range_end_is_the_next_ranges_start() {
     // Upstream's two ranges with host bits set and canonicalisation skipped: start/end as given.
-    let raw = |net: &str, start: &str, end: &str| Range { subnet: IpNet::parse(net).unwrap(), start: ip(start), end: ip(end), gateway: ip("0.0.0.0") };
-    let s = vec![raw("192.168.1.1/30", "192.168.1.0", "192.168.1.3"), raw("192.168.2.1/30", "192.168.2.0", "192.168.2.3")];
+    let raw = |net: &str, start: &str, end: &str| Range {
+        subnet: IpNet::parse(net).unwrap(),
+        start: ip(start),
+        end: ip(end),
+        gateway: ip("0.0.0.0"),
+    };
+    let s =
+        vec![raw("192.168.1.1/30", "192.168.1.0", "192.168.1.3"), raw("192.168.2.1/30", "192.168.2.0", "192.168.2.3")];
     let mut it = RangeIter::new(&s, Some(ip("192.168.1.3")));
     assert_eq!(it.next(), Some(ip("192.168.2.0")));
     let mut it = RangeIter::new(&s, None);
@@ -325,7 +356,8 @@ fn a_requested_address_overrides_the_hold() {
     let held = allocate(&mut store, &sticky(&s, &old, &web, "b1")).unwrap().ip;
     del_hold(&mut store, &old, &web);
     let new = Owner::new("new", "eth0");
-    let got = allocate(&mut store, &Request { requested: Some(ip("10.0.0.9")), ..sticky(&s, &new, &web, "b2") }).unwrap();
+    let got =
+        allocate(&mut store, &Request { requested: Some(ip("10.0.0.9")), ..sticky(&s, &new, &web, "b2") }).unwrap();
     assert_eq!((got.ip, got.how), (ip("10.0.0.9"), How::Requested));
     assert!(store.lease(held).unwrap().is_held(), "the old hold is untouched");
 }
@@ -372,7 +404,11 @@ fn expired_holds_are_released() {
     allocate(&mut store, &Request { sticky: Some(&short), ..sticky(&s, &old, &web, "b1") }).unwrap();
     del_hold(&mut store, &old, &web);
     store.leases.get_mut("10.0.0.2").unwrap().pod.as_mut().unwrap().since = 0;
-    let got = allocate(&mut store, &Request { sticky: Some(&short), ..sticky(&s, &Owner::new("n", "eth0"), &pod("other"), "b1") }).unwrap();
+    let got = allocate(
+        &mut store,
+        &Request { sticky: Some(&short), ..sticky(&s, &Owner::new("n", "eth0"), &pod("other"), "b1") },
+    )
+    .unwrap();
     assert_eq!((got.ip, got.how), (ip("10.0.0.2"), How::RoundRobin));
 }
 

@@ -1,0 +1,229 @@
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("hl-disk-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        TempDir(dir.join("net"))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(self.0.parent().unwrap());
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn leases_are_written_in_upstreams_format() {
+    let t = TempDir::new("format");
+    let mut s = DiskStore::open(&t.0).unwrap();
+    assert!(s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap());
+    assert!(s.reserve(ip("2001:db8:1::2"), &Owner::new("c1", "eth0")).unwrap());
+    s.set_last_reserved(0, ip("10.0.0.2")).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    assert_eq!(fs::read(t.0.join("10.0.0.2")).unwrap(), b"c1\r\neth0");
+    assert_eq!(fs::read(t.0.join("2001:db8:1::2")).unwrap(), b"c1\r\neth0");
+    assert_eq!(fs::read(t.0.join("last_reserved_ip.0")).unwrap(), b"10.0.0.2");
+    assert_eq!(fs::metadata(t.0.join("10.0.0.2")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(fs::metadata(t.0.join("lock")).unwrap().permissions().mode() & 0o777, 0o750 & !0o022);
+    assert_eq!(
+        names(&t.0),
+        [".hostlocal", "10.0.0.2", "2001:db8:1::2", "last_reserved_ip.0", "lock"],
+        "no temp files left"
+    );
+    assert_eq!(fs::metadata(t.0.join("10.0.0.2")).unwrap().nlink(), 1, "leases never share an inode");
+}
+
+#[test]
+fn the_index_is_reused_until_someone_else_changes_the_directory() {
+    let t = TempDir::new("index");
+    let mut s = DiskStore::open(&t.0).unwrap();
+    s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    let s = DiskStore::open(&t.0).unwrap();
+    assert!(!s.fresh, "loaded from the index");
+    assert_eq!(s.lease(ip("10.0.0.2")).unwrap().content, "c1\r\neth0");
+    drop(s);
+    // Upstream host-local adds a lease: the directory's mtime moves, the index is dropped.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(t.0.join("10.0.0.3"), "c2\r\neth0").unwrap();
+    let s = DiskStore::open(&t.0).unwrap();
+    assert!(s.fresh);
+    assert_eq!(s.lease(ip("10.0.0.3")).unwrap().content, "c2\r\neth0");
+}
+
+#[test]
+fn a_miss_is_confirmed_even_when_the_mtime_did_not_move() {
+    let t = TempDir::new("miss");
+    let mut s = DiskStore::open(&t.0).unwrap();
+    s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    // An upstream ADD in the same clock tick as our last write: same mtime, stale index.
+    let before = fs::metadata(&t.0).unwrap();
+    fs::write(t.0.join("10.0.0.3"), "c2\r\neth0").unwrap();
+    let times = [
+        libc::timespec { tv_sec: before.atime(), tv_nsec: before.atime_nsec() },
+        libc::timespec { tv_sec: before.mtime(), tv_nsec: before.mtime_nsec() },
+    ];
+    let c_path = std::ffi::CString::new(t.0.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) }, 0);
+    let mut s = DiskStore::open(&t.0).unwrap();
+    assert!(!s.fresh, "the stale index was trusted for the fast path");
+    assert_eq!(s.owned_by(&Owner::new("c2", "eth0")).unwrap(), vec![ip("10.0.0.3")]);
+}
+
+#[test]
+fn hits_are_verified_against_the_file() {
+    let t = TempDir::new("verify");
+    let mut s = DiskStore::open(&t.0).unwrap();
+    s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    let before = fs::metadata(&t.0).unwrap();
+    // Replaced in place behind our back (same name, same mtime tick).
+    fs::write(t.0.join("10.0.0.2"), "c9\r\neth0").unwrap();
+    let times = [
+        libc::timespec { tv_sec: before.atime(), tv_nsec: before.atime_nsec() },
+        libc::timespec { tv_sec: before.mtime(), tv_nsec: before.mtime_nsec() },
+    ];
+    let c_path = std::ffi::CString::new(t.0.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) }, 0);
+    let mut s = DiskStore::open(&t.0).unwrap();
+    assert!(s.owned_by(&Owner::new("c1", "eth0")).unwrap().is_empty());
+    assert_eq!(s.owned_by(&Owner::new("c9", "eth0")).unwrap(), vec![ip("10.0.0.2")]);
+}
+
+#[test]
+fn crash_debris_is_cleaned_and_never_blocks_an_address() {
+    let t = TempDir::new("debris");
+    fs::create_dir_all(&t.0).unwrap();
+    fs::write(t.0.join("10.0.0.2"), "").unwrap(); // upstream crashed between create and write
+    fs::write(t.0.join("10.0.0.3"), "  \n").unwrap();
+    fs::write(t.0.join(".tmp-1-1"), "c1\r\neth0").unwrap(); // we crashed before link
+    fs::write(
+        t.0.join("10.0.0.9.pod"),
+        r#"{"containerId":"gone","ifname":"eth0","state":"held","since":"2026-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    fs::write(t.0.join("last_reserved_ip.0"), "garbage").unwrap();
+    let mut s = DiskStore::open(&t.0).unwrap();
+    assert!(s.leases().is_empty());
+    assert_eq!(s.last_reserved(0), None);
+    assert!(s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap());
+    s.commit().unwrap();
+    drop(s);
+    assert_eq!(names(&t.0), [".hostlocal", "10.0.0.2", "last_reserved_ip.0", "lock"]);
+}
+
+#[test]
+fn symlinks_in_the_store_are_never_followed() {
+    let t = TempDir::new("symlink");
+    fs::create_dir_all(&t.0).unwrap();
+    let outside = t.0.parent().unwrap().join("outside");
+    fs::write(&outside, "c1\r\neth0").unwrap();
+    std::os::unix::fs::symlink(&outside, t.0.join("10.0.0.2")).unwrap();
+    std::os::unix::fs::symlink(&outside, t.0.join("last_reserved_ip.0")).unwrap();
+    let mut s = DiskStore::open(&t.0).unwrap();
+    assert!(s.owned_by(&Owner::new("c1", "eth0")).unwrap().is_empty(), "a symlink is not a lease");
+    assert_eq!(s.last_reserved(0), None);
+    assert!(
+        !s.reserve(ip("10.0.0.2"), &Owner::new("c2", "eth0")).unwrap(),
+        "the name is taken, nothing is written through it"
+    );
+    s.commit().unwrap();
+    assert_eq!(fs::read(&outside).unwrap(), b"c1\r\neth0");
+    let link_dir = t.0.parent().unwrap().join("linked");
+    std::os::unix::fs::symlink(&t.0, &link_dir).unwrap();
+    assert!(DiskStore::open(&link_dir).is_err());
+}
+
+#[test]
+fn pod_records_round_trip_and_rollback_restores_everything() {
+    let t = TempDir::new("pods");
+    let owner = Owner::new("old", "eth0");
+    let record = PodRecord {
+        owner: owner.clone(),
+        namespace: "default".into(),
+        name: "web 0".into(),
+        uid: "u1".into(),
+        boot_id: "b1".into(),
+        state: LeaseState::Held,
+        since: 1_700_000_000,
+    };
+    let mut s = DiskStore::open(&t.0).unwrap();
+    s.reserve(ip("10.0.0.2"), &owner).unwrap();
+    s.set_pod(ip("10.0.0.2"), Some(record.clone())).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    assert!(fs::read_to_string(t.0.join("10.0.0.2.pod")).unwrap().starts_with("{\"containerId\":\"old\""));
+
+    let mut s = DiskStore::open(&t.0).unwrap();
+    assert!(!s.fresh);
+    assert_eq!(s.lease(ip("10.0.0.2")).unwrap().pod, Some(record.clone()), "from the index");
+    s.rescan().unwrap();
+    assert_eq!(s.lease(ip("10.0.0.2")).unwrap().pod, Some(record.clone()), "from the record file");
+
+    let new = Owner::new("new", "eth0");
+    s.take_over(ip("10.0.0.2"), &new).unwrap();
+    s.set_pod(ip("10.0.0.2"), None).unwrap();
+    assert!(s.reserve(ip("10.0.0.3"), &new).unwrap());
+    s.rollback().unwrap();
+    s.commit().unwrap();
+    drop(s);
+    assert_eq!(fs::read(t.0.join("10.0.0.2")).unwrap(), b"old\r\neth0");
+    assert!(t.0.join("10.0.0.2.pod").exists());
+    assert!(!t.0.join("10.0.0.3").exists());
+}
+
+#[test]
+fn a_record_for_a_replaced_lease_is_dropped() {
+    let t = TempDir::new("stale-record");
+    let owner = Owner::new("old", "eth0");
+    let mut s = DiskStore::open(&t.0).unwrap();
+    s.reserve(ip("10.0.0.2"), &owner).unwrap();
+    let record = PodRecord {
+        owner,
+        namespace: "n".into(),
+        name: "p".into(),
+        uid: String::new(),
+        boot_id: "b".into(),
+        state: LeaseState::Active,
+        since: 1,
+    };
+    s.set_pod(ip("10.0.0.2"), Some(record)).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    // Upstream DELs "old" and hands the address to "other".
+    fs::remove_file(t.0.join("10.0.0.2")).unwrap();
+    fs::write(t.0.join("10.0.0.2"), "other\r\neth0").unwrap();
+    let s = DiskStore::open(&t.0).unwrap();
+    assert_eq!(s.lease(ip("10.0.0.2")).unwrap().pod, None);
+    assert!(!t.0.join("10.0.0.2.pod").exists());
+}
+
+#[test]
+fn index_escaping_round_trips() {
+    for s in ["", "a b", "c1\r\neth0", "%~x", "ünï"] {
+        assert_eq!(unescape(&escape(s)).as_deref(), Some(s));
+        assert!(!escape(s).contains(' '));
+    }
+}

@@ -1,0 +1,253 @@
+//! The CNI verbs: ADD, DEL, CHECK, GC and STATUS over the disk store.
+
+use std::ffi::CString;
+use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use libcni::ip::{go_ip_string, IpNet};
+use libcni::skel::{CmdArgs, Plugin};
+use libcni::types::{v100, AnyResult, Result100};
+use libcni::{Code, Error, Result};
+use serde_json::Value;
+
+use crate::allocator::{allocate, Allocation, Pod, Request};
+use crate::config::{self, IpamConfig};
+use crate::disk::DiskStore;
+use crate::dns::parse_resolv_conf;
+use crate::range::range_for;
+use crate::store::{LeaseState, Owner, Store};
+
+pub struct HostLocal;
+
+/// The kernel's ID for this boot: a sandbox recorded under another boot is dead.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn load(args: &CmdArgs) -> Result<IpamConfig> {
+    config::load(&args.conf, &args.args)
+}
+
+/// The pod this call is for, when stickiness is on and CNI_ARGS name one.
+fn sticky_pod(conf: &IpamConfig) -> Option<Pod> {
+    let sticky = conf.sticky.as_ref()?;
+    Pod::from_args(&conf.args).filter(|p| p.key(sticky.key).is_some())
+}
+
+fn allocate_all(
+    store: &mut DiskStore,
+    conf: &IpamConfig,
+    owner: &Owner,
+    pod: Option<&Pod>,
+    boot_id: &str,
+) -> Result<Vec<Allocation>> {
+    // Each requested address is used by the first range set that contains it.
+    let mut requested: Vec<IpAddr> = Vec::new();
+    for ip in &conf.requested {
+        if !requested.contains(ip) {
+            requested.push(*ip);
+        }
+    }
+    let mut allocations = Vec::with_capacity(conf.ranges.len());
+    for (index, set) in conf.ranges.iter().enumerate() {
+        let wanted = requested.iter().position(|ip| range_for(set, *ip).is_some()).map(|i| requested.remove(i));
+        let req = Request { index, set, owner, requested: wanted, sticky: conf.sticky.as_ref(), pod, boot_id };
+        allocations
+            .push(allocate(store, &req).map_err(|e| e.context(format!("failed to allocate for range {index}")))?);
+    }
+    if !requested.is_empty() {
+        let left: Vec<String> = requested.iter().map(|ip| go_ip_string(*ip)).collect();
+        return Err(Error::config(format!("failed to allocate all requested IPs: {}", left.join(" "))));
+    }
+    Ok(allocations)
+}
+
+impl Plugin for HostLocal {
+    fn add(&self, args: &CmdArgs) -> Result<AnyResult> {
+        let conf = load(args)?;
+        let dns = match &conf.resolv_conf {
+            None => Default::default(),
+            Some(path) => parse_resolv_conf(
+                &std::fs::read_to_string(path).map_err(|e| Error::io(format!("open {}: {}", path.display(), e)))?,
+            ),
+        };
+        let owner = Owner::new(&args.container_id, &args.ifname);
+        let pod = sticky_pod(&conf);
+        let boot = if pod.is_some() { boot_id() } else { String::new() };
+        let mut store = DiskStore::open(&conf.store_dir())?;
+        let allocations = match allocate_all(&mut store, &conf, &owner, pod.as_ref(), &boot) {
+            Ok(a) => a,
+            Err(e) => {
+                // Undo only what this call did; earlier allocations of this container stay.
+                store.rollback()?;
+                store.commit()?;
+                return Err(e);
+            }
+        };
+        store.commit()?;
+        let result = Result100 {
+            cni_version: libcni::version::CURRENT.into(),
+            ips: allocations
+                .iter()
+                .map(|a| v100::IpConfig {
+                    interface: None,
+                    address: IpNet::new(a.ip, a.range.subnet.prefix),
+                    gateway: Some(a.range.gateway),
+                })
+                .collect(),
+            routes: conf.routes.clone(),
+            dns,
+            ..Default::default()
+        };
+        result.as_version(&conf.cni_version)
+    }
+
+    fn del(&self, args: &CmdArgs) -> Result<()> {
+        let conf = load(args)?;
+        let owner = Owner::new(&args.container_id, &args.ifname);
+        let pod = sticky_pod(&conf);
+        let mut store = DiskStore::open(&conf.store_dir())?;
+        for ip in store.owned_by(&owner)? {
+            match &pod {
+                // The address stays with the pod for its next sandbox.
+                Some(pod) => {
+                    let lease = store.lease(ip).cloned().expect("owned_by returns leases");
+                    if lease.is_held() {
+                        continue;
+                    }
+                    if !lease.is_owned_by(&owner) {
+                        // A pre-ifname lease: rewrite it in the current format, or the pod
+                        // record (which names the ifname) would not match it.
+                        store.take_over(ip, &owner)?;
+                    }
+                    let boot = lease.pod.as_ref().map(|p| p.boot_id.clone()).unwrap_or_else(boot_id);
+                    store.set_pod(ip, Some(pod.record(&owner, &boot, LeaseState::Held)))?;
+                }
+                None => store.release(ip)?,
+            }
+        }
+        store.commit()
+    }
+
+    fn check(&self, args: &CmdArgs) -> Result<()> {
+        let conf = load(args)?;
+        let owner = Owner::new(&args.container_id, &args.ifname);
+        let mut store = DiskStore::open(&conf.store_dir())?;
+        let mut held: Vec<IpAddr> = store.owned_by(&owner)?;
+        held.retain(|ip| store.lease(*ip).is_some_and(|l| !l.is_held()));
+        store.commit()?;
+        if held.is_empty() {
+            return Err(Error::new(
+                Code::UNKNOWN_CONTAINER,
+                format!("host-local: Failed to find address added by container {}", owner.container_id),
+            ));
+        }
+        let mismatch = |msg: String| Error::new(Code(100), format!("host-local: {msg}"));
+        for (index, set) in conf.ranges.iter().enumerate() {
+            if !held.iter().any(|ip| range_for(set, *ip).is_some()) {
+                return Err(mismatch(format!("container {} has no address in range set {index}", owner.container_id)));
+            }
+        }
+        if let Some(prev) = args.conf.get("prevResult").filter(|v| !v.is_null()) {
+            let prev = AnyResult::from_json(&args.cni_version, prev)?.to_v100();
+            let ours = |ip: &IpAddr| conf.ranges.iter().any(|set| range_for(set, *ip).is_some());
+            let mut claimed: Vec<IpAddr> = prev.ips.iter().map(|c| c.address.addr).filter(ours).collect();
+            let mut leased: Vec<IpAddr> = held.iter().copied().filter(ours).collect();
+            claimed.sort();
+            leased.sort();
+            if claimed != leased {
+                let show = |ips: &[IpAddr]| ips.iter().map(|ip| go_ip_string(*ip)).collect::<Vec<_>>().join(",");
+                return Err(mismatch(format!(
+                    "prevResult addresses [{}] differ from the leases of container {} [{}]",
+                    show(&claimed),
+                    owner.container_id,
+                    show(&leased)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, args: &CmdArgs) -> Result<()> {
+        let conf = load(args)?;
+        let valid = valid_attachments(&args.conf)?;
+        let mut store = DiskStore::open(&conf.store_dir())?;
+        store.refresh()?;
+        let is_valid = |id: &str, ifname: Option<&str>| {
+            valid.iter().any(|(v_id, v_if)| v_id == id && ifname.is_none_or(|i| i == v_if))
+        };
+        let stale: Vec<_> = store
+            .leases()
+            .into_iter()
+            .filter(|l| !l.is_held() && !is_valid(l.container_id(), l.ifname()))
+            .cloned()
+            .collect();
+        let mut errors = Vec::new();
+        for lease in stale {
+            let outcome = match (&conf.sticky, &lease.pod) {
+                // Its pod may come back (a GC after reboot lists only the new sandboxes).
+                (Some(_), Some(record)) => store.set_pod(lease.ip, Some(record.held_now())),
+                _ => store.release(lease.ip),
+            };
+            if let Err(e) = outcome {
+                errors.push(format!("{}: {e}", go_ip_string(lease.ip)));
+            }
+        }
+        store.commit()?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::io(format!("failed to release some leases: {}", errors.join("; "))))
+        }
+    }
+
+    fn status(&self, args: &CmdArgs) -> Result<()> {
+        let conf = load(args)?;
+        store_usable(&conf.store_dir())
+    }
+}
+
+/// `cni.dev/valid-attachments` (or its pre-release name) as (containerID, ifname) pairs.
+fn valid_attachments(conf: &Value) -> Result<Vec<(String, String)>> {
+    let list = conf.get("cni.dev/valid-attachments").or_else(|| conf.get("cni.dev/attachments"));
+    let Some(Value::Array(items)) = list else {
+        return Err(Error::config("GC needs cni.dev/valid-attachments: a list of {\"containerID\", \"ifname\"}"));
+    };
+    items
+        .iter()
+        .map(|a| {
+            let field = |k: &str| a.get(k).and_then(Value::as_str).map(str::to_string);
+            match (field("containerID"), field("ifname")) {
+                (Some(id), Some(ifname)) => Ok((id, ifname)),
+                _ => Err(Error::config(format!("invalid entry in cni.dev/valid-attachments: {a}"))),
+            }
+        })
+        .collect()
+}
+
+/// STATUS: can leases be written here right now? Cheap: no lock, no directory walk.
+fn store_usable(dir: &Path) -> Result<()> {
+    let unavailable = |why: String| {
+        Error::new(Code::PLUGIN_NOT_AVAILABLE, format!("host-local store {} is not usable: {why}", dir.display()))
+    };
+    std::fs::DirBuilder::new().recursive(true).create(dir).map_err(|e| unavailable(e.to_string()))?;
+    let path = CString::new(dir.as_os_str().as_bytes()).map_err(|e| unavailable(e.to_string()))?;
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` a plain out-parameter.
+    unsafe {
+        if libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) != 0 {
+            return Err(unavailable(std::io::Error::last_os_error().to_string()));
+        }
+        let mut fs: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut fs) != 0 {
+            return Err(unavailable(std::io::Error::last_os_error().to_string()));
+        }
+        if fs.f_flag & libc::ST_RDONLY != 0 {
+            return Err(unavailable("read-only file system".into()));
+        }
+        if fs.f_bavail == 0 || fs.f_favail == 0 {
+            return Err(unavailable("no space left on device".into()));
+        }
+    }
+    Ok(())
+}
