@@ -314,8 +314,10 @@ pub fn main(plugin: &dyn Plugin, info: &PluginInfo) -> ! {
     let getenv = |k: &str| std::env::var(k).unwrap_or_default();
     let outcome = dispatch(plugin, info, &getenv, &mut io::stdin().lock());
     let _ = io::stderr().write_all(outcome.stderr.as_bytes());
-    let mut stdout = io::stdout().lock();
-    if stdout.write_all(outcome.stdout.as_bytes()).and_then(|_| stdout.flush()).is_err() {
+    // One write(2) for the whole document (std's line-buffered stdout would split it).
+    // SAFETY: fd 1 is open for the life of the process; ManuallyDrop keeps it open.
+    let mut stdout = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(1) });
+    if !outcome.stdout.is_empty() && stdout.write_all(outcome.stdout.as_bytes()).is_err() {
         std::process::exit(1);
     }
     std::process::exit(outcome.exit_code)

@@ -27,7 +27,9 @@ fn v4_range(rng: &mut Rng, third: u8) -> String {
     let base = format!("10.{}.{third}", 40 + rng.below(3));
     match rng.below(6) {
         0 => format!(r#"{{"subnet":"{base}.0/{prefix}","gateway":"{base}.{}"}}"#, 1 + rng.below(4)),
-        1 if prefix <= 29 => format!(r#"{{"subnet":"{base}.0/{prefix}","rangeStart":"{base}.2","rangeEnd":"{base}.5"}}"#),
+        1 if prefix <= 29 => {
+            format!(r#"{{"subnet":"{base}.0/{prefix}","rangeStart":"{base}.2","rangeEnd":"{base}.5"}}"#)
+        }
         2 if prefix == 28 => format!(r#"{{"subnet":"{base}.0/{prefix}","rangeStart":"{base}.{}"}}"#, 3 + rng.below(6)),
         _ => format!(r#"{{"subnet":"{base}.0/{prefix}"}}"#),
     }
@@ -98,7 +100,8 @@ fn scenario(rng: &mut Rng) -> Scenario {
         };
         let mut call = Call::new(verb, id, "").ifname(ifname);
         if k8s {
-            call = call.args(&format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{id};K8S_POD_UID=u-{id}"));
+            call = call
+                .args(&format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{id};K8S_POD_UID=u-{id}"));
         }
         match verb {
             "ADD" if added.contains(&attachment) => {
@@ -126,7 +129,12 @@ fn scenario(rng: &mut Rng) -> Scenario {
 }
 
 fn conf(s: &Scenario, dd: &TempDir) -> String {
-    format!(r#"{{"cniVersion":"{}","name":"net","ipam":{{"type":"host-local","dataDir":"{}",{}}}}}"#, s.version, dd.display(), s.ipam)
+    format!(
+        r#"{{"cniVersion":"{}","name":"net","ipam":{{"type":"host-local","dataDir":"{}",{}}}}}"#,
+        s.version,
+        dd.display(),
+        s.ipam
+    )
 }
 
 /// Compare one call's outcome with upstream's, allowing the documented deviations.
@@ -148,7 +156,9 @@ fn same_outcome(reference: &Outcome, got: &Outcome, by_ours: bool, repeat_add: b
     }
     match (reference.code == 0, got.code == 0) {
         (true, true) if reference.stdout == got.stdout => Ok(()),
-        (false, false) if !by_ours => (reference.stdout == got.stdout).then_some(()).ok_or("error output differs".into()),
+        (false, false) if !by_ours => {
+            (reference.stdout == got.stdout).then_some(()).ok_or("error output differs".into())
+        }
         // Our error codes follow the spec; the messages are upstream's.
         (false, false) if reference.error().1 == got.error().1 => Ok(()),
         _ => Err(format!("upstream: {reference:?}\n   ours: {got:?}")),
@@ -168,7 +178,11 @@ fn random_scenarios_match_upstream() {
     let mut calls = 0;
     for n in 0..scenarios {
         let s = scenario(&mut rng);
-        let dirs = [TempDir::new(&format!("diff-u{n}")), TempDir::new(&format!("diff-o{n}")), TempDir::new(&format!("diff-a{n}"))];
+        let dirs = [
+            TempDir::new(&format!("diff-u{n}")),
+            TempDir::new(&format!("diff-o{n}")),
+            TempDir::new(&format!("diff-a{n}")),
+        ];
         let confs: Vec<String> = dirs.iter().map(|d| conf(&s, d)).collect();
         let mut added: Vec<(String, String)> = Vec::new();
         for (step, op) in s.ops.iter().enumerate() {
@@ -188,9 +202,19 @@ fn random_scenarios_match_upstream() {
             let alternate_is_ours = rng.chance(50);
             let runs: [(&str, PathBuf, bool, Outcome); 2] = [
                 ("ours", dirs[1].0.clone(), true, run(&ours_bin, &call(1))),
-                ("alternating", dirs[2].0.clone(), alternate_is_ours, if alternate_is_ours { run(&ours_bin, &call(2)) } else { upstream_run(2) }),
+                (
+                    "alternating",
+                    dirs[2].0.clone(),
+                    alternate_is_ours,
+                    if alternate_is_ours { run(&ours_bin, &call(2)) } else { upstream_run(2) },
+                ),
             ];
-            let context = || format!("seed {seed} scenario {n} step {step}: {} {} {} args={:?}\nconf: {}", op.command, op.container_id, op.ifname, op.args, confs[0]);
+            let context = || {
+                format!(
+                    "seed {seed} scenario {n} step {step}: {} {} {} args={:?}\nconf: {}",
+                    op.command, op.container_id, op.ifname, op.args, confs[0]
+                )
+            };
             for (name, dir, by_ours, got) in &runs {
                 if let Err(diff) = same_outcome(&reference, got, *by_ours, repeat_add) {
                     panic!("{name} differs from upstream at {}\n{diff}", context());

@@ -45,7 +45,8 @@ fn recorded_upstream_outputs_are_reproduced_byte_for_byte() {
     for (title, stdin, want, want_code) in recorded() {
         let (command, id, ifname) = env_of(&title);
         let stdin = stdin.replace("@DD@", &dd.display());
-        let out = run(&ours(), &Call::new(&command, &id, &stdin).ifname(if ifname.is_empty() { "eth0" } else { &ifname }));
+        let out =
+            run(&ours(), &Call::new(&command, &id, &stdin).ifname(if ifname.is_empty() { "eth0" } else { &ifname }));
         if title.starts_with("ADD duplicate") {
             // Deliberate deviation 1: a repeated ADD returns the existing allocation.
             assert_eq!((want_code, out.code), (1, 0), "{title}");
@@ -58,7 +59,13 @@ fn recorded_upstream_outputs_are_reproduced_byte_for_byte() {
             continue;
         }
         if title.starts_with("ADD fill /29 #6") {
-            assert_eq!(out.error(), (11, "failed to allocate for range 0: no IP addresses available in range set: 10.0.0.1-10.0.0.6".into()));
+            assert_eq!(
+                out.error(),
+                (
+                    11,
+                    "failed to allocate for range 0: no IP addresses available in range set: 10.0.0.1-10.0.0.6".into()
+                )
+            );
             continue;
         }
         assert_eq!((out.code, out.stdout.as_str()), (want_code, want.as_str()), "{title}");
@@ -102,7 +109,12 @@ fn allocates_and_releases_addresses_with_add_del() {
         assert_eq!(out.stdout.contains("\"version\":"), ["0.3.0", "0.3.1", "0.4.0"].contains(&version), "{version}");
         assert_eq!(out.ips(), ["10.1.2.2/24", "2001:db8:1::2/64"], "{version}");
         let net = dd.path().join("mynet");
-        for (file, content) in [("10.1.2.2", "dummy\r\neth0"), ("2001:db8:1::2", "dummy\r\neth0"), ("last_reserved_ip.0", "10.1.2.2"), ("last_reserved_ip.1", "2001:db8:1::2")] {
+        for (file, content) in [
+            ("10.1.2.2", "dummy\r\neth0"),
+            ("2001:db8:1::2", "dummy\r\neth0"),
+            ("last_reserved_ip.0", "10.1.2.2"),
+            ("last_reserved_ip.1", "2001:db8:1::2"),
+        ] {
             assert_eq!(std::fs::read_to_string(net.join(file)).unwrap(), content, "{version} {file}");
         }
         assert!(del(&conf, "dummy").ok());
@@ -115,7 +127,10 @@ fn allocates_per_interface() {
     for version in VERSIONS {
         let dd = TempDir::new(&format!("ifname{version}"));
         let conf = |net: &str, subnet: &str| {
-            format!(r#"{{"cniVersion":"{version}","name":"{net}","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{subnet}"}}]]}}}}"#, dd.display())
+            format!(
+                r#"{{"cniVersion":"{version}","name":"{net}","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{subnet}"}}]]}}}}"#,
+                dd.display()
+            )
         };
         let (c0, c1) = (conf("mynet0", "10.1.2.0/24"), conf("mynet1", "10.2.2.0/24"));
         assert!(run(&ours(), &Call::new("ADD", "dummy", &c0).ifname("eth0")).ok());
@@ -136,7 +151,10 @@ fn allocates_per_interface() {
 fn repeated_add_for_the_same_attachment_returns_its_address() {
     for version in VERSIONS {
         let dd = TempDir::new(&format!("repeat{version}"));
-        let conf = format!(r#"{{"cniVersion":"{version}","name":"mynet0","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.1.2.0/24"}}]]}}}}"#, dd.display());
+        let conf = format!(
+            r#"{{"cniVersion":"{version}","name":"mynet0","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.1.2.0/24"}}]]}}}}"#,
+            dd.display()
+        );
         assert_eq!(add(&conf, "dummy").ips(), ["10.1.2.2/24"], "{version}");
         assert_eq!(add(&conf, "dummy").ips(), ["10.1.2.2/24"], "{version}");
         assert_eq!(add(&conf, "dummy1").ips(), ["10.1.2.3/24"], "{version}");
@@ -152,7 +170,10 @@ fn repeated_add_for_the_same_attachment_returns_its_address() {
 fn del_releases_old_format_leases() {
     for version in VERSIONS {
         let dd = TempDir::new(&format!("oldfmt{version}"));
-        let conf = format!(r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.1.2.0/24"}}]]}}}}"#, dd.display());
+        let conf = format!(
+            r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.1.2.0/24"}}]]}}}}"#,
+            dd.display()
+        );
         assert!(add(&conf, "dummy").ok());
         let lease = dd.path().join("mynet/10.1.2.2");
         assert_eq!(std::fs::read_to_string(&lease).unwrap(), "dummy\r\neth0");
@@ -166,7 +187,10 @@ fn del_releases_old_format_leases() {
 fn del_of_an_unknown_id_succeeds() {
     for version in VERSIONS {
         let dd = TempDir::new(&format!("unknown{version}"));
-        let conf = format!(r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.1.2.0/24"}}}}"#, dd.display());
+        let conf = format!(
+            r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.1.2.0/24"}}}}"#,
+            dd.display()
+        );
         let out = del(&conf, "dummy");
         assert!(out.ok() && out.stdout.is_empty(), "{version}: {out:?}");
         let out = run(&ours(), &Call::new("DEL", "dummy", &conf).netns(""));
@@ -178,7 +202,10 @@ fn del_of_an_unknown_id_succeeds() {
 fn no_error_message_on_initial_subnet_creation() {
     for version in VERSIONS {
         let dd = TempDir::new(&format!("initial{version}"));
-        let conf = format!(r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.1.2.0/24"}}}}"#, dd.display());
+        let conf = format!(
+            r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.1.2.0/24"}}}}"#,
+            dd.display()
+        );
         let out = add(&conf, "testing");
         assert!(out.ok());
         assert!(!out.stdout.contains("Error retrieving last reserved ip") && out.stderr.is_empty(), "{out:?}");
@@ -186,7 +213,10 @@ fn no_error_message_on_initial_subnet_creation() {
 }
 
 fn with_ips(version: &str, dd: &TempDir, ranges: &str, ips: &str) -> String {
-    format!(r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","ranges":{ranges}}},"args":{{"cni":{{"ips":{ips}}}}}}}"#, dd.display())
+    format!(
+        r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","ranges":{ranges}}},"args":{{"cni":{{"ips":{ips}}}}}}}"#,
+        dd.display()
+    )
 }
 
 #[test]
@@ -197,7 +227,12 @@ fn requested_addresses_from_config_args() {
         assert_eq!(add(&one, "dummy").ips(), ["10.1.2.88/24"], "{version}");
 
         let dd = TempDir::new(&format!("custom2{version}"));
-        let two = with_ips(version, &dd, r#"[[{"subnet":"10.1.2.0/24"}],[{"subnet":"10.1.3.0/24"}]]"#, r#"["10.1.2.88","10.1.3.77"]"#);
+        let two = with_ips(
+            version,
+            &dd,
+            r#"[[{"subnet":"10.1.2.0/24"}],[{"subnet":"10.1.3.0/24"}]]"#,
+            r#"["10.1.2.88","10.1.3.77"]"#,
+        );
         let out = add(&two, "dummy");
         if version == "0.1.0" || version == "0.2.0" {
             assert_eq!(out.error().1, format!("CNI version {version} does not support more than 1 address per family"));
@@ -206,11 +241,21 @@ fn requested_addresses_from_config_args() {
         }
 
         let dd = TempDir::new(&format!("custom3{version}"));
-        let protocols = with_ips(version, &dd, r#"[[{"subnet":"172.16.1.0/24"},{"subnet":"10.1.2.0/24"}],[{"subnet":"2001:db8:1::/48"}]]"#, r#"["10.1.2.88","2001:db8:1::999"]"#);
+        let protocols = with_ips(
+            version,
+            &dd,
+            r#"[[{"subnet":"172.16.1.0/24"},{"subnet":"10.1.2.0/24"}],[{"subnet":"2001:db8:1::/48"}]]"#,
+            r#"["10.1.2.88","2001:db8:1::999"]"#,
+        );
         assert_eq!(add(&protocols, "dummy").ips(), ["10.1.2.88/24", "2001:db8:1::999/48"], "{version}");
 
         let dd = TempDir::new(&format!("custom4{version}"));
-        let unused = with_ips(version, &dd, r#"[[{"subnet":"10.1.2.0/24"}],[{"subnet":"10.1.3.0/24"}]]"#, r#"["10.1.2.88","10.1.2.77"]"#);
+        let unused = with_ips(
+            version,
+            &dd,
+            r#"[[{"subnet":"10.1.2.0/24"}],[{"subnet":"10.1.3.0/24"}]]"#,
+            r#"["10.1.2.88","10.1.2.77"]"#,
+        );
         let (_, msg) = add(&unused, "dummy").error();
         if version == "0.1.0" || version == "0.2.0" {
             assert_eq!(msg, format!("CNI version {version} does not support more than 1 address per family"));
@@ -224,11 +269,19 @@ fn requested_addresses_from_config_args() {
 #[test]
 fn extra_upstream_acceptance_cases() {
     let dd = TempDir::new("extra");
-    let conf = |name: &str, ipam: &str| format!(r#"{{"cniVersion":"1.0.0","name":"{name}","ipam":{{"type":"host-local","dataDir":"{}",{ipam}}}}}"#, dd.display());
+    let conf = |name: &str, ipam: &str| {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"{name}","ipam":{{"type":"host-local","dataDir":"{}",{ipam}}}}}"#,
+            dd.display()
+        )
+    };
     // /30: one address, then exhaustion.
     let c = conf("n30", r#""subnet":"192.0.2.0/30""#);
     assert_eq!(add(&c, "a").ips(), ["192.0.2.2/30"]);
-    assert_eq!(add(&c, "b").error().1, "failed to allocate for range 0: no IP addresses available in range set: 192.0.2.1-192.0.2.2");
+    assert_eq!(
+        add(&c, "b").error().1,
+        "failed to allocate for range 0: no IP addresses available in range set: 192.0.2.1-192.0.2.2"
+    );
     // /126: two addresses.
     let c = conf("n126", r#""subnet":"2001:db8::/126""#);
     assert_eq!(add(&c, "a").ips(), ["2001:db8::2/126"]);
@@ -245,7 +298,10 @@ fn extra_upstream_acceptance_cases() {
     // rangeStart = gateway: the gateway is skipped.
     assert_eq!(add(&conf("rs", r#""subnet":"10.6.0.0/24","rangeStart":"10.6.0.1""#), "a").ips(), ["10.6.0.2/24"]);
     // Requested gateway, taken, outside the range.
-    let c = conf("req", r#""ranges":[[{"subnet":"10.1.3.0/24"}],[{"subnet":"10.1.2.0/24","rangeStart":"10.1.2.10","rangeEnd":"10.1.2.20"}]]"#);
+    let c = conf(
+        "req",
+        r#""ranges":[[{"subnet":"10.1.3.0/24"}],[{"subnet":"10.1.2.0/24","rangeStart":"10.1.2.10","rangeEnd":"10.1.2.20"}]]"#,
+    );
     let out = run(&ours(), &Call::new("ADD", "r1", &c).args("IP=10.1.3.1"));
     assert_eq!(out.error().1, "failed to allocate for range 0: requested ip 10.1.3.1 is subnet's gateway");
     assert!(run(&ours(), &Call::new("ADD", "r2", &c).args("IP=10.1.2.15")).ok());
@@ -260,13 +316,19 @@ fn extra_upstream_acceptance_cases() {
     assert_eq!(run(&ours(), &Call::new("CHECK", "a", &old)).error(), (1, "config version does not allow CHECK".into()));
     let c10 = conf("gc", r#""subnet":"10.8.0.0/24""#);
     assert_eq!(run(&ours(), &Call::new("GC", "a", &c10)).error(), (1, "config version does not allow GC".into()));
-    assert_eq!(run(&ours(), &Call::new("STATUS", "a", &c10)).error(), (1, "config version does not allow STATUS".into()));
+    assert_eq!(
+        run(&ours(), &Call::new("STATUS", "a", &c10)).error(),
+        (1, "config version does not allow STATUS".into())
+    );
 }
 
 #[test]
 fn unknown_cni_args_fail_every_verb_like_upstream() {
     let dd = TempDir::new("args");
-    let conf = format!(r#"{{"cniVersion":"1.0.0","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.1.2.0/24"}}}}"#, dd.display());
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.1.2.0/24"}}}}"#,
+        dd.display()
+    );
     for verb in ["ADD", "DEL", "CHECK"] {
         let out = run(&ours(), &Call::new(verb, "a", &conf).args("FOO=1"));
         assert_eq!(out.error(), (4, r#"ARGS: unknown args ["FOO=1"]"#.into()), "{verb}");

@@ -1,0 +1,133 @@
+//! Durability, shown from the system calls (strace): every lease and pod record is fsynced
+//! and linked/renamed into place, and the directory is fsynced, before the result is
+//! printed; a DEL's unlink is fsynced before the process exits.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{ours, TempDir};
+
+/// Run our plugin under strace; returns the traced calls, one per line, pid stripped.
+fn trace(dd: &TempDir, command: &str, container: &str, conf: &str) -> Vec<String> {
+    let log = dd.path().join(format!("{command}-{container}.trace"));
+    let mut child = Command::new("strace")
+        .args([
+            "-f",
+            "-y",
+            "-qq",
+            "-e",
+            "trace=openat,write,fsync,fdatasync,linkat,rename,renameat,renameat2,unlink,unlinkat,exit_group",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(ours())
+        .env_clear()
+        .envs([
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", container),
+            ("CNI_NETNS", "/var/run/netns/nonexistent"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+            ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_UID=u1"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("strace is installed (scripts/test.sh installs it)");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), conf.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{command} failed: {}", String::from_utf8_lossy(&out.stdout));
+    std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).trim().to_string())
+        .collect()
+}
+
+fn position(calls: &[String], what: &str, pred: impl Fn(&str) -> bool) -> usize {
+    calls.iter().position(|c| pred(c)).unwrap_or_else(|| panic!("no {what} in:\n{}", calls.join("\n")))
+}
+
+fn last_position(calls: &[String], pred: impl Fn(&str) -> bool) -> Option<usize> {
+    calls.iter().rposition(|c| pred(c))
+}
+
+/// The temp file a link/rename moved into `target`.
+fn source_of(call: &str) -> String {
+    call.split('"').nth(1).unwrap().to_string()
+}
+
+#[test]
+#[ignore = "needs strace: run scripts/test.sh"]
+fn add_is_durable_before_the_result_is_printed() {
+    let dd = TempDir::new("durable-add");
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.0.0.0/24"}}],[{{"subnet":"2001:db8::/64"}}]]}}}}"#,
+        dd.display()
+    );
+    let calls = trace(&dd, "ADD", "c1", &conf);
+    let net = format!("{}/net", dd.display());
+    let printed = position(&calls, "result write", |c| c.starts_with("write(1"));
+    let dir_fsync =
+        position(&calls, "directory fsync", |c| c.starts_with(&format!("fsync(")) && c.contains(&format!("<{net}>)")));
+    assert!(dir_fsync < printed, "the directory is fsynced before the result is printed");
+    for target in ["10.0.0.2", "2001:db8::2", "10.0.0.2.pod", "2001:db8::2.pod"] {
+        let placed = position(&calls, target, |c| {
+            (c.starts_with("linkat(") || c.starts_with("rename(")) && c.contains(&format!("\"{net}/{target}\""))
+        });
+        let tmp = source_of(&calls[placed]);
+        let synced =
+            last_position(&calls[..placed], |c| c.starts_with("fdatasync(") && c.contains(&format!("<{tmp}>")));
+        assert!(synced.is_some(), "{target}: its data is fsynced before it is put in place:\n{}", calls.join("\n"));
+        assert!(placed < dir_fsync, "{target} is placed before the directory fsync");
+    }
+    let lease = std::fs::read(dd.path().join("net/10.0.0.2")).unwrap();
+    assert_eq!(lease, b"c1\r\neth0", "the lease file is exactly upstream's format");
+}
+
+#[test]
+#[ignore = "needs strace: run scripts/test.sh"]
+fn del_is_durable_before_exit() {
+    let dd = TempDir::new("durable-del");
+    // Stickiness off: DEL removes the lease instead of holding it.
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.0.0.0/24","stickyIPs":false}}}}"#,
+        dd.display()
+    );
+    trace(&dd, "ADD", "c1", &conf);
+    let calls = trace(&dd, "DEL", "c1", &conf);
+    let net = format!("{}/net", dd.display());
+    let removed =
+        position(&calls, "lease unlink", |c| c.starts_with("unlink(") && c.contains(&format!("\"{net}/10.0.0.2\"")));
+    let dir_fsync =
+        position(&calls, "directory fsync", |c| c.starts_with("fsync(") && c.contains(&format!("<{net}>)")));
+    let exit = position(&calls, "exit", |c| c.starts_with("exit_group("));
+    assert!(removed < dir_fsync && dir_fsync < exit, "{}", calls.join("\n"));
+    assert!(!dd.path().join("net/10.0.0.2").exists());
+}
+
+#[test]
+#[ignore = "needs strace: run scripts/test.sh"]
+fn a_sticky_del_makes_the_hold_durable_before_exit() {
+    let dd = TempDir::new("durable-hold");
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.0.0.0/24"}}}}"#,
+        dd.display()
+    );
+    trace(&dd, "ADD", "c1", &conf);
+    let calls = trace(&dd, "DEL", "c1", &conf);
+    let net = format!("{}/net", dd.display());
+    let placed = position(&calls, "record rename", |c| {
+        c.starts_with("rename(") && c.contains(&format!("\"{net}/10.0.0.2.pod\""))
+    });
+    let tmp = source_of(&calls[placed]);
+    assert!(
+        last_position(&calls[..placed], |c| c.starts_with("fdatasync(") && c.contains(&format!("<{tmp}>"))).is_some()
+    );
+    let dir_fsync =
+        position(&calls, "directory fsync", |c| c.starts_with("fsync(") && c.contains(&format!("<{net}>)")));
+    assert!(placed < dir_fsync);
+    let record = std::fs::read_to_string(dd.path().join("net/10.0.0.2.pod")).unwrap();
+    assert!(record.contains(r#""state":"held""#), "{record}");
+}
