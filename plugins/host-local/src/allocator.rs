@@ -11,7 +11,7 @@ use libcni::{Code, Error, Result};
 
 use crate::config::{Sticky, StickyKey};
 use crate::range::{describe, range_for, Range};
-use crate::store::{unix_now, LeaseState, Owner, PodRecord, Store};
+use crate::store::{LeaseState, Owner, PodRecord, Store};
 
 /// Upstream's `RangeIter`: starts after the last reserved address (or at the first
 /// range's start), walks every range of the set once, skips each range's gateway.
@@ -99,7 +99,7 @@ impl Pod {
         Pod { namespace: record.namespace.clone(), name: record.name.clone(), uid: record.uid.clone() }.key(key)
     }
 
-    pub fn record(&self, owner: &Owner, boot_id: &str, state: LeaseState) -> PodRecord {
+    pub fn record(&self, owner: &Owner, boot_id: &str, state: LeaseState, now: u64) -> PodRecord {
         PodRecord {
             owner: owner.clone(),
             namespace: self.namespace.clone(),
@@ -107,7 +107,7 @@ impl Pod {
             uid: self.uid.clone(),
             boot_id: boot_id.to_string(),
             state,
-            since: unix_now(),
+            since: now,
         }
     }
 }
@@ -122,6 +122,8 @@ pub struct Request<'a> {
     pub sticky: Option<&'a Sticky>,
     pub pod: Option<&'a Pod>,
     pub boot_id: &'a str,
+    /// Unix seconds for records written by this call.
+    pub now: u64,
 }
 
 /// Why an address was chosen: kept for logs and tests.
@@ -209,7 +211,7 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
         }
     }
     if let Some(hold) = req.sticky.and_then(|s| s.hold_duration) {
-        release_expired_holds(store, req.set, hold.as_secs())?;
+        release_expired_holds(store, req.set, hold.as_secs(), req.now)?;
     }
 
     let last = store.last_reserved(req.index);
@@ -282,8 +284,7 @@ fn take_marker(store: &mut dyn Store, req: &Request, pod: &Pod) -> Result<Option
     Ok(None)
 }
 
-fn release_expired_holds(store: &mut dyn Store, set: &[Range], max_age: u64) -> Result<()> {
-    let now = unix_now();
+fn release_expired_holds(store: &mut dyn Store, set: &[Range], max_age: u64, now: u64) -> Result<()> {
     let expired: Vec<IpAddr> = store
         .leases()
         .into_iter()
@@ -333,7 +334,7 @@ fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<Ip
 /// Record (or clear) which pod an address now belongs to.
 fn record_pod(store: &mut dyn Store, req: &Request, ip: IpAddr) -> Result<()> {
     let record = match (req.sticky, req.pod) {
-        (Some(_), Some(pod)) => Some(pod.record(req.owner, req.boot_id, LeaseState::Active)),
+        (Some(_), Some(pod)) => Some(pod.record(req.owner, req.boot_id, LeaseState::Active, req.now)),
         _ => None,
     };
     let current = store.lease(ip).and_then(|l| l.pod.clone());

@@ -3,15 +3,19 @@
 //! `<dataDir>/<network>/` holds, exactly as upstream host-local writes them:
 //! `<ip>` leases (`<containerID>\r\n<ifname>`, 0600), `last_reserved_ip.<set>` and `lock`.
 //! Beside them we keep `<ip>.pod` pod records for sticky IPs (JSON, so their content can
-//! never match a container ID in upstream's directory walks) and a cache of the whole
-//! directory in `.hostlocal/index`.
+//! never match a container ID in upstream's directory walks). `.hostlocal/` holds a cache
+//! of the whole directory (`index`) and our temp files, so that writing them does not
+//! change the network directory itself.
 //!
 //! Rules that keep this correct next to a concurrent upstream host-local:
 //! - One exclusive `flock` on `<dir>/lock` for the whole call (upstream takes the same lock).
 //! - A lease is created by `link()`ing a complete, fsynced temp file to `<ip>`: it appears
 //!   atomically with its content or not at all, and `link` fails if the name exists,
 //!   which is upstream's `O_EXCL` uniqueness. Replacements use `rename()`.
-//! - The directory is fsynced before the result is printed or DEL returns.
+//! - Lease and record data are written to temp files and fsynced *before* the lock is
+//!   taken; under the lock we only link/rename. The directory is fsynced *after* the
+//!   lock is released and before the result is printed or DEL returns, so concurrent
+//!   calls (a reboot storm) share journal commits instead of queueing on them.
 //! - The index is only a cache. It is trusted when the directory's mtime is the one we
 //!   recorded after our last change; otherwise the directory is read again. Answers
 //!   that must be certain (what does this container hold?) are checked against the
@@ -31,7 +35,7 @@ use serde_json::{Map, Value};
 
 use crate::store::{matching, parse_rfc3339, rfc3339, Lease, LeaseState, Marker, Owner, PodRecord, Store};
 
-const INDEX_DIR: &str = ".hostlocal";
+const PRIVATE_DIR: &str = ".hostlocal";
 const INDEX_FILE: &str = "index";
 const INDEX_HEADER: &str = "host-local-index v1";
 const TEMP_PREFIX: &str = ".tmp-";
@@ -39,6 +43,8 @@ const POD_SUFFIX: &str = ".pod";
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
 /// Lease files are a few dozen bytes; anything longer is garbage we never need in full.
 const MAX_LEASE_READ: u64 = 4096;
+/// A temp file this old belongs to a crashed call (live calls hold theirs for milliseconds).
+const TEMP_DEBRIS_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
     Error::io(format!("{what} {}: {e}", path.display()))
@@ -75,21 +81,35 @@ enum Undo {
     Relabelled { ip: IpAddr, pod: Option<PodRecord> },
 }
 
-/// A temp file holding a lease's content, fsynced, ready to be linked into place.
+/// A temp file, fsynced, ready to be linked or renamed into place.
 struct Prepared {
     path: PathBuf,
     content: String,
     ino: u64,
 }
 
+/// What a call can write before it takes the lock (see the module docs).
+#[derive(Default)]
+pub struct Prepare<'a> {
+    /// The lease this call will most likely create.
+    pub lease: Option<&'a Owner>,
+    /// The pod record it will most likely write.
+    pub record: Option<&'a PodRecord>,
+}
+
+/// A lease with the inode its file had when we last saw it.
+#[derive(Clone)]
+struct Entry {
+    lease: Lease,
+    ino: u64,
+}
+
 pub struct DiskStore {
     dir: PathBuf,
     dir_handle: File,
-    /// Held (flock) until the store is dropped.
-    _lock: File,
-    leases: BTreeMap<String, Lease>,
-    /// Inode of each lease file, to notice files replaced behind the index.
-    inodes: HashMap<String, u64>,
+    /// flock'ed from `open` until `commit` (or drop).
+    lock: File,
+    leases: BTreeMap<String, Entry>,
     markers: Vec<Marker>,
     /// The view was read from the directory in this call (not from the index).
     fresh: bool,
@@ -97,13 +117,15 @@ pub struct DiskStore {
     changed: bool,
     index_stale: bool,
     undo: Vec<Undo>,
-    prepared: Option<Prepared>,
+    prepared_lease: Option<Prepared>,
+    prepared_record: Option<Prepared>,
     temp_counter: u32,
 }
 
 impl DiskStore {
-    /// Create `dir` if needed, take the lock, and load the view of the store.
-    pub fn open(dir: &Path) -> Result<DiskStore> {
+    /// Create `dir` if needed, write what can be written early, take the lock, and load
+    /// the view of the store.
+    pub fn open(dir: &Path, prepare: Prepare) -> Result<DiskStore> {
         if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(Error::io(format!("refusing to use {}: it is a symlink", dir.display())));
         }
@@ -115,7 +137,6 @@ impl DiskStore {
             .mode(0o750)
             .open(&lock_path)
             .map_err(|e| io_error("open", &lock_path, e))?;
-        lock.lock().map_err(|e| io_error("lock", &lock_path, e))?;
         let dir_handle = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
@@ -124,21 +145,33 @@ impl DiskStore {
         let mut store = DiskStore {
             dir: dir.to_path_buf(),
             dir_handle,
-            _lock: lock,
+            lock,
             leases: BTreeMap::new(),
-            inodes: HashMap::new(),
             markers: Vec::new(),
             fresh: false,
             changed: false,
             index_stale: false,
             undo: Vec::new(),
-            prepared: None,
+            prepared_lease: None,
+            prepared_record: None,
             temp_counter: 0,
         };
+        if let Some(owner) = prepare.lease {
+            store.prepared_lease = Some(store.prepare(owner.content().to_string())?);
+        }
+        if let Some(record) = prepare.record {
+            store.prepared_record = Some(store.prepare(record_json(record))?);
+        }
+        store.lock.lock().map_err(|e| io_error("lock", &lock_path, e))?;
         if !store.load_index()? {
             store.rescan()?;
         }
         Ok(store)
+    }
+
+    fn prepare(&mut self, content: String) -> Result<Prepared> {
+        let (path, ino) = self.write_temp(content.as_bytes())?;
+        Ok(Prepared { path, content, ino })
     }
 
     /// Re-read the whole directory now (for answers that must be authoritative).
@@ -159,7 +192,7 @@ impl DiskStore {
     }
 
     fn index_path(&self) -> PathBuf {
-        self.dir.join(INDEX_DIR).join(INDEX_FILE)
+        self.dir.join(PRIVATE_DIR).join(INDEX_FILE)
     }
 
     /// Use the cached index if the directory has not changed since we wrote it.
@@ -171,8 +204,8 @@ impl DiskStore {
             return Ok(false);
         }
         match parse_index(lines) {
-            Some((leases, inodes, markers)) => {
-                (self.leases, self.inodes, self.markers) = (leases, inodes, markers);
+            Some((leases, markers)) => {
+                (self.leases, self.markers) = (leases, markers);
                 Ok(true)
             }
             None => Ok(false),
@@ -181,8 +214,8 @@ impl DiskStore {
 
     /// Read every entry of the directory, dropping debris that only a crash leaves.
     fn rescan(&mut self) -> Result<()> {
+        self.sweep_temp_files()?;
         let mut leases = BTreeMap::new();
-        let mut inodes = HashMap::new();
         let mut markers = Vec::new();
         let mut records = Vec::new();
         let entries = fs::read_dir(&self.dir).map_err(|e| io_error("read", &self.dir, e))?;
@@ -194,11 +227,7 @@ impl DiskStore {
                 continue; // symlinks are never followed; directories are not ours to read
             }
             let path = entry.path();
-            if name.starts_with(TEMP_PREFIX) {
-                // A temp file outlives only a crashed call; we hold the lock, so it is debris.
-                remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
-                self.changed = true;
-            } else if let Some(ip) = lease_ip(&name) {
+            if let Some(ip) = lease_ip(&name) {
                 let content = match read_small(&path) {
                     Ok(text) => text.trim().to_string(),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -211,8 +240,7 @@ impl DiskStore {
                     self.changed = true;
                     continue;
                 }
-                inodes.insert(name.clone(), entry.ino());
-                leases.insert(name, Lease { ip, content, pod: None });
+                leases.insert(name, Entry { lease: Lease { ip, content, pod: None }, ino: entry.ino() });
             } else if let Some(ip) = name.strip_suffix(POD_SUFFIX).and_then(lease_ip) {
                 records.push((ip, path));
             } else if let Some((ip, namespace, pod)) = Marker::parse_name(&name) {
@@ -223,7 +251,7 @@ impl DiskStore {
         for (ip, path) in records {
             let record = read_small(&path).ok().and_then(|text| parse_record(&text));
             match (leases.get_mut(&go_ip_string(ip)), record) {
-                (Some(lease), Some(record)) if record.owner.content() == lease.content => lease.pod = Some(record),
+                (Some(e), Some(record)) if record.owner.content() == e.lease.content => e.lease.pod = Some(record),
                 // The lease is gone or was replaced by another tool: the record is stale.
                 _ => {
                     remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
@@ -232,9 +260,27 @@ impl DiskStore {
             }
         }
         markers.sort_by(|a, b| (a.since, a.file_name()).cmp(&(b.since, b.file_name())));
-        (self.leases, self.inodes, self.markers) = (leases, inodes, markers);
+        (self.leases, self.markers) = (leases, markers);
         self.fresh = true;
         self.index_stale = true;
+        Ok(())
+    }
+
+    fn private_dir(&self) -> PathBuf {
+        self.dir.join(PRIVATE_DIR)
+    }
+
+    /// Calls write temp files before taking the lock, so only an old one is debris.
+    fn sweep_temp_files(&mut self) -> Result<()> {
+        let Ok(entries) = fs::read_dir(self.private_dir()) else { return Ok(()) };
+        for entry in entries.flatten() {
+            let is_temp = entry.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+            let age = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            if is_temp && age.is_some_and(|a| a >= TEMP_DEBRIS_AGE) {
+                let path = entry.path();
+                remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
+            }
+        }
         Ok(())
     }
 
@@ -260,10 +306,23 @@ impl DiskStore {
         self.dir.join(format!("{}{POD_SUFFIX}", go_ip_string(ip)))
     }
 
-    /// Write `data` to a new temp file in the store directory and fsync it.
-    fn write_temp(&mut self, data: &[u8]) -> Result<(PathBuf, u64)> {
+    /// A fresh temp file name in our private directory (created on first use).
+    fn temp_path(&mut self) -> Result<PathBuf> {
+        let private = self.private_dir();
+        if self.temp_counter == 0 {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&private)
+                .map_err(|e| io_error("mkdir", &private, e))?;
+        }
         self.temp_counter += 1;
-        let path = self.dir.join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.temp_counter));
+        Ok(private.join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.temp_counter)))
+    }
+
+    /// Write `data` to a new temp file and fsync it; it is then linked or renamed into place.
+    fn write_temp(&mut self, data: &[u8]) -> Result<(PathBuf, u64)> {
+        let path = self.temp_path()?;
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -276,7 +335,6 @@ impl DiskStore {
             io_error("write", &path, e)
         })?;
         let ino = f.metadata().map_err(|e| io_error("stat", &path, e))?.ino();
-        self.changed = true;
         Ok((path, ino))
     }
 
@@ -287,6 +345,7 @@ impl DiskStore {
             let _ = fs::remove_file(&tmp);
             io_error("rename", target, e)
         })?;
+        self.changed = true;
         Ok(ino)
     }
 
@@ -294,7 +353,13 @@ impl DiskStore {
         let path = self.pod_path_of(ip);
         match pod {
             Some(record) => {
-                self.replace_file(&path, record_json(record).as_bytes())?;
+                let json = record_json(record);
+                match self.prepared_record.take_if(|p| p.content == json) {
+                    Some(p) if fs::rename(&p.path, &path).is_ok() => self.changed = true,
+                    _ => {
+                        self.replace_file(&path, json.as_bytes())?;
+                    }
+                }
             }
             None => {
                 self.changed |= remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
@@ -306,48 +371,59 @@ impl DiskStore {
     fn write_lease(&mut self, ip: IpAddr, content: &str) -> Result<()> {
         let path = self.path_of(ip);
         let ino = self.replace_file(&path, content.as_bytes())?;
-        self.inodes.insert(go_ip_string(ip), ino);
+        if let Some(e) = self.leases.get_mut(&go_ip_string(ip)) {
+            e.ino = ino;
+        }
         Ok(())
     }
 
     fn discard_prepared(&mut self) -> Result<()> {
-        if let Some(p) = self.prepared.take() {
+        for p in [self.prepared_lease.take(), self.prepared_record.take()].into_iter().flatten() {
             remove_if_present(&p.path).map_err(|e| io_error("remove", &p.path, e))?;
         }
         Ok(())
     }
 
     fn write_index(&mut self) -> Result<()> {
-        let index_dir = self.dir.join(INDEX_DIR);
+        let index_dir = self.dir.join(PRIVATE_DIR);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&index_dir)
             .map_err(|e| io_error("mkdir", &index_dir, e))?;
         let (mtime, nsec) = self.dir_mtime()?;
-        let mut text = String::with_capacity(64 + self.leases.len() * 96);
+        let mut text = String::with_capacity(64 + self.leases.len() * 64);
         text.push_str(&format!("{INDEX_HEADER} {mtime} {nsec}\n"));
-        for (name, lease) in &self.leases {
-            let ino = self.inodes.get(name).copied().unwrap_or(0);
-            text.push_str(&format!("L {name} {ino} {}\n", escape(&lease.content)));
+        for (name, e) in &self.leases {
+            let lease = &e.lease;
+            text.push_str("L ");
+            text.push_str(name);
+            text.push(' ');
+            text.push_str(&e.ino.to_string());
+            text.push(' ');
+            escape_into(&mut text, &lease.content);
+            text.push('\n');
             if let Some(p) = &lease.pod {
-                let state = if p.state == LeaseState::Held { "held" } else { "active" };
-                let fields = [&p.owner.container_id, &p.owner.ifname, &p.namespace, &p.name, &p.uid, &p.boot_id];
-                let fields: Vec<String> = fields.iter().map(|f| escape(f)).collect();
-                text.push_str(&format!("P {name} {} {state} {}\n", fields.join(" "), p.since));
+                text.push_str("P ");
+                text.push_str(name);
+                for field in [&p.owner.container_id, &p.owner.ifname, &p.namespace, &p.name, &p.uid, &p.boot_id] {
+                    text.push(' ');
+                    escape_into(&mut text, field);
+                }
+                text.push_str(if p.state == LeaseState::Held { " held " } else { " active " });
+                text.push_str(&p.since.to_string());
+                text.push('\n');
             }
         }
         for m in &self.markers {
-            text.push_str(&format!(
-                "M {} {} {} {}\n",
-                go_ip_string(m.ip),
-                escape(&m.namespace),
-                escape(&m.name),
-                m.since
-            ));
+            text.push_str(&format!("M {} ", go_ip_string(m.ip)));
+            escape_into(&mut text, &m.namespace);
+            text.push(' ');
+            escape_into(&mut text, &m.name);
+            text.push_str(&format!(" {}\n", m.since));
         }
         // A cache: no fsync. A torn or lost index fails to validate and is rebuilt.
-        let tmp = index_dir.join(format!("{INDEX_FILE}.tmp{}", std::process::id()));
+        let tmp = self.temp_path()?;
         let written = OpenOptions::new()
             .write(true)
             .create(true)
@@ -366,19 +442,18 @@ impl DiskStore {
     }
 
     fn lease_mut(&mut self, ip: IpAddr) -> Result<&mut Lease> {
-        self.leases
-            .get_mut(&go_ip_string(ip))
-            .ok_or_else(|| Error::internal(format!("no lease for {}", go_ip_string(ip))))
+        let entry = self.leases.get_mut(&go_ip_string(ip));
+        entry.map(|e| &mut e.lease).ok_or_else(|| Error::internal(format!("no lease for {}", go_ip_string(ip))))
     }
 }
 
 impl Store for DiskStore {
     fn leases(&self) -> Vec<&Lease> {
-        self.leases.values().collect()
+        self.leases.values().map(|e| &e.lease).collect()
     }
 
     fn lease(&self, ip: IpAddr) -> Option<&Lease> {
-        self.leases.get(&go_ip_string(ip))
+        self.leases.get(&go_ip_string(ip)).map(|e| &e.lease)
     }
 
     fn markers(&self) -> &[Marker] {
@@ -394,8 +469,7 @@ impl Store for DiskStore {
     fn set_last_reserved(&mut self, range_set: usize, ip: IpAddr) -> Result<()> {
         // Only a cursor: atomic, but not worth an fsync of its own.
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
-        self.temp_counter += 1;
-        let tmp = self.dir.join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.temp_counter));
+        let tmp = self.temp_path()?;
         let written = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -417,34 +491,42 @@ impl Store for DiskStore {
         if self.leases.contains_key(&name) {
             return Ok(false);
         }
-        let content = owner.content();
-        if self.prepared.as_ref().is_none_or(|p| p.content != content) {
-            self.discard_prepared()?;
-            let (path, ino) = self.write_temp(content.as_bytes())?;
-            self.prepared = Some(Prepared { path, content: content.clone(), ino });
-        }
-        let prepared = self.prepared.as_ref().expect("prepared above");
         let target = self.dir.join(&name);
-        match fs::hard_link(&prepared.path, &target) {
-            Ok(()) => {
-                // Each lease gets its own inode: the temp name goes, the lease keeps it.
-                self.inodes.insert(name.clone(), prepared.ino);
-                self.discard_prepared()?;
-                self.leases.insert(name, Lease { ip, content, pod: None });
-                self.undo.push(Undo::Created(ip));
-                self.changed = true;
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // Someone (upstream host-local) created it since the index was written.
-                if let Ok(text) = read_small(&target) {
-                    let lease = Lease { ip, content: text.trim().to_string(), pod: None };
-                    self.leases.insert(name, lease);
+        loop {
+            let prepared = match self.prepared_lease.take() {
+                Some(p) if p.content == owner.content() => p,
+                other => {
+                    if let Some(p) = other {
+                        remove_if_present(&p.path).map_err(|e| io_error("remove", &p.path, e))?;
+                    }
+                    self.prepare(owner.content().to_string())?
                 }
-                self.index_stale = true;
-                Ok(false)
+            };
+            match fs::hard_link(&prepared.path, &target) {
+                Ok(()) => {
+                    // Each lease gets its own inode: the temp name goes, the lease keeps it.
+                    remove_if_present(&prepared.path).map_err(|e| io_error("remove", &prepared.path, e))?;
+                    let lease = Lease { ip, content: prepared.content, pod: None };
+                    self.leases.insert(name, Entry { lease, ino: prepared.ino });
+                    self.undo.push(Undo::Created(ip));
+                    self.changed = true;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    self.prepared_lease = Some(prepared);
+                    // Someone (upstream host-local) created it since the index was written.
+                    if let Ok(text) = read_small(&target) {
+                        let lease = Lease { ip, content: text.trim().to_string(), pod: None };
+                        self.leases.insert(name, Entry { lease, ino: 0 });
+                    }
+                    self.index_stale = true;
+                    return Ok(false);
+                }
+                // Our prepared file was removed (an upstream DEL matching its content, or a
+                // debris sweep after a very long lock wait): write it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !prepared.path.exists() => {}
+                Err(e) => return Err(io_error("link", &target, e)),
             }
-            Err(e) => Err(io_error("link", &target, e)),
         }
     }
 
@@ -453,7 +535,7 @@ impl Store for DiskStore {
             self.lease(ip).cloned().ok_or_else(|| Error::internal(format!("no lease for {}", go_ip_string(ip))))?;
         self.write_lease(ip, &owner.content())?;
         self.undo.push(Undo::Replaced { ip, content: previous.content, pod: previous.pod });
-        self.lease_mut(ip)?.content = owner.content();
+        self.lease_mut(ip)?.content = owner.content().to_string();
         Ok(())
     }
 
@@ -461,9 +543,7 @@ impl Store for DiskStore {
         let path = self.path_of(ip);
         self.changed |= remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
         self.write_record(ip, None)?;
-        let name = go_ip_string(ip);
-        self.leases.remove(&name);
-        self.inodes.remove(&name);
+        self.leases.remove(&go_ip_string(ip));
         Ok(())
     }
 
@@ -486,17 +566,17 @@ impl Store for DiskStore {
     }
 
     fn owned_by(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
-        let hits = matching(self.leases.values(), owner);
+        let hits = matching(self.leases.values().map(|e| &e.lease), owner);
         if self.fresh {
             return Ok(hits);
         }
         let confirmed = if hits.is_empty() {
             // A miss must be certain: anything created or replaced since the index was
             // written shows up as a new name or a new inode.
-            self.list_lease_inodes()? == self.inodes
+            self.list_lease_inodes()? == self.leases.iter().map(|(n, e)| (n.clone(), e.ino)).collect::<HashMap<_, _>>()
         } else {
             hits.iter().all(|ip| {
-                let lease = &self.leases[&go_ip_string(*ip)];
+                let lease = &self.leases[&go_ip_string(*ip)].lease;
                 read_small(&self.path_of(*ip)).is_ok_and(|text| text.trim() == lease.content)
             })
         };
@@ -504,7 +584,7 @@ impl Store for DiskStore {
             return Ok(hits);
         }
         self.rescan()?;
-        Ok(matching(self.leases.values(), owner))
+        Ok(matching(self.leases.values().map(|e| &e.lease), owner))
     }
 
     fn rollback(&mut self) -> Result<()> {
@@ -530,15 +610,16 @@ impl Store for DiskStore {
 
     fn commit(&mut self) -> Result<()> {
         self.discard_prepared()?;
-        if self.changed {
-            self.dir_handle.sync_all().map_err(|e| io_error("fsync", &self.dir, e))?;
-        }
         if self.changed || self.index_stale {
             self.write_index()?;
         }
-        self.changed = false;
-        self.index_stale = false;
         self.undo.clear();
+        self.index_stale = false;
+        // Nothing below needs the lock: let the next call in while we wait for the disk.
+        self.lock.unlock().map_err(|e| io_error("unlock", &self.dir.join("lock"), e))?;
+        if std::mem::take(&mut self.changed) {
+            self.dir_handle.sync_all().map_err(|e| io_error("fsync", &self.dir, e))?;
+        }
         Ok(())
     }
 }
@@ -567,7 +648,7 @@ pub fn parse_record(text: &str) -> Option<PodRecord> {
     let v = json::parse(text.as_bytes()).ok()?;
     let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     Some(PodRecord {
-        owner: Owner { container_id: field("containerId")?, ifname: field("ifname")? },
+        owner: Owner::new(&field("containerId")?, &field("ifname")?),
         namespace: field("namespace").unwrap_or_default(),
         name: field("name").unwrap_or_default(),
         uid: field("uid").unwrap_or_default(),
@@ -582,11 +663,11 @@ pub fn parse_record(text: &str) -> Option<PodRecord> {
 }
 
 /// Index fields are space-separated: escape what could split or confuse a line.
-fn escape(s: &str) -> String {
+fn escape_into(out: &mut String, s: &str) {
     if s.is_empty() {
-        return "~".into();
+        out.push('~');
+        return;
     }
-    let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_graphic() && b != b'%' && b != b'~' {
             out.push(b as char);
@@ -594,12 +675,21 @@ fn escape(s: &str) -> String {
             out.push_str(&format!("%{b:02X}"));
         }
     }
+}
+
+#[cfg(test)]
+fn escape(s: &str) -> String {
+    let mut out = String::new();
+    escape_into(&mut out, s);
     out
 }
 
 fn unescape(s: &str) -> Option<String> {
     if s == "~" {
         return Some(String::new());
+    }
+    if !s.contains('%') {
+        return Some(s.to_string());
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -616,35 +706,41 @@ fn unescape(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-type IndexView = (BTreeMap<String, Lease>, HashMap<String, u64>, Vec<Marker>);
+type IndexView = (BTreeMap<String, Entry>, Vec<Marker>);
 
+/// Parse the index; any malformed line rejects it (and the directory is read instead).
 fn parse_index<'a>(lines: impl Iterator<Item = &'a str>) -> Option<IndexView> {
-    let mut leases = BTreeMap::new();
-    let mut inodes = HashMap::new();
+    let mut leases: Vec<(String, Entry)> = Vec::new();
     let mut markers = Vec::new();
     for line in lines {
-        let f: Vec<&str> = line.split(' ').collect();
-        match f.as_slice() {
-            ["L", name, ino, content] => {
-                let ip = lease_ip(name)?;
-                inodes.insert(name.to_string(), ino.parse().ok()?);
-                leases.insert(name.to_string(), Lease { ip, content: unescape(content)?, pod: None });
+        let mut f = line.split(' ');
+        match f.next()? {
+            "L" => {
+                let (name, ino, content) = (f.next()?, f.next()?, f.next()?);
+                let lease = Lease { ip: name.parse().ok()?, content: unescape(content)?, pod: None };
+                leases.push((name.to_string(), Entry { lease, ino: ino.parse().ok()? }));
             }
-            ["P", name, id, ifname, ns, pod, uid, boot, state, since] => {
-                let lease: &mut Lease = leases.get_mut(*name)?;
-                lease.pod = Some(PodRecord {
-                    owner: Owner { container_id: unescape(id)?, ifname: unescape(ifname)? },
-                    namespace: unescape(ns)?,
-                    name: unescape(pod)?,
-                    uid: unescape(uid)?,
-                    boot_id: unescape(boot)?,
-                    state: if *state == "held" { LeaseState::Held } else { LeaseState::Active },
-                    since: since.parse().ok()?,
-                });
+            "P" => {
+                let name = f.next()?;
+                let (last_name, entry) = leases.last_mut()?;
+                if last_name != name {
+                    return None;
+                }
+                let mut next = || unescape(f.next()?);
+                let owner = Owner::new(&next()?, &next()?);
+                let (namespace, pod, uid, boot_id) = (next()?, next()?, next()?, next()?);
+                let state = match f.next()? {
+                    "held" => LeaseState::Held,
+                    "active" => LeaseState::Active,
+                    _ => return None,
+                };
+                let since = f.next()?.parse().ok()?;
+                entry.lease.pod = Some(PodRecord { owner, namespace, name: pod, uid, boot_id, state, since });
             }
-            ["M", ip, ns, name, since] => {
+            "M" => {
+                let (ip, ns, name, since) = (f.next()?, f.next()?, f.next()?, f.next()?);
                 markers.push(Marker {
-                    ip: lease_ip(ip)?,
+                    ip: ip.parse().ok()?,
                     namespace: unescape(ns)?,
                     name: unescape(name)?,
                     since: since.parse().ok()?,
@@ -652,8 +748,12 @@ fn parse_index<'a>(lines: impl Iterator<Item = &'a str>) -> Option<IndexView> {
             }
             _ => return None,
         }
+        if f.next().is_some() {
+            return None;
+        }
     }
-    Some((leases, inodes, markers))
+    // Written in order, so this is a linear bulk build.
+    Some((leases.into_iter().collect(), markers))
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@ use serde_json::Value;
 
 use crate::allocator::{allocate, Allocation, Pod, Request};
 use crate::config::{self, IpamConfig};
-use crate::disk::DiskStore;
+use crate::disk::{DiskStore, Prepare};
 use crate::dns::parse_resolv_conf;
 use crate::range::range_for;
-use crate::store::{LeaseState, Owner, Store};
+use crate::store::{unix_now, LeaseState, Owner, Store};
 
 pub struct HostLocal;
 
@@ -41,6 +41,7 @@ fn allocate_all(
     owner: &Owner,
     pod: Option<&Pod>,
     boot_id: &str,
+    now: u64,
 ) -> Result<Vec<Allocation>> {
     // Each requested address is used by the first range set that contains it.
     let mut requested: Vec<IpAddr> = Vec::new();
@@ -52,7 +53,7 @@ fn allocate_all(
     let mut allocations = Vec::with_capacity(conf.ranges.len());
     for (index, set) in conf.ranges.iter().enumerate() {
         let wanted = requested.iter().position(|ip| range_for(set, *ip).is_some()).map(|i| requested.remove(i));
-        let req = Request { index, set, owner, requested: wanted, sticky: conf.sticky.as_ref(), pod, boot_id };
+        let req = Request { index, set, owner, requested: wanted, sticky: conf.sticky.as_ref(), pod, boot_id, now };
         allocations
             .push(allocate(store, &req).map_err(|e| e.context(format!("failed to allocate for range {index}")))?);
     }
@@ -75,8 +76,12 @@ impl Plugin for HostLocal {
         let owner = Owner::new(&args.container_id, &args.ifname);
         let pod = sticky_pod(&conf);
         let boot = if pod.is_some() { boot_id() } else { String::new() };
-        let mut store = DiskStore::open(&conf.store_dir())?;
-        let allocations = match allocate_all(&mut store, &conf, &owner, pod.as_ref(), &boot) {
+        let now = unix_now();
+        // The likely lease and pod record are written and fsynced before taking the lock.
+        let record = pod.as_ref().map(|p| p.record(&owner, &boot, LeaseState::Active, now));
+        let early = Prepare { lease: Some(&owner), record: record.as_ref() };
+        let mut store = DiskStore::open(&conf.store_dir(), early)?;
+        let allocations = match allocate_all(&mut store, &conf, &owner, pod.as_ref(), &boot, now) {
             Ok(a) => a,
             Err(e) => {
                 // Undo only what this call did; earlier allocations of this container stay.
@@ -106,23 +111,20 @@ impl Plugin for HostLocal {
     fn del(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
         let owner = Owner::new(&args.container_id, &args.ifname);
-        let pod = sticky_pod(&conf);
-        let mut store = DiskStore::open(&conf.store_dir())?;
+        let held = sticky_pod(&conf).map(|pod| pod.record(&owner, &boot_id(), LeaseState::Held, unix_now()));
+        let mut store = DiskStore::open(&conf.store_dir(), Prepare { lease: None, record: held.as_ref() })?;
         for ip in store.owned_by(&owner)? {
-            match &pod {
+            let lease = store.lease(ip).cloned().expect("owned_by returns leases");
+            match &held {
                 // The address stays with the pod for its next sandbox.
-                Some(pod) => {
-                    let lease = store.lease(ip).cloned().expect("owned_by returns leases");
-                    if lease.is_held() {
-                        continue;
-                    }
+                Some(_) if lease.is_held() => {}
+                Some(record) => {
                     if !lease.is_owned_by(&owner) {
                         // A pre-ifname lease: rewrite it in the current format, or the pod
                         // record (which names the ifname) would not match it.
                         store.take_over(ip, &owner)?;
                     }
-                    let boot = lease.pod.as_ref().map(|p| p.boot_id.clone()).unwrap_or_else(boot_id);
-                    store.set_pod(ip, Some(pod.record(&owner, &boot, LeaseState::Held)))?;
+                    store.set_pod(ip, Some(record.clone()))?;
                 }
                 None => store.release(ip)?,
             }
@@ -133,7 +135,7 @@ impl Plugin for HostLocal {
     fn check(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
         let owner = Owner::new(&args.container_id, &args.ifname);
-        let mut store = DiskStore::open(&conf.store_dir())?;
+        let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
         let mut held: Vec<IpAddr> = store.owned_by(&owner)?;
         held.retain(|ip| store.lease(*ip).is_some_and(|l| !l.is_held()));
         store.commit()?;
@@ -172,7 +174,7 @@ impl Plugin for HostLocal {
     fn gc(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
         let valid = valid_attachments(&args.conf)?;
-        let mut store = DiskStore::open(&conf.store_dir())?;
+        let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
         store.refresh()?;
         let is_valid = |id: &str, ifname: Option<&str>| {
             valid.iter().any(|(v_id, v_if)| v_id == id && ifname.is_none_or(|i| i == v_if))

@@ -16,16 +16,20 @@ use libcni::Result;
 pub struct Owner {
     pub container_id: String,
     pub ifname: String,
+    /// `id\r\nifname`, computed once: leases are compared against it in bulk.
+    content: String,
 }
 
 impl Owner {
     pub fn new(container_id: &str, ifname: &str) -> Owner {
-        Owner { container_id: container_id.trim().to_string(), ifname: ifname.to_string() }
+        let container_id = container_id.trim().to_string();
+        let content = format!("{container_id}\r\n{ifname}");
+        Owner { container_id, ifname: ifname.to_string(), content }
     }
 
     /// The lease file content upstream writes and matches.
-    pub fn content(&self) -> String {
-        format!("{}\r\n{}", self.container_id, self.ifname)
+    pub fn content(&self) -> &str {
+        &self.content
     }
 }
 
@@ -72,7 +76,7 @@ pub struct Lease {
 impl Lease {
     /// Matched the way upstream's `ReleaseByID`/`GetByID` first pass matches.
     pub fn is_owned_by(&self, owner: &Owner) -> bool {
-        self.content == owner.content()
+        self.content == owner.content
     }
 
     /// Upstream's fallback for files written before the ifname was recorded.

@@ -54,12 +54,12 @@ impl Store for MemoryStore {
         if self.leases.contains_key(&name) {
             return Ok(false);
         }
-        self.leases.insert(name, Lease { ip, content: owner.content(), pod: None });
+        self.leases.insert(name, Lease { ip, content: owner.content().to_string(), pod: None });
         Ok(true)
     }
     fn take_over(&mut self, ip: IpAddr, owner: &Owner) -> Result<()> {
         let lease = self.leases.get_mut(&libcni::ip::go_ip_string(ip)).expect("take_over of an existing lease");
-        lease.content = owner.content();
+        lease.content = owner.content().to_string();
         Ok(())
     }
     fn release(&mut self, ip: IpAddr) -> Result<()> {
@@ -105,7 +105,7 @@ fn set(subnets: &[&str]) -> Vec<Range> {
 }
 
 fn plain<'a>(set: &'a [Range], owner: &'a Owner) -> Request<'a> {
-    Request { index: 0, set, owner, requested: None, sticky: None, pod: None, boot_id: "boot-1" }
+    Request { index: 0, set, owner, requested: None, sticky: None, pod: None, boot_id: "boot-1", now: 1_000 }
 }
 
 fn iter_all(set: &[Range], last: Option<&str>) -> Vec<String> {
@@ -272,7 +272,7 @@ fn sticky<'a>(set: &'a [Range], owner: &'a Owner, pod: &'a Pod, boot: &'a str) -
 fn del_hold(store: &mut MemoryStore, owner: &Owner, pod: &Pod) {
     for ip in store.owned_by(owner).unwrap() {
         let boot = store.lease(ip).unwrap().pod.as_ref().map(|p| p.boot_id.clone()).unwrap_or_default();
-        store.set_pod(ip, Some(pod.record(owner, &boot, LeaseState::Held))).unwrap();
+        store.set_pod(ip, Some(pod.record(owner, &boot, LeaseState::Held, 2_000))).unwrap();
     }
 }
 

@@ -32,7 +32,7 @@ fn names(dir: &Path) -> Vec<String> {
 #[test]
 fn leases_are_written_in_upstreams_format() {
     let t = TempDir::new("format");
-    let mut s = DiskStore::open(&t.0).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap());
     assert!(s.reserve(ip("2001:db8:1::2"), &Owner::new("c1", "eth0")).unwrap());
     s.set_last_reserved(0, ip("10.0.0.2")).unwrap();
@@ -54,18 +54,18 @@ fn leases_are_written_in_upstreams_format() {
 #[test]
 fn the_index_is_reused_until_someone_else_changes_the_directory() {
     let t = TempDir::new("index");
-    let mut s = DiskStore::open(&t.0).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap();
     s.commit().unwrap();
     drop(s);
-    let s = DiskStore::open(&t.0).unwrap();
+    let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(!s.fresh, "loaded from the index");
     assert_eq!(s.lease(ip("10.0.0.2")).unwrap().content, "c1\r\neth0");
     drop(s);
     // Upstream host-local adds a lease: the directory's mtime moves, the index is dropped.
     std::thread::sleep(std::time::Duration::from_millis(20));
     fs::write(t.0.join("10.0.0.3"), "c2\r\neth0").unwrap();
-    let s = DiskStore::open(&t.0).unwrap();
+    let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(s.fresh);
     assert_eq!(s.lease(ip("10.0.0.3")).unwrap().content, "c2\r\neth0");
 }
@@ -73,7 +73,7 @@ fn the_index_is_reused_until_someone_else_changes_the_directory() {
 #[test]
 fn a_miss_is_confirmed_even_when_the_mtime_did_not_move() {
     let t = TempDir::new("miss");
-    let mut s = DiskStore::open(&t.0).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap();
     s.commit().unwrap();
     drop(s);
@@ -86,7 +86,7 @@ fn a_miss_is_confirmed_even_when_the_mtime_did_not_move() {
     ];
     let c_path = std::ffi::CString::new(t.0.as_os_str().as_encoded_bytes()).unwrap();
     assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) }, 0);
-    let mut s = DiskStore::open(&t.0).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(!s.fresh, "the stale index was trusted for the fast path");
     assert_eq!(s.owned_by(&Owner::new("c2", "eth0")).unwrap(), vec![ip("10.0.0.3")]);
 }
@@ -94,7 +94,7 @@ fn a_miss_is_confirmed_even_when_the_mtime_did_not_move() {
 #[test]
 fn hits_are_verified_against_the_file() {
     let t = TempDir::new("verify");
-    let mut s = DiskStore::open(&t.0).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap();
     s.commit().unwrap();
     drop(s);
@@ -107,7 +107,7 @@ fn hits_are_verified_against_the_file() {
     ];
     let c_path = std::ffi::CString::new(t.0.as_os_str().as_encoded_bytes()).unwrap();
     assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) }, 0);
-    let mut s = DiskStore::open(&t.0).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(s.owned_by(&Owner::new("c1", "eth0")).unwrap().is_empty());
     assert_eq!(s.owned_by(&Owner::new("c9", "eth0")).unwrap(), vec![ip("10.0.0.2")]);
 }
@@ -118,20 +118,26 @@ fn crash_debris_is_cleaned_and_never_blocks_an_address() {
     fs::create_dir_all(&t.0).unwrap();
     fs::write(t.0.join("10.0.0.2"), "").unwrap(); // upstream crashed between create and write
     fs::write(t.0.join("10.0.0.3"), "  \n").unwrap();
-    fs::write(t.0.join(".tmp-1-1"), "c1\r\neth0").unwrap(); // we crashed before link
+    let private = t.0.join(".hostlocal");
+    fs::create_dir_all(&private).unwrap();
+    fs::write(private.join(".tmp-1-1"), "c1\r\neth0").unwrap(); // we crashed before link, long ago
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options().write(true).open(private.join(".tmp-1-1")).unwrap().set_modified(old).unwrap();
+    fs::write(private.join(".tmp-2-1"), "c2\r\neth0").unwrap(); // a live call's early write
     fs::write(
         t.0.join("10.0.0.9.pod"),
         r#"{"containerId":"gone","ifname":"eth0","state":"held","since":"2026-01-01T00:00:00Z"}"#,
     )
     .unwrap();
     fs::write(t.0.join("last_reserved_ip.0"), "garbage").unwrap();
-    let mut s = DiskStore::open(&t.0).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(s.leases().is_empty());
     assert_eq!(s.last_reserved(0), None);
     assert!(s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap());
     s.commit().unwrap();
     drop(s);
     assert_eq!(names(&t.0), [".hostlocal", "10.0.0.2", "last_reserved_ip.0", "lock"]);
+    assert_eq!(names(&private), [".tmp-2-1", "index"]);
 }
 
 #[test]
@@ -142,7 +148,7 @@ fn symlinks_in_the_store_are_never_followed() {
     fs::write(&outside, "c1\r\neth0").unwrap();
     std::os::unix::fs::symlink(&outside, t.0.join("10.0.0.2")).unwrap();
     std::os::unix::fs::symlink(&outside, t.0.join("last_reserved_ip.0")).unwrap();
-    let mut s = DiskStore::open(&t.0).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(s.owned_by(&Owner::new("c1", "eth0")).unwrap().is_empty(), "a symlink is not a lease");
     assert_eq!(s.last_reserved(0), None);
     assert!(
@@ -153,7 +159,7 @@ fn symlinks_in_the_store_are_never_followed() {
     assert_eq!(fs::read(&outside).unwrap(), b"c1\r\neth0");
     let link_dir = t.0.parent().unwrap().join("linked");
     std::os::unix::fs::symlink(&t.0, &link_dir).unwrap();
-    assert!(DiskStore::open(&link_dir).is_err());
+    assert!(DiskStore::open(&link_dir, Prepare::default()).is_err());
 }
 
 #[test]
@@ -169,14 +175,14 @@ fn pod_records_round_trip_and_rollback_restores_everything() {
         state: LeaseState::Held,
         since: 1_700_000_000,
     };
-    let mut s = DiskStore::open(&t.0).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     s.reserve(ip("10.0.0.2"), &owner).unwrap();
     s.set_pod(ip("10.0.0.2"), Some(record.clone())).unwrap();
     s.commit().unwrap();
     drop(s);
     assert!(fs::read_to_string(t.0.join("10.0.0.2.pod")).unwrap().starts_with("{\"containerId\":\"old\""));
 
-    let mut s = DiskStore::open(&t.0).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(!s.fresh);
     assert_eq!(s.lease(ip("10.0.0.2")).unwrap().pod, Some(record.clone()), "from the index");
     s.rescan().unwrap();
@@ -198,7 +204,7 @@ fn pod_records_round_trip_and_rollback_restores_everything() {
 fn a_record_for_a_replaced_lease_is_dropped() {
     let t = TempDir::new("stale-record");
     let owner = Owner::new("old", "eth0");
-    let mut s = DiskStore::open(&t.0).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     s.reserve(ip("10.0.0.2"), &owner).unwrap();
     let record = PodRecord {
         owner,
@@ -215,7 +221,7 @@ fn a_record_for_a_replaced_lease_is_dropped() {
     // Upstream DELs "old" and hands the address to "other".
     fs::remove_file(t.0.join("10.0.0.2")).unwrap();
     fs::write(t.0.join("10.0.0.2"), "other\r\neth0").unwrap();
-    let s = DiskStore::open(&t.0).unwrap();
+    let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert_eq!(s.lease(ip("10.0.0.2")).unwrap().pod, None);
     assert!(!t.0.join("10.0.0.2.pod").exists());
 }
