@@ -122,14 +122,11 @@ fn main() {
     let mut rss = [0i64; 2];
 
     for &n in &counts {
-        let rounds = if quick {
-            5
-        } else if n >= 60_000 {
-            5
-        } else if n >= 10_000 {
-            15
-        } else {
-            40
+        let rounds = match n {
+            _ if quick => 5,
+            60_000.. => 5,
+            10_000.. => 15,
+            _ => 40,
         };
         // The machine's speed drifts: run both plugins round by round, not one after the other.
         let confs: Vec<String> = plugins

@@ -11,7 +11,7 @@ use libcni::{Code, Error, Result};
 
 use crate::config::{Sticky, StickyKey};
 use crate::range::{describe, range_for, Range};
-use crate::store::{LeaseState, Owner, PodRecord, Store};
+use crate::store::{Lease, LeaseState, Owner, PodRecord, Query, Store};
 
 /// Upstream's `RangeIter`: starts after the last reserved address (or at the first
 /// range's start), walks every range of the set once, skips each range's gateway.
@@ -169,7 +169,10 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
             How::Existing
         } else if store.reserve(ip, req.owner)? {
             How::Requested
-        } else if pod_key.as_ref().is_some_and(|(s, _, key)| is_hold_for(store, ip, key, s.key, req)) {
+        } else if pod_key
+            .as_ref()
+            .is_some_and(|(s, _, key)| store.lease(ip).is_some_and(|l| is_hold_for(&l, key, s.key, req)))
+        {
             store.take_over(ip, req.owner)?;
             How::Sticky
         } else {
@@ -190,18 +193,15 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
     }
 
     // A repeated ADD gets what it already has (upstream errors: "duplicate allocation").
-    let existing = store
-        .leases()
-        .into_iter()
-        .find(|l| (l.is_owned_by(req.owner) || l.is_old_format_of(req.owner)) && range_for(req.set, l.ip).is_some())
-        .map(|l| l.ip);
+    let existing =
+        store.find(Query::Owner(req.owner)).into_iter().find(|l| range_for(req.set, l.ip).is_some()).map(|l| l.ip);
     if let Some(ip) = existing {
         record_pod(store, req, ip)?;
         return Ok(found(ip, How::Existing));
     }
 
     if let Some((sticky, pod, key)) = &pod_key {
-        if let Some(ip) = take_held(store, req, key, sticky.key)? {
+        if let Some(ip) = take_held(store, req, pod, key, sticky.key)? {
             record_pod(store, req, ip)?;
             return Ok(found(ip, How::Sticky));
         }
@@ -237,11 +237,10 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
     Err(exhausted(req.set))
 }
 
-/// Whether the lease on `ip` is this pod's and may move to the new sandbox: it is held,
-/// or its sandbox belongs to an earlier boot. A live sandbox of the same pod in this
-/// boot keeps its address: two sandboxes never share one.
-fn is_hold_for(store: &dyn Store, ip: IpAddr, key: &str, key_kind: StickyKey, req: &Request) -> bool {
-    let Some(lease) = store.lease(ip) else { return false };
+/// Whether `lease` is this pod's and may move to the new sandbox: it is held, or its
+/// sandbox belongs to an earlier boot. A live sandbox of the same pod in this boot keeps
+/// its address: two sandboxes never share one.
+fn is_hold_for(lease: &Lease, key: &str, key_kind: StickyKey, req: &Request) -> bool {
     let Some(pod) = &lease.pod else { return false };
     Pod::record_key(pod, key_kind).as_deref() == Some(key)
         && pod.owner.ifname == req.owner.ifname
@@ -249,11 +248,18 @@ fn is_hold_for(store: &dyn Store, ip: IpAddr, key: &str, key_kind: StickyKey, re
         && (pod.state == LeaseState::Held || pod.boot_id != req.boot_id)
 }
 
-fn take_held(store: &mut dyn Store, req: &Request, key: &str, key_kind: StickyKey) -> Result<Option<IpAddr>> {
+fn take_held(
+    store: &mut dyn Store,
+    req: &Request,
+    pod: &Pod,
+    key: &str,
+    key_kind: StickyKey,
+) -> Result<Option<IpAddr>> {
+    let query = Query::Pod { namespace: &pod.namespace, name: &pod.name, uid: &pod.uid };
     let mut holds: Vec<(u64, IpAddr)> = store
-        .leases()
+        .find(query)
         .into_iter()
-        .filter(|l| range_for(req.set, l.ip).is_some() && is_hold_for(store, l.ip, key, key_kind, req))
+        .filter(|l| range_for(req.set, l.ip).is_some() && is_hold_for(l, key, key_kind, req))
         .map(|l| (l.pod.as_ref().map_or(0, |p| p.since), l.ip))
         .collect();
     // The most recently released one is the address the cluster last saw for this pod.
@@ -286,10 +292,11 @@ fn take_marker(store: &mut dyn Store, req: &Request, pod: &Pod) -> Result<Option
 
 fn release_expired_holds(store: &mut dyn Store, set: &[Range], max_age: u64, now: u64) -> Result<()> {
     let expired: Vec<IpAddr> = store
-        .leases()
+        .find(Query::Held)
         .into_iter()
-        .filter(|l| range_for(set, l.ip).is_some())
-        .filter(|l| matches!(&l.pod, Some(p) if p.state == LeaseState::Held && now.saturating_sub(p.since) >= max_age))
+        .filter(|l| {
+            range_for(set, l.ip).is_some() && l.pod.as_ref().is_some_and(|p| now.saturating_sub(p.since) >= max_age)
+        })
         .map(|l| l.ip)
         .collect();
     for ip in expired {
@@ -301,9 +308,9 @@ fn release_expired_holds(store: &mut dyn Store, set: &[Range], max_age: u64, now
 /// When the pool is full, the address held longest goes to the new pod.
 fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<IpAddr>> {
     let held = store
-        .leases()
+        .find(Query::Held)
         .into_iter()
-        .filter(|l| l.is_held() && range_for(req.set, l.ip).is_some())
+        .filter(|l| range_for(req.set, l.ip).is_some())
         .map(|l| (l.pod.as_ref().map_or(0, |p| p.since), ip_to_u128(l.ip), l.ip))
         .min();
     let marked = store

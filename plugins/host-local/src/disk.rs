@@ -21,7 +21,7 @@
 //!   that must be certain (what does this container hold?) are checked against the
 //!   files: hits are re-read, and a miss is confirmed against a fresh directory listing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
@@ -33,7 +33,8 @@ use libcni::json;
 use libcni::{Error, Result};
 use serde_json::{Map, Value};
 
-use crate::store::{matching, parse_rfc3339, rfc3339, Lease, LeaseState, Marker, Owner, PodRecord, Store};
+use crate::index::{Entry, View};
+use crate::store::{matching, parse_rfc3339, rfc3339, Lease, LeaseState, Marker, Owner, PodRecord, Query, Store};
 
 const PRIVATE_DIR: &str = ".hostlocal";
 const INDEX_FILE: &str = "index";
@@ -66,6 +67,54 @@ fn read_small(path: &Path) -> io::Result<String> {
     Ok(text)
 }
 
+/// Move `from` to `to` unless `to` exists (`AlreadyExists`): upstream's O_EXCL uniqueness
+/// with the content already in place. One `renameat2(RENAME_NOREPLACE)`, or `link` and
+/// `unlink` where the filesystem lacks it.
+fn place_new(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (from_c, to_c) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD makes them relative to the cwd.
+    let rc = unsafe {
+        libc::renameat2(libc::AT_FDCWD, from_c.as_ptr(), libc::AT_FDCWD, to_c.as_ptr(), libc::RENAME_NOREPLACE)
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+        return Err(err);
+    }
+    fs::hard_link(from, to)?;
+    remove_if_present(from).map(|_| ())
+}
+
+/// Give an `O_TMPFILE` inode the name `to`, failing if it exists (`AlreadyExists`).
+fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let to_c = c(to)?;
+    let fd = file.as_raw_fd();
+    // SAFETY: valid fd and NUL-terminated paths.
+    if unsafe { libc::linkat(fd, c"".as_ptr(), libc::AT_FDCWD, to_c.as_ptr(), libc::AT_EMPTY_PATH) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::EPERM)) {
+        return Err(err);
+    }
+    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc path does not.
+    let proc_path = c(Path::new(&format!("/proc/self/fd/{fd}")))?;
+    // SAFETY: as above.
+    match unsafe {
+        libc::linkat(libc::AT_FDCWD, proc_path.as_ptr(), libc::AT_FDCWD, to_c.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+    } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 fn remove_if_present(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
@@ -81,11 +130,52 @@ enum Undo {
     Relabelled { ip: IpAddr, pod: Option<PodRecord> },
 }
 
-/// A temp file, fsynced, ready to be linked or renamed into place.
+/// A complete file waiting for its name: written before the lock is taken, synced on a
+/// helper thread meanwhile, and placed only after the sync returned.
 struct Prepared {
-    path: PathBuf,
     content: String,
     ino: u64,
+    body: Body,
+    synced: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+enum Body {
+    /// An `O_TMPFILE` inode: nameless until linked, and gone by itself after a crash.
+    Unnamed(File),
+    /// A named temp file in `.hostlocal/`, where the filesystem lacks `O_TMPFILE`.
+    Named(PathBuf),
+}
+
+impl Prepared {
+    /// Wait until the data is on stable storage; it may be placed after that.
+    fn wait_synced(&mut self) -> Result<()> {
+        match self.synced.take().map(|t| t.join()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(Error::io(format!("fdatasync of a new file: {e}"))),
+            Some(Err(_)) => Err(Error::internal("fdatasync of a new file: helper thread panicked")),
+        }
+    }
+
+    /// Give the file the name `target`, unless that exists (`AlreadyExists`).
+    fn place_new(&mut self, target: &Path) -> Result<io::Result<()>> {
+        self.wait_synced()?;
+        Ok(match &self.body {
+            Body::Unnamed(file) => link_unnamed(file, target),
+            Body::Named(path) => place_new(path, target),
+        })
+    }
+
+    /// Whether our named temp file is gone (an upstream DEL matched its content).
+    fn vanished(&self) -> bool {
+        matches!(&self.body, Body::Named(path) if !path.exists())
+    }
+
+    fn discard(self) -> Result<()> {
+        if let Body::Named(path) = &self.body {
+            remove_if_present(path).map_err(|e| io_error("remove", path, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// What a call can write before it takes the lock (see the module docs).
@@ -97,20 +187,12 @@ pub struct Prepare<'a> {
     pub record: Option<&'a PodRecord>,
 }
 
-/// A lease with the inode its file had when we last saw it.
-#[derive(Clone)]
-struct Entry {
-    lease: Lease,
-    ino: u64,
-}
-
 pub struct DiskStore {
     dir: PathBuf,
     dir_handle: File,
     /// flock'ed from `open` until `commit` (or drop).
     lock: File,
-    leases: BTreeMap<String, Entry>,
-    markers: Vec<Marker>,
+    view: View,
     /// The view was read from the directory in this call (not from the index).
     fresh: bool,
     /// Directory entries changed: fsync the directory and rewrite the index.
@@ -146,8 +228,7 @@ impl DiskStore {
             dir: dir.to_path_buf(),
             dir_handle,
             lock,
-            leases: BTreeMap::new(),
-            markers: Vec::new(),
+            view: View::default(),
             fresh: false,
             changed: false,
             index_stale: false,
@@ -169,9 +250,28 @@ impl DiskStore {
         Ok(store)
     }
 
+    /// Write `content` to a new file and start syncing it in the background.
     fn prepare(&mut self, content: String) -> Result<Prepared> {
-        let (path, ino) = self.write_temp(content.as_bytes())?;
-        Ok(Prepared { path, content, ino })
+        let unnamed = OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(&self.dir);
+        let (body, mut file) = match unnamed {
+            Ok(file) => (None, file),
+            // Not every filesystem has O_TMPFILE: fall back to a named temp file.
+            Err(_) => {
+                let (path, file, _) = self.create_temp(content.as_bytes())?;
+                (Some(path), file)
+            }
+        };
+        if body.is_none() {
+            file.write_all(content.as_bytes()).map_err(|e| io_error("write", &self.dir, e))?;
+        }
+        let ino = file.metadata().map_err(|e| io_error("stat", &self.dir, e))?.ino();
+        let for_sync = file.try_clone().map_err(|e| io_error("dup", &self.dir, e))?;
+        let synced = Some(std::thread::spawn(move || for_sync.sync_data()));
+        let body = match body {
+            Some(path) => Body::Named(path),
+            None => Body::Unnamed(file),
+        };
+        Ok(Prepared { content, ino, body, synced })
     }
 
     /// Re-read the whole directory now (for answers that must be authoritative).
@@ -195,17 +295,17 @@ impl DiskStore {
         self.dir.join(PRIVATE_DIR).join(INDEX_FILE)
     }
 
+    fn index_header(&self) -> Result<String> {
+        let (mtime, nsec) = self.dir_mtime()?;
+        Ok(format!("{INDEX_HEADER} {mtime} {nsec}"))
+    }
+
     /// Use the cached index if the directory has not changed since we wrote it.
     fn load_index(&mut self) -> Result<bool> {
         let Ok(text) = fs::read_to_string(self.index_path()) else { return Ok(false) };
-        let (mtime, nsec) = self.dir_mtime()?;
-        let mut lines = text.lines();
-        if lines.next() != Some(&format!("{INDEX_HEADER} {mtime} {nsec}")) {
-            return Ok(false);
-        }
-        match parse_index(lines) {
-            Some((leases, markers)) => {
-                (self.leases, self.markers) = (leases, markers);
+        match View::parse(text, &self.index_header()?) {
+            Some(view) => {
+                self.view = view;
                 Ok(true)
             }
             None => Ok(false),
@@ -259,8 +359,8 @@ impl DiskStore {
                 }
             }
         }
-        markers.sort_by(|a, b| (a.since, a.file_name()).cmp(&(b.since, b.file_name())));
-        (self.leases, self.markers) = (leases, markers);
+        markers.sort_by_key(|m| (m.since, m.file_name()));
+        self.view = View::from_entries(leases, markers);
         self.fresh = true;
         self.index_stale = true;
         Ok(())
@@ -284,18 +384,18 @@ impl DiskStore {
         Ok(())
     }
 
-    /// The inodes of the lease files as the directory lists them now.
-    fn list_lease_inodes(&self) -> Result<HashMap<String, u64>> {
-        let mut listed = HashMap::new();
+    /// Whether the directory lists exactly the lease files (names and inodes) of the view.
+    fn listing_matches_view(&self) -> Result<bool> {
+        let mut listed: Vec<(String, u64)> = Vec::with_capacity(self.view.len());
         for entry in fs::read_dir(&self.dir).map_err(|e| io_error("read", &self.dir, e))? {
             let entry = entry.map_err(|e| io_error("read", &self.dir, e))?;
-            if let Ok(name) = entry.file_name().into_string() {
-                if lease_ip(&name).is_some() {
-                    listed.insert(name, entry.ino());
-                }
-            }
+            let name = entry.file_name();
+            // Cheap pre-filter; a non-canonical name that parses is a mismatch, as it should be.
+            let Some(name) = name.to_str().filter(|n| n.parse::<IpAddr>().is_ok()) else { continue };
+            listed.push((name.to_string(), entry.ino()));
         }
-        Ok(listed)
+        listed.sort_unstable();
+        Ok(listed.iter().map(|(n, i)| (n.as_str(), *i)).eq(self.view.inodes_sorted()))
     }
 
     fn path_of(&self, ip: IpAddr) -> PathBuf {
@@ -322,6 +422,16 @@ impl DiskStore {
 
     /// Write `data` to a new temp file and fsync it; it is then linked or renamed into place.
     fn write_temp(&mut self, data: &[u8]) -> Result<(PathBuf, u64)> {
+        let (path, file, ino) = self.create_temp(data)?;
+        file.sync_data().map_err(|e| {
+            let _ = fs::remove_file(&path);
+            io_error("fdatasync", &path, e)
+        })?;
+        Ok((path, ino))
+    }
+
+    /// A new temp file holding `data`, not yet synced.
+    fn create_temp(&mut self, data: &[u8]) -> Result<(PathBuf, File, u64)> {
         let path = self.temp_path()?;
         let mut f = OpenOptions::new()
             .write(true)
@@ -330,12 +440,12 @@ impl DiskStore {
             .mode(0o600)
             .open(&path)
             .map_err(|e| io_error("create", &path, e))?;
-        f.write_all(data).and_then(|_| f.sync_data()).map_err(|e| {
+        f.write_all(data).map_err(|e| {
             let _ = fs::remove_file(&path);
             io_error("write", &path, e)
         })?;
         let ino = f.metadata().map_err(|e| io_error("stat", &path, e))?.ino();
-        Ok((path, ino))
+        Ok((path, f, ino))
     }
 
     /// Atomically put `data` at `target` (temp file + rename). Returns the new inode.
@@ -354,11 +464,19 @@ impl DiskStore {
         match pod {
             Some(record) => {
                 let json = record_json(record);
-                match self.prepared_record.take_if(|p| p.content == json) {
-                    Some(p) if fs::rename(&p.path, &path).is_ok() => self.changed = true,
-                    _ => {
-                        self.replace_file(&path, json.as_bytes())?;
+                let placed = match self.prepared_record.take_if(|p| p.content == json) {
+                    // A new record takes the prepared file; an existing one is replaced below.
+                    Some(mut p) => {
+                        let placed = p.place_new(&path)?.is_ok();
+                        p.discard()?;
+                        placed
                     }
+                    None => false,
+                };
+                if placed {
+                    self.changed = true;
+                } else {
+                    self.replace_file(&path, json.as_bytes())?;
                 }
             }
             None => {
@@ -371,93 +489,61 @@ impl DiskStore {
     fn write_lease(&mut self, ip: IpAddr, content: &str) -> Result<()> {
         let path = self.path_of(ip);
         let ino = self.replace_file(&path, content.as_bytes())?;
-        if let Some(e) = self.leases.get_mut(&go_ip_string(ip)) {
-            e.ino = ino;
+        if let Some(mut entry) = self.view.get_ip(ip) {
+            (entry.lease.content, entry.ino) = (content.to_string(), ino);
+            self.view.set(entry);
         }
         Ok(())
     }
 
     fn discard_prepared(&mut self) -> Result<()> {
         for p in [self.prepared_lease.take(), self.prepared_record.take()].into_iter().flatten() {
-            remove_if_present(&p.path).map_err(|e| io_error("remove", &p.path, e))?;
+            p.discard()?;
         }
         Ok(())
     }
 
     fn write_index(&mut self) -> Result<()> {
-        let index_dir = self.dir.join(PRIVATE_DIR);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&index_dir)
-            .map_err(|e| io_error("mkdir", &index_dir, e))?;
-        let (mtime, nsec) = self.dir_mtime()?;
-        let mut text = String::with_capacity(64 + self.leases.len() * 64);
-        text.push_str(&format!("{INDEX_HEADER} {mtime} {nsec}\n"));
-        for (name, e) in &self.leases {
-            let lease = &e.lease;
-            text.push_str("L ");
-            text.push_str(name);
-            text.push(' ');
-            text.push_str(&e.ino.to_string());
-            text.push(' ');
-            escape_into(&mut text, &lease.content);
-            text.push('\n');
-            if let Some(p) = &lease.pod {
-                text.push_str("P ");
-                text.push_str(name);
-                for field in [&p.owner.container_id, &p.owner.ifname, &p.namespace, &p.name, &p.uid, &p.boot_id] {
-                    text.push(' ');
-                    escape_into(&mut text, field);
-                }
-                text.push_str(if p.state == LeaseState::Held { " held " } else { " active " });
-                text.push_str(&p.since.to_string());
-                text.push('\n');
+        // A cache: no fsync, and rewritten in place. A torn or lost index fails to
+        // validate and the directory is read instead.
+        let path = self.index_path();
+        let open =
+            || OpenOptions::new().write(true).create(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(&path);
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Creating .hostlocal changes the directory: do it before reading its mtime.
+                fs::DirBuilder::new().recursive(true).mode(0o700).create(self.private_dir()).and_then(|_| open())
             }
-        }
-        for m in &self.markers {
-            text.push_str(&format!("M {} ", go_ip_string(m.ip)));
-            escape_into(&mut text, &m.namespace);
-            text.push(' ');
-            escape_into(&mut text, &m.name);
-            text.push_str(&format!(" {}\n", m.since));
-        }
-        // A cache: no fsync. A torn or lost index fails to validate and is rebuilt.
-        let tmp = self.temp_path()?;
-        let written = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .and_then(|_| fs::rename(&tmp, self.index_path()));
+            other => other,
+        };
+        let written = file.and_then(|mut f| {
+            let text = self.view.render(&self.index_header().map_err(|e| io::Error::other(e.msg))?);
+            f.write_all(text.as_bytes())?;
+            f.set_len(text.len() as u64)
+        });
         if let Err(e) = written {
             // Losing the cache costs a rescan next time, nothing more.
-            let _ = fs::remove_file(&tmp);
-            eprintln!("host-local: could not write index {}: {e}", self.index_path().display());
+            eprintln!("host-local: could not write index {}: {e}", path.display());
         }
         Ok(())
     }
 
-    fn lease_mut(&mut self, ip: IpAddr) -> Result<&mut Lease> {
-        let entry = self.leases.get_mut(&go_ip_string(ip));
-        entry.map(|e| &mut e.lease).ok_or_else(|| Error::internal(format!("no lease for {}", go_ip_string(ip))))
+    fn entry(&self, ip: IpAddr) -> Result<Entry> {
+        self.view.get_ip(ip).ok_or_else(|| Error::internal(format!("no lease for {}", go_ip_string(ip))))
     }
 }
 
 impl Store for DiskStore {
-    fn leases(&self) -> Vec<&Lease> {
-        self.leases.values().map(|e| &e.lease).collect()
+    fn find(&self, query: Query) -> Vec<Lease> {
+        self.view.find(query)
     }
 
-    fn lease(&self, ip: IpAddr) -> Option<&Lease> {
-        self.leases.get(&go_ip_string(ip)).map(|e| &e.lease)
+    fn lease(&self, ip: IpAddr) -> Option<Lease> {
+        self.view.get_ip(ip).map(|e| e.lease)
     }
 
     fn markers(&self) -> &[Marker] {
-        &self.markers
+        &self.view.markers
     }
 
     fn last_reserved(&mut self, range_set: usize) -> Option<IpAddr> {
@@ -467,47 +553,44 @@ impl Store for DiskStore {
     }
 
     fn set_last_reserved(&mut self, range_set: usize, ip: IpAddr) -> Result<()> {
-        // Only a cursor: atomic, but not worth an fsync of its own.
+        // Only a cursor, written in place as upstream does: a torn one reads as "none",
+        // which restarts the round robin at the range start.
+        // Overwrite, then cut to length: truncating to zero first would make ext4 flush
+        // the file on close (its replace-via-truncate heuristic), costing milliseconds.
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
-        let tmp = self.temp_path()?;
+        let text = go_ip_string(ip);
         let written = OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
             .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(go_ip_string(ip).as_bytes()))
-            .and_then(|_| fs::rename(&tmp, &path));
-        written.map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_error("write", &path, e)
-        })?;
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.set_len(text.len() as u64)));
+        written.map_err(|e| io_error("write", &path, e))?;
         self.changed = true;
         Ok(())
     }
 
     fn reserve(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool> {
         let name = go_ip_string(ip);
-        if self.leases.contains_key(&name) {
+        if self.view.contains(&name) {
             return Ok(false);
         }
         let target = self.dir.join(&name);
         loop {
-            let prepared = match self.prepared_lease.take() {
+            let mut prepared = match self.prepared_lease.take() {
                 Some(p) if p.content == owner.content() => p,
                 other => {
                     if let Some(p) = other {
-                        remove_if_present(&p.path).map_err(|e| io_error("remove", &p.path, e))?;
+                        p.discard()?;
                     }
                     self.prepare(owner.content().to_string())?
                 }
             };
-            match fs::hard_link(&prepared.path, &target) {
+            match prepared.place_new(&target)? {
                 Ok(()) => {
-                    // Each lease gets its own inode: the temp name goes, the lease keeps it.
-                    remove_if_present(&prepared.path).map_err(|e| io_error("remove", &prepared.path, e))?;
                     let lease = Lease { ip, content: prepared.content, pod: None };
-                    self.leases.insert(name, Entry { lease, ino: prepared.ino });
+                    self.view.set(Entry { lease, ino: prepared.ino });
                     self.undo.push(Undo::Created(ip));
                     self.changed = true;
                     return Ok(true);
@@ -517,25 +600,22 @@ impl Store for DiskStore {
                     // Someone (upstream host-local) created it since the index was written.
                     if let Ok(text) = read_small(&target) {
                         let lease = Lease { ip, content: text.trim().to_string(), pod: None };
-                        self.leases.insert(name, Entry { lease, ino: 0 });
+                        self.view.set(Entry { lease, ino: 0 });
                     }
                     self.index_stale = true;
                     return Ok(false);
                 }
-                // Our prepared file was removed (an upstream DEL matching its content, or a
-                // debris sweep after a very long lock wait): write it again.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !prepared.path.exists() => {}
+                // Our named temp file was removed (an upstream DEL matched its content): again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && prepared.vanished() => {}
                 Err(e) => return Err(io_error("link", &target, e)),
             }
         }
     }
 
     fn take_over(&mut self, ip: IpAddr, owner: &Owner) -> Result<()> {
-        let previous =
-            self.lease(ip).cloned().ok_or_else(|| Error::internal(format!("no lease for {}", go_ip_string(ip))))?;
-        self.write_lease(ip, &owner.content())?;
+        let previous = self.entry(ip)?.lease;
+        self.write_lease(ip, owner.content())?;
         self.undo.push(Undo::Replaced { ip, content: previous.content, pod: previous.pod });
-        self.lease_mut(ip)?.content = owner.content().to_string();
         Ok(())
     }
 
@@ -543,48 +623,45 @@ impl Store for DiskStore {
         let path = self.path_of(ip);
         self.changed |= remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
         self.write_record(ip, None)?;
-        self.leases.remove(&go_ip_string(ip));
+        self.view.remove(ip);
         Ok(())
     }
 
     fn set_pod(&mut self, ip: IpAddr, pod: Option<PodRecord>) -> Result<()> {
-        let previous = self
-            .lease(ip)
-            .map(|l| l.pod.clone())
-            .ok_or_else(|| Error::internal(format!("no lease for {}", go_ip_string(ip))))?;
+        let mut entry = self.entry(ip)?;
         self.write_record(ip, pod.as_ref())?;
-        self.undo.push(Undo::Relabelled { ip, pod: previous });
-        self.lease_mut(ip)?.pod = pod;
+        self.undo.push(Undo::Relabelled { ip, pod: std::mem::replace(&mut entry.lease.pod, pod) });
+        self.view.set(entry);
         Ok(())
     }
 
     fn remove_marker(&mut self, marker: &Marker) -> Result<()> {
         let path = self.dir.join(marker.file_name());
         self.changed |= remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
-        self.markers.retain(|m| m != marker);
+        self.view.markers.retain(|m| m != marker);
         Ok(())
     }
 
     fn owned_by(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
-        let hits = matching(self.leases.values().map(|e| &e.lease), owner);
+        let hits = matching(self.view.find(Query::Owner(owner)).iter(), owner);
         if self.fresh {
             return Ok(hits);
         }
         let confirmed = if hits.is_empty() {
             // A miss must be certain: anything created or replaced since the index was
             // written shows up as a new name or a new inode.
-            self.list_lease_inodes()? == self.leases.iter().map(|(n, e)| (n.clone(), e.ino)).collect::<HashMap<_, _>>()
+            self.listing_matches_view()?
         } else {
             hits.iter().all(|ip| {
-                let lease = &self.leases[&go_ip_string(*ip)].lease;
-                read_small(&self.path_of(*ip)).is_ok_and(|text| text.trim() == lease.content)
+                let content = self.view.get_ip(*ip).map(|e| e.lease.content);
+                read_small(&self.path_of(*ip)).is_ok_and(|text| Some(text.trim()) == content.as_deref())
             })
         };
         if confirmed {
             return Ok(hits);
         }
         self.rescan()?;
-        Ok(matching(self.leases.values().map(|e| &e.lease), owner))
+        Ok(matching(self.view.find(Query::Owner(owner)).iter(), owner))
     }
 
     fn rollback(&mut self) -> Result<()> {
@@ -594,13 +671,15 @@ impl Store for DiskStore {
                 Undo::Replaced { ip, content, pod } => {
                     self.write_lease(ip, &content)?;
                     self.write_record(ip, pod.as_ref())?;
-                    let lease = self.lease_mut(ip)?;
-                    (lease.content, lease.pod) = (content, pod);
+                    let mut entry = self.entry(ip)?;
+                    entry.lease.pod = pod;
+                    self.view.set(entry);
                 }
                 Undo::Relabelled { ip, pod } => {
-                    if self.lease(ip).is_some() {
+                    if let Ok(mut entry) = self.entry(ip) {
                         self.write_record(ip, pod.as_ref())?;
-                        self.lease_mut(ip)?.pod = pod;
+                        entry.lease.pod = pod;
+                        self.view.set(entry);
                     }
                 }
             }
@@ -610,17 +689,26 @@ impl Store for DiskStore {
 
     fn commit(&mut self) -> Result<()> {
         self.discard_prepared()?;
-        if self.changed || self.index_stale {
+        // Every name is in place: start the directory fsync now, so that it overlaps
+        // the index write and the unlock. It completes before this returns.
+        let dir_synced = if std::mem::take(&mut self.changed) {
+            let dir = self.dir_handle.try_clone().map_err(|e| io_error("dup", &self.dir, e))?;
+            Some(std::thread::spawn(move || dir.sync_all()))
+        } else {
+            None
+        };
+        if dir_synced.is_some() || self.index_stale {
             self.write_index()?;
         }
         self.undo.clear();
         self.index_stale = false;
         // Nothing below needs the lock: let the next call in while we wait for the disk.
         self.lock.unlock().map_err(|e| io_error("unlock", &self.dir.join("lock"), e))?;
-        if std::mem::take(&mut self.changed) {
-            self.dir_handle.sync_all().map_err(|e| io_error("fsync", &self.dir, e))?;
+        match dir_synced.map(|t| t.join()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(io_error("fsync", &self.dir, e)),
+            Some(Err(_)) => Err(Error::internal(format!("fsync {}: helper thread panicked", self.dir.display()))),
         }
-        Ok(())
     }
 }
 
@@ -660,100 +748,6 @@ pub fn parse_record(text: &str) -> Option<PodRecord> {
         },
         since: parse_rfc3339(&field("since")?)?,
     })
-}
-
-/// Index fields are space-separated: escape what could split or confuse a line.
-fn escape_into(out: &mut String, s: &str) {
-    if s.is_empty() {
-        out.push('~');
-        return;
-    }
-    for b in s.bytes() {
-        if b.is_ascii_graphic() && b != b'%' && b != b'~' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-}
-
-#[cfg(test)]
-fn escape(s: &str) -> String {
-    let mut out = String::new();
-    escape_into(&mut out, s);
-    out
-}
-
-fn unescape(s: &str) -> Option<String> {
-    if s == "~" {
-        return Some(String::new());
-    }
-    if !s.contains('%') {
-        return Some(s.to_string());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-type IndexView = (BTreeMap<String, Entry>, Vec<Marker>);
-
-/// Parse the index; any malformed line rejects it (and the directory is read instead).
-fn parse_index<'a>(lines: impl Iterator<Item = &'a str>) -> Option<IndexView> {
-    let mut leases: Vec<(String, Entry)> = Vec::new();
-    let mut markers = Vec::new();
-    for line in lines {
-        let mut f = line.split(' ');
-        match f.next()? {
-            "L" => {
-                let (name, ino, content) = (f.next()?, f.next()?, f.next()?);
-                let lease = Lease { ip: name.parse().ok()?, content: unescape(content)?, pod: None };
-                leases.push((name.to_string(), Entry { lease, ino: ino.parse().ok()? }));
-            }
-            "P" => {
-                let name = f.next()?;
-                let (last_name, entry) = leases.last_mut()?;
-                if last_name != name {
-                    return None;
-                }
-                let mut next = || unescape(f.next()?);
-                let owner = Owner::new(&next()?, &next()?);
-                let (namespace, pod, uid, boot_id) = (next()?, next()?, next()?, next()?);
-                let state = match f.next()? {
-                    "held" => LeaseState::Held,
-                    "active" => LeaseState::Active,
-                    _ => return None,
-                };
-                let since = f.next()?.parse().ok()?;
-                entry.lease.pod = Some(PodRecord { owner, namespace, name: pod, uid, boot_id, state, since });
-            }
-            "M" => {
-                let (ip, ns, name, since) = (f.next()?, f.next()?, f.next()?, f.next()?);
-                markers.push(Marker {
-                    ip: ip.parse().ok()?,
-                    namespace: unescape(ns)?,
-                    name: unescape(name)?,
-                    since: since.parse().ok()?,
-                });
-            }
-            _ => return None,
-        }
-        if f.next().is_some() {
-            return None;
-        }
-    }
-    // Written in order, so this is a linear bulk build.
-    Some((leases.into_iter().collect(), markers))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod allocator;
 pub mod config;
 pub mod disk;
 pub mod dns;
+pub mod index;
 pub mod plugin;
 pub mod range;
 pub mod store;

@@ -16,7 +16,7 @@ use crate::config::{self, IpamConfig};
 use crate::disk::{DiskStore, Prepare};
 use crate::dns::parse_resolv_conf;
 use crate::range::range_for;
-use crate::store::{unix_now, LeaseState, Owner, Store};
+use crate::store::{unix_now, LeaseState, Owner, Query, Store};
 
 pub struct HostLocal;
 
@@ -114,7 +114,7 @@ impl Plugin for HostLocal {
         let held = sticky_pod(&conf).map(|pod| pod.record(&owner, &boot_id(), LeaseState::Held, unix_now()));
         let mut store = DiskStore::open(&conf.store_dir(), Prepare { lease: None, record: held.as_ref() })?;
         for ip in store.owned_by(&owner)? {
-            let lease = store.lease(ip).cloned().expect("owned_by returns leases");
+            let lease = store.lease(ip).expect("owned_by returns leases");
             match &held {
                 // The address stays with the pod for its next sandbox.
                 Some(_) if lease.is_held() => {}
@@ -180,10 +180,9 @@ impl Plugin for HostLocal {
             valid.iter().any(|(v_id, v_if)| v_id == id && ifname.is_none_or(|i| i == v_if))
         };
         let stale: Vec<_> = store
-            .leases()
+            .find(Query::All)
             .into_iter()
             .filter(|l| !l.is_held() && !is_valid(l.container_id(), l.ifname()))
-            .cloned()
             .collect();
         let mut errors = Vec::new();
         for lease in stale {

@@ -129,12 +129,41 @@ impl Marker {
     }
 }
 
+/// Which leases a caller wants. Stores answer these without materialising every lease:
+/// on a node with tens of thousands of leases that is most of a call's cost.
+#[derive(Clone, Copy, Debug)]
+pub enum Query<'a> {
+    /// Leases whose file names this attachment, or only its container ID (old format).
+    Owner(&'a Owner),
+    /// Leases whose pod record names this namespace/name or this UID.
+    Pod { namespace: &'a str, name: &'a str, uid: &'a str },
+    /// Leases held for a pod whose sandbox is gone.
+    Held,
+    /// Every lease.
+    All,
+}
+
+impl Query<'_> {
+    /// The predicate the query stands for, on a materialised lease.
+    pub fn matches(&self, lease: &Lease) -> bool {
+        match self {
+            Query::Owner(owner) => lease.is_owned_by(owner) || lease.is_old_format_of(owner),
+            Query::Pod { namespace, name, uid } => lease.pod.as_ref().is_some_and(|p| {
+                (!namespace.is_empty() && p.namespace == *namespace && p.name == *name)
+                    || (!uid.is_empty() && p.uid == *uid)
+            }),
+            Query::Held => lease.is_held(),
+            Query::All => true,
+        }
+    }
+}
+
 /// Storage as the allocator sees it. Every mutation is durable once `commit` returns;
 /// `rollback` undoes what this process reserved, took over or re-labelled.
 pub trait Store {
-    /// All leases, in upstream's lexical file-name order.
-    fn leases(&self) -> Vec<&Lease>;
-    fn lease(&self, ip: IpAddr) -> Option<&Lease>;
+    /// Leases matching `query`, in upstream's lexical file-name order.
+    fn find(&self, query: Query) -> Vec<Lease>;
+    fn lease(&self, ip: IpAddr) -> Option<Lease>;
     fn markers(&self) -> &[Marker];
     fn last_reserved(&mut self, range_set: usize) -> Option<IpAddr>;
     fn set_last_reserved(&mut self, range_set: usize, ip: IpAddr) -> Result<()>;

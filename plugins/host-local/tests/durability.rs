@@ -1,6 +1,7 @@
 //! Durability, shown from the system calls (strace): every lease and pod record is fsynced
-//! and linked/renamed into place, and the directory is fsynced, before the result is
-//! printed; a DEL's unlink is fsynced before the process exits.
+//! and then moved into place, and the directory is fsynced, before the result is printed;
+//! a DEL's unlink is fsynced before the process exits. The syncs run on helper threads,
+//! so what is checked is when each sync *completed*.
 
 mod common;
 
@@ -38,23 +39,43 @@ fn trace(dd: &TempDir, command: &str, container: &str, conf: &str) -> Vec<String
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), conf.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{command} failed: {}", String::from_utf8_lossy(&out.stdout));
-    std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).trim().to_string())
-        .collect()
+    std::fs::read_to_string(&log).unwrap().lines().map(|l| l.trim().to_string()).collect()
+}
+
+/// A traced line without its pid (strace adds one only while several tasks are traced).
+fn call_of(line: &str) -> &str {
+    match line.split_once(' ') {
+        Some((pid, rest)) if pid.bytes().all(|b| b.is_ascii_digit()) => rest.trim_start(),
+        _ => line,
+    }
 }
 
 fn position(calls: &[String], what: &str, pred: impl Fn(&str) -> bool) -> usize {
-    calls.iter().position(|c| pred(c)).unwrap_or_else(|| panic!("no {what} in:\n{}", calls.join("\n")))
+    calls.iter().position(|c| pred(call_of(c))).unwrap_or_else(|| panic!("no {what} in:\n{}", calls.join("\n")))
 }
 
-fn last_position(calls: &[String], pred: impl Fn(&str) -> bool) -> Option<usize> {
-    calls.iter().rposition(|c| pred(c))
+/// Whether every `syscall` started before line `at` had returned by then.
+fn none_pending(calls: &[String], syscall: &str, at: usize) -> bool {
+    let before = || calls[..at].iter().map(|c| call_of(c));
+    let started = before().filter(|c| c.starts_with(&format!("{syscall}(")) && c.ends_with("<unfinished ...>")).count();
+    let resumed = before().filter(|c| c.starts_with(&format!("<... {syscall} resumed>"))).count();
+    started == resumed
 }
 
-/// The temp file a link/rename moved into `target`.
+/// Whether `path` was fdatasynced, and the sync had returned, before line `at`.
+fn synced_before(calls: &[String], path: &str, at: usize) -> bool {
+    let started = calls[..at].iter().any(|c| call_of(c).starts_with("fdatasync(") && c.contains(&format!("<{path}>")));
+    started && none_pending(calls, "fdatasync", at)
+}
+
+/// What a link/rename put in place: the first quoted path, or for `linkat` of an
+/// `O_TMPFILE` descriptor, the `<…/#inode>` path strace shows for it.
 fn source_of(call: &str) -> String {
+    let args = call.split_once('(').unwrap().1;
+    let first = args.split(", ").next().unwrap();
+    if first.starts_with(|c: char| c.is_ascii_digit()) {
+        return first.split_once('<').unwrap().1.split_once('>').unwrap().0.to_string();
+    }
     call.split('"').nth(1).unwrap().to_string()
 }
 
@@ -69,17 +90,19 @@ fn add_is_durable_before_the_result_is_printed() {
     let calls = trace(&dd, "ADD", "c1", &conf);
     let net = format!("{}/net", dd.display());
     let printed = position(&calls, "result write", |c| c.starts_with("write(1"));
-    let dir_fsync =
-        position(&calls, "directory fsync", |c| c.starts_with(&format!("fsync(")) && c.contains(&format!("<{net}>)")));
-    assert!(dir_fsync < printed, "the directory is fsynced before the result is printed");
+    let dir_fsync = position(&calls, "directory fsync", |c| c.starts_with("fsync(") && c.contains(&format!("<{net}>")));
+    assert!(dir_fsync < printed && none_pending(&calls, "fsync", printed), "the directory is fsynced before printing");
     for target in ["10.0.0.2", "2001:db8::2", "10.0.0.2.pod", "2001:db8::2.pod"] {
         let placed = position(&calls, target, |c| {
-            (c.starts_with("linkat(") || c.starts_with("rename(")) && c.contains(&format!("\"{net}/{target}\""))
+            (c.starts_with("linkat(") || c.starts_with("rename(") || c.starts_with("renameat2("))
+                && c.contains(&format!("\"{net}/{target}\""))
         });
-        let tmp = source_of(&calls[placed]);
-        let synced =
-            last_position(&calls[..placed], |c| c.starts_with("fdatasync(") && c.contains(&format!("<{tmp}>")));
-        assert!(synced.is_some(), "{target}: its data is fsynced before it is put in place:\n{}", calls.join("\n"));
+        let tmp = source_of(call_of(&calls[placed]));
+        assert!(
+            synced_before(&calls, &tmp, placed),
+            "{target}: its data is synced before it is put in place:\n{}",
+            calls.join("\n")
+        );
         assert!(placed < dir_fsync, "{target} is placed before the directory fsync");
     }
     let lease = std::fs::read(dd.path().join("net/10.0.0.2")).unwrap();
@@ -100,10 +123,9 @@ fn del_is_durable_before_exit() {
     let net = format!("{}/net", dd.display());
     let removed =
         position(&calls, "lease unlink", |c| c.starts_with("unlink(") && c.contains(&format!("\"{net}/10.0.0.2\"")));
-    let dir_fsync =
-        position(&calls, "directory fsync", |c| c.starts_with("fsync(") && c.contains(&format!("<{net}>)")));
+    let dir_fsync = position(&calls, "directory fsync", |c| c.starts_with("fsync(") && c.contains(&format!("<{net}>")));
     let exit = position(&calls, "exit", |c| c.starts_with("exit_group("));
-    assert!(removed < dir_fsync && dir_fsync < exit, "{}", calls.join("\n"));
+    assert!(removed < dir_fsync && dir_fsync < exit && none_pending(&calls, "fsync", exit), "{}", calls.join("\n"));
     assert!(!dd.path().join("net/10.0.0.2").exists());
 }
 
@@ -121,13 +143,11 @@ fn a_sticky_del_makes_the_hold_durable_before_exit() {
     let placed = position(&calls, "record rename", |c| {
         c.starts_with("rename(") && c.contains(&format!("\"{net}/10.0.0.2.pod\""))
     });
-    let tmp = source_of(&calls[placed]);
-    assert!(
-        last_position(&calls[..placed], |c| c.starts_with("fdatasync(") && c.contains(&format!("<{tmp}>"))).is_some()
-    );
-    let dir_fsync =
-        position(&calls, "directory fsync", |c| c.starts_with("fsync(") && c.contains(&format!("<{net}>)")));
-    assert!(placed < dir_fsync);
+    let tmp = source_of(call_of(&calls[placed]));
+    assert!(synced_before(&calls, &tmp, placed), "{}", calls.join("\n"));
+    let dir_fsync = position(&calls, "directory fsync", |c| c.starts_with("fsync(") && c.contains(&format!("<{net}>")));
+    let exit = position(&calls, "exit", |c| c.starts_with("exit_group("));
+    assert!(placed < dir_fsync && dir_fsync < exit && none_pending(&calls, "fsync", exit), "{}", calls.join("\n"));
     let record = std::fs::read_to_string(dd.path().join("net/10.0.0.2.pod")).unwrap();
     assert!(record.contains(r#""state":"held""#), "{record}");
 }

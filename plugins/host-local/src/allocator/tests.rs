@@ -7,7 +7,7 @@ use libcni::ip::IpNet;
 use super::*;
 use crate::config::Sticky;
 use crate::range::{canonicalize_set, RangeSpec};
-use crate::store::{matching, Lease, Marker};
+use crate::store::{matching, Lease, Marker, Query};
 
 /// An in-memory [`Store`], like upstream's fake store (but ifname-aware).
 #[derive(Default)]
@@ -33,11 +33,11 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn leases(&self) -> Vec<&Lease> {
-        self.leases.values().collect()
+    fn find(&self, query: Query) -> Vec<Lease> {
+        self.leases.values().filter(|l| query.matches(l)).cloned().collect()
     }
-    fn lease(&self, ip: IpAddr) -> Option<&Lease> {
-        self.leases.get(&libcni::ip::go_ip_string(ip))
+    fn lease(&self, ip: IpAddr) -> Option<Lease> {
+        self.leases.get(&libcni::ip::go_ip_string(ip)).cloned()
     }
     fn markers(&self) -> &[Marker] {
         &self.markers
@@ -126,9 +126,12 @@ fn range_iter_loops_from_beginning_end_and_middle() {
     );
 }
 
+/// (subnets, taken addresses, last reserved, expected address)
+type RoundRobinCase = (&'static [&'static str], &'static [&'static str], Option<&'static str>, &'static str);
+
 #[test]
 fn round_robin_table_from_upstream() {
-    let cases: &[(&[&str], &[&str], Option<&str>, &str)] = &[
+    let cases: &[RoundRobinCase] = &[
         (&["10.0.0.0/29"], &[], None, "10.0.0.2"),
         (&["2001:db8:1::0/64"], &[], None, "2001:db8:1::2"),
         (&["10.0.0.0/30"], &[], None, "10.0.0.2"),

@@ -172,10 +172,8 @@ fn errors_match_upstream() {
 
 #[test]
 fn one_v4_and_one_v6_set_are_fine_for_0_2_0() {
-    let c = format!(
-        r#"{{"cniVersion":"0.2.0","name":"mynet","ipam":{{"ranges":[[{{"subnet":"10.1.2.0/24"}}],[{{"subnet":"2001:db8:1::/48"}}]]}}}}"#
-    );
-    assert!(parse(&c, "").is_ok());
+    let c = r#"{"cniVersion":"0.2.0","name":"mynet","ipam":{"ranges":[[{"subnet":"10.1.2.0/24"}],[{"subnet":"2001:db8:1::/48"}]]}}"#;
+    assert!(parse(c, "").is_ok());
 }
 
 #[test]

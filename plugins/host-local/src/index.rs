@@ -1,0 +1,436 @@
+//! The store's view of its directory, backed by a text index that is read without being
+//! materialised: a call looks at the few leases it needs, found by byte comparisons on
+//! the index text, and rewriting the index copies unchanged lines as they are.
+//!
+//! Index format (one file, lines sorted by lease file name):
+//!
+//! ```text
+//! host-local-index v1 <dir mtime s> <dir mtime ns>
+//! L <ip> <inode> <content>
+//! P <ip> <containerId> <ifname> <namespace> <name> <uid> <bootId> active|held <since>
+//! M <ip> <namespace> <name> <since>
+//! end <number of bytes before this line>
+//! ```
+//!
+//! The file is rewritten in place (creating a file is the slowest metadata operation a
+//! call makes); the `end` trailer makes a torn write fail validation.
+//!
+//! Fields are escaped (`%XX`, `~` for empty) so they never contain spaces or newlines.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use libcni::ip::go_ip_string;
+
+use crate::store::{Lease, LeaseState, Marker, Owner, PodRecord, Query};
+
+/// A lease with the inode its file had when we last saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub lease: Lease,
+    pub ino: u64,
+}
+
+/// One lease line of the index text, and the pod line after it.
+struct Row {
+    name: Range<usize>,
+    ino: u64,
+    content: Range<usize>,
+    /// The `L` line, newline included.
+    line: Range<usize>,
+    /// The `P` line, newline included.
+    pod: Option<Range<usize>>,
+}
+
+#[derive(Default)]
+pub struct View {
+    text: String,
+    rows: Vec<Row>,
+    /// This call's changes (`None`: removed) or, after a directory scan, everything.
+    changed: BTreeMap<String, Option<Entry>>,
+    pub markers: Vec<Marker>,
+}
+
+impl View {
+    /// A view built from a directory scan.
+    pub fn from_entries(entries: BTreeMap<String, Entry>, markers: Vec<Marker>) -> View {
+        View { changed: entries.into_iter().map(|(k, v)| (k, Some(v))).collect(), markers, ..View::default() }
+    }
+
+    /// Index the text of an index file whose first line must be `header`.
+    /// Anything unexpected rejects the whole file (the caller then scans the directory).
+    pub fn parse(mut text: String, header: &str) -> Option<View> {
+        let trailer_start = text.strip_suffix('\n')?.rfind('\n')? + 1;
+        let trailer = text[trailer_start..].trim_end_matches('\n');
+        if trailer.strip_prefix("end ")?.parse::<usize>().ok()? != trailer_start {
+            return None;
+        }
+        text.truncate(trailer_start);
+        let body_start = text.find('\n')? + 1;
+        if &text[..body_start - 1] != header {
+            return None;
+        }
+        let mut rows: Vec<Row> = Vec::new();
+        let mut markers = Vec::new();
+        let mut pos = body_start;
+        while pos < text.len() {
+            let end = text[pos..].find('\n').map(|i| pos + i + 1)?;
+            let line = &text[pos..end - 1];
+            let mut fields = line.split(' ');
+            let offset = |f: &str| f.as_ptr() as usize - text.as_ptr() as usize;
+            match fields.next()? {
+                "L" => {
+                    let (name, ino, content) = (fields.next()?, fields.next()?, fields.next()?);
+                    if fields.next().is_some() || rows.last().is_some_and(|r| text[r.name.clone()] >= *name) {
+                        return None;
+                    }
+                    let name = offset(name)..offset(name) + name.len();
+                    let content = offset(content)..offset(content) + content.len();
+                    rows.push(Row { name, ino: ino.parse().ok()?, content, line: pos..end, pod: None });
+                }
+                "P" => {
+                    let row = rows.last_mut()?;
+                    if fields.next()? != &text[row.name.clone()] || row.pod.is_some() || fields.clone().count() != 8 {
+                        return None;
+                    }
+                    row.pod = Some(pos..end);
+                }
+                "M" => {
+                    let (ip, ns, name, since) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+                    let (namespace, name) = (unescape(ns)?, unescape(name)?);
+                    markers.push(Marker { ip: ip.parse().ok()?, namespace, name, since: since.parse().ok()? });
+                }
+                _ => return None,
+            }
+            pos = end;
+        }
+        Some(View { text, rows, changed: BTreeMap::new(), markers })
+    }
+
+    fn row_name(&self, row: &Row) -> &str {
+        &self.text[row.name.clone()]
+    }
+
+    fn row(&self, name: &str) -> Option<&Row> {
+        self.rows.binary_search_by(|r| self.row_name(r).cmp(name)).ok().map(|i| &self.rows[i])
+    }
+
+    /// The fields of a row's pod line after `P <ip>`.
+    fn pod_fields<'a>(&'a self, row: &Row) -> Option<Vec<&'a str>> {
+        let line = self.text[row.pod.clone()?].trim_end_matches('\n');
+        Some(line.split(' ').skip(2).collect())
+    }
+
+    fn materialise(&self, row: &Row) -> Option<Entry> {
+        let pod = match self.pod_fields(row) {
+            None => None,
+            Some(f) => Some(PodRecord {
+                owner: Owner::new(&unescape(f[0])?, &unescape(f[1])?),
+                namespace: unescape(f[2])?,
+                name: unescape(f[3])?,
+                uid: unescape(f[4])?,
+                boot_id: unescape(f[5])?,
+                state: if f[6] == "held" { LeaseState::Held } else { LeaseState::Active },
+                since: f[7].parse().ok()?,
+            }),
+        };
+        let lease =
+            Lease { ip: self.row_name(row).parse().ok()?, content: unescape(&self.text[row.content.clone()])?, pod };
+        Some(Entry { lease, ino: row.ino })
+    }
+
+    pub fn get(&self, name: &str) -> Option<Entry> {
+        match self.changed.get(name) {
+            Some(entry) => entry.clone(),
+            None => self.row(name).and_then(|r| self.materialise(r)),
+        }
+    }
+
+    pub fn get_ip(&self, ip: IpAddr) -> Option<Entry> {
+        self.get(&go_ip_string(ip))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        match self.changed.get(name) {
+            Some(entry) => entry.is_some(),
+            None => self.row(name).is_some(),
+        }
+    }
+
+    pub fn set(&mut self, entry: Entry) {
+        self.changed.insert(go_ip_string(entry.lease.ip), Some(entry));
+    }
+
+    pub fn remove(&mut self, ip: IpAddr) {
+        self.changed.insert(go_ip_string(ip), None);
+    }
+
+    /// Whether a row could match `query`, judged on its raw text; `needles` are the
+    /// query's escaped values.
+    fn row_may_match(&self, row: &Row, query: &Query, needles: &[String]) -> bool {
+        match query {
+            Query::All => true,
+            Query::Owner(_) => needles.iter().any(|n| self.text[row.content.clone()] == **n),
+            Query::Held => self.pod_fields(row).is_some_and(|f| f[6] == "held"),
+            Query::Pod { namespace, uid, .. } => self.pod_fields(row).is_some_and(|f| {
+                (!namespace.is_empty() && f[2] == needles[0] && f[3] == needles[1])
+                    || (!uid.is_empty() && f[4] == needles[2])
+            }),
+        }
+    }
+
+    /// Leases matching `query`, in file-name order.
+    pub fn find(&self, query: Query) -> Vec<Lease> {
+        let needles: Vec<String> = match query {
+            Query::Owner(owner) => vec![escape(owner.content()), escape(&owner.container_id)],
+            Query::Pod { namespace, name, uid } => vec![escape(namespace), escape(name), escape(uid)],
+            Query::Held | Query::All => Vec::new(),
+        };
+        let from_rows = self
+            .rows
+            .iter()
+            .filter(|r| !self.changed.contains_key(self.row_name(r)) && self.row_may_match(r, &query, &needles))
+            .filter_map(|r| self.materialise(r));
+        let from_changes = self.changed.values().flatten().cloned();
+        let mut found: Vec<Lease> =
+            from_rows.chain(from_changes).map(|e| e.lease).filter(|l| query.matches(l)).collect();
+        found.sort_by_key(|l| go_ip_string(l.ip));
+        found
+    }
+
+    /// Number of leases (upper bound while changes are pending).
+    pub fn len(&self) -> usize {
+        self.rows.len() + self.changed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// (lease file name, inode), sorted by name, for comparison with a directory listing.
+    pub fn inodes_sorted(&self) -> impl Iterator<Item = (&str, u64)> {
+        let mut all: Vec<(&str, u64)> = self
+            .rows
+            .iter()
+            .map(|r| (self.row_name(r), r.ino))
+            .filter(|(n, _)| !self.changed.contains_key(*n))
+            .collect();
+        all.extend(self.changed.iter().filter_map(|(n, e)| e.as_ref().map(|e| (n.as_str(), e.ino))));
+        all.sort_unstable();
+        all.into_iter()
+    }
+
+    /// The index file for this view.
+    pub fn render(&self, header: &str) -> String {
+        let mut out = String::with_capacity(self.text.len() + self.changed.len() * 96 + header.len() + 1);
+        out.push_str(header);
+        out.push('\n');
+        let mut changes = self.changed.iter().peekable();
+        for row in &self.rows {
+            let name = self.row_name(row);
+            while let Some((changed_name, entry)) = changes.next_if(|(n, _)| n.as_str() <= name) {
+                if let Some(entry) = entry {
+                    render_entry(&mut out, changed_name, entry);
+                }
+            }
+            if !self.changed.contains_key(name) {
+                out.push_str(&self.text[row.line.clone()]);
+                if let Some(pod) = &row.pod {
+                    out.push_str(&self.text[pod.clone()]);
+                }
+            }
+        }
+        for (name, entry) in changes {
+            if let Some(entry) = entry {
+                render_entry(&mut out, name, entry);
+            }
+        }
+        for m in &self.markers {
+            out.push_str("M ");
+            out.push_str(&go_ip_string(m.ip));
+            out.push(' ');
+            escape_into(&mut out, &m.namespace);
+            out.push(' ');
+            escape_into(&mut out, &m.name);
+            out.push(' ');
+            out.push_str(&m.since.to_string());
+            out.push('\n');
+        }
+        let length = out.len();
+        out.push_str(&format!("end {length}\n"));
+        out
+    }
+}
+
+fn render_entry(out: &mut String, name: &str, e: &Entry) {
+    out.push_str("L ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(&e.ino.to_string());
+    out.push(' ');
+    escape_into(out, &e.lease.content);
+    out.push('\n');
+    if let Some(p) = &e.lease.pod {
+        out.push_str("P ");
+        out.push_str(name);
+        for field in [&p.owner.container_id, &p.owner.ifname, &p.namespace, &p.name, &p.uid, &p.boot_id] {
+            out.push(' ');
+            escape_into(out, field);
+        }
+        out.push_str(if p.state == LeaseState::Held { " held " } else { " active " });
+        out.push_str(&p.since.to_string());
+        out.push('\n');
+    }
+}
+
+/// Index fields are space-separated: escape what could split or confuse a line.
+fn escape_into(out: &mut String, s: &str) {
+    if s.is_empty() {
+        out.push('~');
+        return;
+    }
+    for b in s.bytes() {
+        if b.is_ascii_graphic() && b != b'%' && b != b'~' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    escape_into(&mut out, s);
+    out
+}
+
+fn unescape(s: &str) -> Option<String> {
+    if s == "~" {
+        return Some(String::new());
+    }
+    if !s.contains('%') {
+        return Some(s.to_string());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ip: &str, content: &str, pod: Option<(&str, LeaseState)>) -> Entry {
+        let lease = Lease {
+            ip: ip.parse().unwrap(),
+            content: content.into(),
+            pod: pod.map(|(name, state)| PodRecord {
+                owner: Owner::new(content.split("\r\n").next().unwrap(), "eth0"),
+                namespace: "default".into(),
+                name: name.into(),
+                uid: format!("uid {name}"),
+                boot_id: "b".into(),
+                state,
+                since: 7,
+            }),
+        };
+        Entry { lease, ino: 42 }
+    }
+
+    const HEADER: &str = "host-local-index v1 1 2";
+
+    fn sample() -> View {
+        let entries: BTreeMap<String, Entry> = [
+            entry("10.0.0.2", "c1\r\neth0", None),
+            entry("10.0.0.3", "c2\r\neth0", Some(("web-0", LeaseState::Held))),
+            entry("10.0.0.4", "c3", None),
+            entry("2001:db8::2", "c1\r\neth0", Some(("web-1", LeaseState::Active))),
+        ]
+        .into_iter()
+        .map(|e| (go_ip_string(e.lease.ip), e))
+        .collect();
+        let markers = vec![Marker {
+            ip: "10.0.0.9".parse().unwrap(),
+            namespace: "kube-system".into(),
+            name: "dns".into(),
+            since: 3,
+        }];
+        View::from_entries(entries, markers)
+    }
+
+    fn ips(leases: Vec<Lease>) -> Vec<String> {
+        leases.iter().map(|l| l.ip.to_string()).collect()
+    }
+
+    #[test]
+    fn render_and_parse_round_trip_and_answer_queries_alike() {
+        let fresh = sample();
+        let text = fresh.render(HEADER);
+        let parsed = View::parse(text.clone(), HEADER).unwrap();
+        assert_eq!(parsed.render(HEADER), text, "unchanged lines are copied verbatim");
+        let c1 = Owner::new("c1", "eth0");
+        let c3 = Owner::new("c3", "eth0");
+        for view in [&fresh, &parsed] {
+            assert_eq!(ips(view.find(Query::Owner(&c1))), ["10.0.0.2", "2001:db8::2"]);
+            assert_eq!(ips(view.find(Query::Owner(&c3))), ["10.0.0.4"], "old-format content");
+            assert_eq!(ips(view.find(Query::Held)), ["10.0.0.3"]);
+            assert_eq!(ips(view.find(Query::Pod { namespace: "default", name: "web-1", uid: "" })), ["2001:db8::2"]);
+            assert_eq!(ips(view.find(Query::Pod { namespace: "", name: "", uid: "uid web-0" })), ["10.0.0.3"]);
+            assert_eq!(view.find(Query::All).len(), 4);
+            assert_eq!(view.get("10.0.0.3"), sample().get("10.0.0.3"));
+            assert_eq!(view.markers, sample().markers);
+        }
+    }
+
+    #[test]
+    fn changes_shadow_rows_and_render_in_order() {
+        let mut view = View::parse(sample().render(HEADER), HEADER).unwrap();
+        view.remove("10.0.0.2".parse().unwrap());
+        view.set(entry("10.0.0.10", "c9\r\neth0", None));
+        view.set(entry("10.0.0.3", "c9\r\neth0", None));
+        assert!(!view.contains("10.0.0.2") && view.contains("10.0.0.10"));
+        assert_eq!(ips(view.find(Query::Owner(&Owner::new("c9", "eth0")))), ["10.0.0.10", "10.0.0.3"]);
+        assert!(view.find(Query::Held).is_empty(), "the held row was replaced");
+        let reparsed = View::parse(view.render(HEADER), HEADER).unwrap();
+        assert_eq!(ips(reparsed.find(Query::All)), ["10.0.0.10", "10.0.0.3", "10.0.0.4", "2001:db8::2"]);
+        assert_eq!(reparsed.inodes_sorted().count(), 4);
+    }
+
+    #[test]
+    fn malformed_indexes_are_rejected() {
+        let good = sample().render(HEADER);
+        assert!(View::parse(good.clone(), "host-local-index v1 1 3").is_none(), "another mtime");
+        let body = good.split_once('\n').unwrap().1;
+        for bad in [
+            format!("{HEADER}\nX 1\n"),
+            format!("{HEADER}\nL 10.0.0.2 1\n"),
+            format!("{HEADER}\nL 10.0.0.3 1 a\nL 10.0.0.2 1 b\n"),
+            format!("{HEADER}\nP 10.0.0.2 a b c d e f active 1\n"),
+            format!("{HEADER}\n{}", &body[..body.len() - 1]),
+            good[..good.len() - 20].to_string(),
+            good.replace("end ", "end 1"),
+            format!("{HEADER}\nend {}\n", HEADER.len() + 1) + "L 10.0.0.2 1 a\n",
+        ] {
+            assert!(View::parse(bad.clone(), HEADER).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn escaping_round_trips() {
+        for s in ["", "a b", "c1\r\neth0", "%~x", "ünï"] {
+            assert_eq!(unescape(&escape(s)).as_deref(), Some(s));
+            assert!(!escape(s).contains(' ') && !escape(s).contains('\n'));
+        }
+    }
+}
