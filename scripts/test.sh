@@ -18,4 +18,11 @@ build_go_driver
 export GOCNITOOL="$PWD/target/go/gocnitool"
 
 echo "==> tests"
-cargo test --workspace --release -- --include-ignored
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --release --no-fail-fast -- --include-ignored 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one "test result" per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }' "$log" || status=1
+exit "$status"
