@@ -5,6 +5,7 @@ DEB_PACKAGES=(
   containernetworking-plugins   # upstream bridge/loopback/host-local: oracle and chaining partner
   golang-go golang-github-appc-cni-dev   # upstream Go libcni, for the Go-side test driver
   iproute2 jq strace file
+  containerd runc busybox-static  # the CRI end-to-end test: a real node runtime, and a pause image
 )
 
 need_root() {
@@ -27,6 +28,15 @@ install_deps() {
   if ! command -v cargo >/dev/null; then
     echo "$0: cargo not found; install a Rust toolchain (rustup) first" >&2
     exit 1
+  fi
+}
+
+# Python with grpcio for the CRI client of the end-to-end test (scripts/e2e).
+build_e2e_venv() {
+  if [ ! -x target/e2e/venv/bin/python ] || ! target/e2e/venv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
+    mkdir -p target/e2e
+    python3 -m venv target/e2e/venv
+    target/e2e/venv/bin/pip install --quiet --disable-pip-version-check grpcio grpcio-tools
   fi
 }
 

@@ -13,9 +13,11 @@ for bin in host-local delegated-ipam cnitool; do
   file "target/release/$bin" | grep -q "static" || { echo "target/release/$bin is not statically linked" >&2; exit 1; }
 done
 
-echo "==> Go libcni driver"
+echo "==> Go libcni driver, CRI client"
 build_go_driver
 export GOCNITOOL="$PWD/target/go/gocnitool"
+build_e2e_venv
+export E2E_PYTHON="$PWD/target/e2e/venv/bin/python"
 
 echo "==> tests"
 log=$(mktemp)

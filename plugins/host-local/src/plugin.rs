@@ -21,7 +21,11 @@ use crate::store::{unix_now, LeaseState, Owner, Query, Store};
 pub struct HostLocal;
 
 /// The kernel's ID for this boot: a sandbox recorded under another boot is dead.
+/// `HOST_LOCAL_BOOT_ID` overrides it, for tests that simulate a reboot without one.
 fn boot_id() -> String {
+    if let Some(id) = std::env::var("HOST_LOCAL_BOOT_ID").ok().filter(|v| !v.is_empty()) {
+        return id;
+    }
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 

@@ -1,0 +1,65 @@
+//! The reboot story with real containerd (CRI) and runc, Debian's upstream bridge plugin and
+//! host-local, driven as kubelet drives it: scripts/e2e/cri_reboot.py does the work.
+//!
+//! Needs root, containerd, runc, busybox-static and a Python with grpcio (E2E_PYTHON, default
+//! target/e2e/venv/bin/python); scripts/test.sh provides them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use common::TempDir;
+
+/// One private containerd at a time: they would compete for addresses and bridges.
+static ONE_NODE: Mutex<()> = Mutex::new(());
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// A CNI bin dir with upstream bridge and loopback, and `host_local` as host-local.
+fn plugin_dir(tag: &str, host_local: &Path) -> TempDir {
+    let dir = TempDir::new(tag);
+    for plugin in ["bridge", "loopback"] {
+        std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(plugin), dir.path().join(plugin)).unwrap();
+    }
+    std::os::unix::fs::symlink(host_local, dir.path().join("host-local")).unwrap();
+    dir
+}
+
+fn run_scenario(plugins: &Path, expect: &str) -> (bool, String) {
+    let _one = ONE_NODE.lock().unwrap_or_else(|e| e.into_inner());
+    let python = std::env::var("E2E_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target/e2e/venv/bin/python"));
+    assert!(python.is_file(), "{} is missing: run scripts/test.sh (it creates the grpcio venv)", python.display());
+    let out = Command::new(python)
+        .arg(workspace().join("scripts/e2e/cri_reboot.py"))
+        .args(["--expect", expect, "--plugins"])
+        .arg(plugins)
+        .output()
+        .expect("run cri_reboot.py");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{text}");
+    (out.status.success(), text)
+}
+
+#[test]
+#[ignore = "needs root, containerd, runc and the e2e venv: run scripts/test.sh"]
+fn our_host_local_keeps_every_pod_ip_across_a_reboot() {
+    let plugins = plugin_dir("e2e-ours", Path::new(env!("CARGO_BIN_EXE_host-local")));
+    let (ok, text) = run_scenario(plugins.path(), "keep");
+    assert!(ok, "{text}");
+    assert!(text.contains("test result: ok. 9 passed; 0 failed"), "every check ran: {text}");
+}
+
+#[test]
+#[ignore = "needs root, containerd, runc and the e2e venv: run scripts/test.sh"]
+fn upstream_host_local_loses_pod_ips_across_a_reboot() {
+    let plugins = plugin_dir("e2e-upstream", Path::new(common::UPSTREAM));
+    let (ok, text) = run_scenario(plugins.path(), "change");
+    assert!(ok, "{text}");
+    assert!(text.contains("with this IPAM, pods changed address: 3 of 3"), "{text}");
+}
