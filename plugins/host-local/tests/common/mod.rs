@@ -31,6 +31,8 @@ pub struct Call {
     pub netns: String,
     pub args: String,
     pub stdin: String,
+    /// Extra environment (e.g. HOST_LOCAL_BOOT_ID to simulate a reboot).
+    pub env: Vec<(String, String)>,
 }
 
 impl Call {
@@ -42,7 +44,13 @@ impl Call {
             netns: "/var/run/netns/does-not-exist".into(),
             args: String::new(),
             stdin: stdin.into(),
+            env: Vec::new(),
         }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Call {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     pub fn ifname(mut self, ifname: &str) -> Call {
@@ -102,6 +110,7 @@ pub fn run(binary: &Path, call: &Call) -> Outcome {
         .env("CNI_IFNAME", &call.ifname)
         .env("CNI_ARGS", &call.args)
         .env("CNI_PATH", "/opt/cni/bin")
+        .envs(call.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
