@@ -40,9 +40,12 @@ build_e2e_venv() {
   fi
 }
 
-# The Go test driver: upstream cnitool logic on Debian's libcni, built in GOPATH mode.
-build_go_driver() {
+# The Go test programs on Debian's libcni, built in GOPATH mode: upstream cnitool's logic
+# (gocnitool) and a cilium-cni stand-in for delegated IPAM (cilium-emulator).
+build_go_drivers() {
   mkdir -p target/go
-  GOPATH="$PWD/target/go/gopath:/usr/share/gocode" GO111MODULE=off GOCACHE="$PWD/target/go/cache" \
-    go build -o target/go/gocnitool ./testdata/go/gocnitool
+  for prog in gocnitool cilium-emulator; do
+    GOPATH="$PWD/target/go/gopath:/usr/share/gocode" GO111MODULE=off GOCACHE="$PWD/target/go/cache" \
+      go build -o "target/go/$prog" "./testdata/go/$prog"
+  done
 }

@@ -13,9 +13,9 @@ for bin in host-local delegated-ipam cnitool; do
   file "target/release/$bin" | grep -q "static" || { echo "target/release/$bin is not statically linked" >&2; exit 1; }
 done
 
-echo "==> Go libcni driver, CRI client"
-build_go_driver
-export GOCNITOOL="$PWD/target/go/gocnitool"
+echo "==> Go test programs on Go libcni, CRI client"
+build_go_drivers
+export GOCNITOOL="$PWD/target/go/gocnitool" CILIUM_EMULATOR="$PWD/target/go/cilium-emulator"
 build_e2e_venv
 export E2E_PYTHON="$PWD/target/e2e/venv/bin/python"
 

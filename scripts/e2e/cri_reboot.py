@@ -14,6 +14,9 @@ IPAM (ours, or upstream's to show the problem), and drives the CRI as kubelet do
    old one's DEL later), as when the first DEL is delayed;
 5. remove every pod, and check that the whole address pool can be allocated again.
 
+With --ipam delegated the main plugin is a cilium-cni emulator (testdata/go/cilium-emulator,
+installed in the plugin dir as cilium-cni) using delegated-ipam, whose delegate is host-local.
+
 Usage: cri_reboot.py --plugins DIR --expect keep|change [--ipam host-local|delegated]
 Exit status 0 when the expectation holds. Prints a cargo-style "test result" line.
 """
@@ -126,11 +129,14 @@ class Node:
         self.boot = 1
         self.netns_paths = []
         os.makedirs(os.path.join(work, "net.d"), exist_ok=True)
-        self.conflist = {
-            "cniVersion": "1.0.0",
-            "name": f"e2e-{tag}",
-            "plugins": [{"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipam": ipam_conf}],
-        }
+        if ipam_conf["type"] == "delegated-ipam":
+            # Cilium's delegated-plugin mode; conflists in the wild use 0.3.1.
+            main = {"type": "cilium-cni", "ipam": ipam_conf}
+            version = "0.3.1"
+        else:
+            main = {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipam": ipam_conf}
+            version = "1.0.0"
+        self.conflist = {"cniVersion": version, "name": f"e2e-{tag}", "plugins": [main]}
         with open(os.path.join(work, "net.d", "10-e2e.conflist"), "w") as f:
             json.dump(self.conflist, f)
         with open(os.path.join(work, "config.toml"), "w") as f:

@@ -29,7 +29,14 @@ fn plugin_dir(tag: &str, host_local: &Path) -> TempDir {
     dir
 }
 
-fn run_scenario(plugins: &Path, expect: &str) -> (bool, String) {
+/// Our delegated-ipam, built next to this test's host-local.
+fn delegated_ipam() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_host-local")).with_file_name("delegated-ipam");
+    assert!(path.is_file(), "{} is missing: cargo build --workspace first (scripts/test.sh does)", path.display());
+    path
+}
+
+fn run_scenario(plugins: &Path, expect: &str, extra: &[&str]) -> (bool, String) {
     let _one = ONE_NODE.lock().unwrap_or_else(|e| e.into_inner());
     let python = std::env::var("E2E_PYTHON")
         .map(PathBuf::from)
@@ -37,7 +44,9 @@ fn run_scenario(plugins: &Path, expect: &str) -> (bool, String) {
     assert!(python.is_file(), "{} is missing: run scripts/test.sh (it creates the grpcio venv)", python.display());
     let out = Command::new(python)
         .arg(workspace().join("scripts/e2e/cri_reboot.py"))
-        .args(["--expect", expect, "--plugins"])
+        .args(["--expect", expect])
+        .args(extra)
+        .arg("--plugins")
         .arg(plugins)
         .output()
         .expect("run cri_reboot.py");
@@ -50,7 +59,7 @@ fn run_scenario(plugins: &Path, expect: &str) -> (bool, String) {
 #[ignore = "needs root, containerd, runc and the e2e venv: run scripts/test.sh"]
 fn our_host_local_keeps_every_pod_ip_across_a_reboot() {
     let plugins = plugin_dir("e2e-ours", Path::new(env!("CARGO_BIN_EXE_host-local")));
-    let (ok, text) = run_scenario(plugins.path(), "keep");
+    let (ok, text) = run_scenario(plugins.path(), "keep", &[]);
     assert!(ok, "{text}");
     assert!(text.contains("test result: ok. 9 passed; 0 failed"), "every check ran: {text}");
 }
@@ -59,7 +68,20 @@ fn our_host_local_keeps_every_pod_ip_across_a_reboot() {
 #[ignore = "needs root, containerd, runc and the e2e venv: run scripts/test.sh"]
 fn upstream_host_local_loses_pod_ips_across_a_reboot() {
     let plugins = plugin_dir("e2e-upstream", Path::new(common::UPSTREAM));
-    let (ok, text) = run_scenario(plugins.path(), "change");
+    let (ok, text) = run_scenario(plugins.path(), "change", &[]);
     assert!(ok, "{text}");
     assert!(text.contains("with this IPAM, pods changed address: 3 of 3"), "{text}");
+}
+
+#[test]
+#[ignore = "needs root, containerd, runc, the e2e venv and the cilium-cni emulator: run scripts/test.sh"]
+fn cilium_with_delegated_ipam_keeps_every_pod_ip_across_a_reboot() {
+    let plugins = plugin_dir("e2e-cilium", Path::new(env!("CARGO_BIN_EXE_host-local")));
+    let emulator =
+        std::env::var("CILIUM_EMULATOR").expect("CILIUM_EMULATOR: scripts/test.sh builds the cilium-cni emulator");
+    std::os::unix::fs::symlink(emulator, plugins.path().join("cilium-cni")).unwrap();
+    std::os::unix::fs::symlink(delegated_ipam(), plugins.path().join("delegated-ipam")).unwrap();
+    let (ok, text) = run_scenario(plugins.path(), "keep", &["--ipam", "delegated"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("test result: ok. 9 passed; 0 failed"), "every check ran: {text}");
 }
