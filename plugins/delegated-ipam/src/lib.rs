@@ -107,13 +107,11 @@ impl Plugin for DelegatedIpam {
         let result = delegate
             .run(Command::Add)?
             .ok_or_else(|| Error::internal(format!("delegate {} printed no result", delegate.plugin_type)))?;
-        for_cilium(&result, &args.cni_version, &delegate.plugin_type).or_else(|e| {
+        for_cilium(&result, &args.cni_version, &delegate.plugin_type).map_err(|e| {
             // cilium-cni does not DEL after a failed IPAM ADD: release here, or it leaks.
             match delegate.run(Command::Del) {
-                Ok(_) => Err(e),
-                Err(del) => {
-                    Err(Error { msg: format!("{}; releasing the allocation failed too: {}", e.msg, del.msg), ..e })
-                }
+                Ok(_) => e,
+                Err(del) => Error { msg: format!("{}; releasing the allocation failed too: {}", e.msg, del.msg), ..e },
             }
         })
     }
