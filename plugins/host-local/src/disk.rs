@@ -286,6 +286,11 @@ impl DiskStore {
         &self.dir
     }
 
+    /// When a lease file was last written (Unix seconds): its age, where no record says.
+    pub fn written_at(&self, ip: IpAddr) -> Option<u64> {
+        fs::symlink_metadata(self.path_of(ip)).ok().map(|m| m.mtime().max(0) as u64)
+    }
+
     fn dir_mtime(&self) -> Result<(i64, i64)> {
         let m = self.dir_handle.metadata().map_err(|e| io_error("stat", &self.dir, e))?;
         Ok((m.mtime(), m.mtime_nsec()))

@@ -1,6 +1,7 @@
 //! host-local: upstream's host-local IPAM, drop-in compatible on disk, with durable
 //! writes, a lease index, and sticky pod IPs across sandboxes.
 
+pub mod admin;
 pub mod allocator;
 pub mod config;
 pub mod disk;

@@ -17,6 +17,7 @@ use crate::disk::{DiskStore, Prepare};
 use crate::dns::parse_resolv_conf;
 use crate::range::range_for;
 use crate::store::{unix_now, LeaseState, Owner, Query, Store};
+use libcni::log::Log;
 
 pub struct HostLocal;
 
@@ -68,148 +69,214 @@ fn allocate_all(
     Ok(allocations)
 }
 
+fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)> {
+    let dns = match &conf.resolv_conf {
+        None => Default::default(),
+        Some(path) => parse_resolv_conf(
+            &std::fs::read_to_string(path).map_err(|e| Error::io(format!("open {}: {}", path.display(), e)))?,
+        ),
+    };
+    let owner = Owner::new(&args.container_id, &args.ifname);
+    let pod = sticky_pod(conf);
+    let boot = if pod.is_some() { boot_id() } else { String::new() };
+    let now = unix_now();
+    // The likely lease and pod record are written and fsynced before taking the lock.
+    let record = pod.as_ref().map(|p| p.record(&owner, &boot, LeaseState::Active, now));
+    let early = Prepare { lease: Some(&owner), record: record.as_ref() };
+    let mut store = DiskStore::open(&conf.store_dir(), early)?;
+    let allocations = match allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, now) {
+        Ok(a) => a,
+        Err(e) => {
+            // Undo only what this call did; earlier allocations of this container stay.
+            store.rollback()?;
+            store.commit()?;
+            return Err(e);
+        }
+    };
+    store.commit()?;
+    let result = Result100 {
+        cni_version: libcni::version::CURRENT.into(),
+        ips: allocations
+            .iter()
+            .map(|a| v100::IpConfig {
+                interface: None,
+                address: IpNet::new(a.ip, a.range.subnet.prefix),
+                gateway: Some(a.range.gateway),
+            })
+            .collect(),
+        routes: conf.routes.clone(),
+        dns,
+        ..Default::default()
+    };
+    Ok((result.as_version(&conf.cni_version)?, allocations))
+}
+
+/// DEL: what happened to each address of the attachment ("released" or "held").
+fn del(conf: &IpamConfig, args: &CmdArgs) -> Result<Vec<(IpAddr, &'static str)>> {
+    let owner = Owner::new(&args.container_id, &args.ifname);
+    let mut done = Vec::new();
+    let held = sticky_pod(conf).map(|pod| pod.record(&owner, &boot_id(), LeaseState::Held, unix_now()));
+    let mut store = DiskStore::open(&conf.store_dir(), Prepare { lease: None, record: held.as_ref() })?;
+    for ip in store.owned_by(&owner)? {
+        let lease = store.lease(ip).expect("owned_by returns leases");
+        match &held {
+            // The address stays with the pod for its next sandbox.
+            Some(_) if lease.is_held() => {}
+            Some(record) => {
+                if !lease.is_owned_by(&owner) {
+                    // A pre-ifname lease: rewrite it in the current format, or the pod
+                    // record (which names the ifname) would not match it.
+                    store.take_over(ip, &owner)?;
+                }
+                store.set_pod(ip, Some(record.clone()))?;
+                done.push((ip, "held"));
+            }
+            None => {
+                store.release(ip)?;
+                done.push((ip, "released"));
+            }
+        }
+    }
+    store.commit()?;
+    Ok(done)
+}
+
+fn check(conf: &IpamConfig, args: &CmdArgs) -> Result<()> {
+    let owner = Owner::new(&args.container_id, &args.ifname);
+    let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
+    let mut held: Vec<IpAddr> = store.owned_by(&owner)?;
+    held.retain(|ip| store.lease(*ip).is_some_and(|l| !l.is_held()));
+    store.commit()?;
+    if held.is_empty() {
+        return Err(Error::new(
+            Code::UNKNOWN_CONTAINER,
+            format!("host-local: Failed to find address added by container {}", owner.container_id),
+        ));
+    }
+    let mismatch = |msg: String| Error::new(Code(100), format!("host-local: {msg}"));
+    for (index, set) in conf.ranges.iter().enumerate() {
+        if !held.iter().any(|ip| range_for(set, *ip).is_some()) {
+            return Err(mismatch(format!("container {} has no address in range set {index}", owner.container_id)));
+        }
+    }
+    if let Some(prev) = args.conf.get("prevResult").filter(|v| !v.is_null()) {
+        let prev = AnyResult::from_json(&args.cni_version, prev)?.to_v100();
+        let ours = |ip: &IpAddr| conf.ranges.iter().any(|set| range_for(set, *ip).is_some());
+        let mut claimed: Vec<IpAddr> = prev.ips.iter().map(|c| c.address.addr).filter(ours).collect();
+        let mut leased: Vec<IpAddr> = held.iter().copied().filter(ours).collect();
+        claimed.sort();
+        leased.sort();
+        if claimed != leased {
+            let show = |ips: &[IpAddr]| ips.iter().map(|ip| go_ip_string(*ip)).collect::<Vec<_>>().join(",");
+            return Err(mismatch(format!(
+                "prevResult addresses [{}] differ from the leases of container {} [{}]",
+                show(&claimed),
+                owner.container_id,
+                show(&leased)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// GC: the addresses it released or turned into holds.
+fn gc(conf: &IpamConfig, args: &CmdArgs) -> Result<Vec<IpAddr>> {
+    let valid = valid_attachments(&args.conf)?;
+    let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
+    store.refresh()?;
+    let is_valid = |id: &str, ifname: Option<&str>| {
+        valid.iter().any(|(v_id, v_if)| v_id == id && ifname.is_none_or(|i| i == v_if))
+    };
+    let stale: Vec<_> = store
+        .find(Query::All)
+        .into_iter()
+        .filter(|l| !l.is_held() && !is_valid(l.container_id(), l.ifname()))
+        .collect();
+    let mut errors = Vec::new();
+    let mut done = Vec::new();
+    for lease in stale {
+        let outcome = match (&conf.sticky, &lease.pod) {
+            // Its pod may come back (a GC after reboot lists only the new sandboxes).
+            (Some(_), Some(record)) => store.set_pod(lease.ip, Some(record.held_now())),
+            _ => store.release(lease.ip),
+        };
+        match outcome {
+            Ok(()) => done.push(lease.ip),
+            Err(e) => errors.push(format!("{}: {e}", go_ip_string(lease.ip))),
+        }
+    }
+    store.commit()?;
+    if errors.is_empty() {
+        Ok(done)
+    } else {
+        Err(Error::io(format!("failed to release some leases: {}", errors.join("; "))))
+    }
+}
+
+/// The operations log of this call (`ipam.logFile`), with the call's identity on each line.
+fn op_log(conf: &IpamConfig, args: &CmdArgs) -> Log {
+    let pod = match (conf.args.pod_namespace(), conf.args.pod_name()) {
+        (Some(ns), Some(name)) => format!("{ns}/{name}"),
+        _ => String::new(),
+    };
+    Log::new(conf.log_file.clone())
+        .with("plugin", "host-local")
+        .with("cmd", args.command.as_str())
+        .with("network", conf.name.clone())
+        .with("container", args.container_id.clone())
+        .with("ifname", args.ifname.clone())
+        .with("pod", pod)
+}
+
+fn addresses<'a>(ips: impl Iterator<Item = &'a IpAddr>) -> String {
+    ips.map(|ip| go_ip_string(*ip)).collect::<Vec<_>>().join(",")
+}
+
+/// Log the outcome of a verb and hand it back.
+fn logged<T>(log: &Log, outcome: Result<T>, success: impl FnOnce(&T) -> Vec<(&'static str, String)>) -> Result<T> {
+    match &outcome {
+        Ok(value) => log.info("ok", &success(value)),
+        Err(e) => log.error("failed", &[("code", e.code.0.to_string()), ("error", e.to_string())]),
+    }
+    outcome
+}
+
 impl Plugin for HostLocal {
     fn add(&self, args: &CmdArgs) -> Result<AnyResult> {
         let conf = load(args)?;
-        let dns = match &conf.resolv_conf {
-            None => Default::default(),
-            Some(path) => parse_resolv_conf(
-                &std::fs::read_to_string(path).map_err(|e| Error::io(format!("open {}: {}", path.display(), e)))?,
-            ),
-        };
-        let owner = Owner::new(&args.container_id, &args.ifname);
-        let pod = sticky_pod(&conf);
-        let boot = if pod.is_some() { boot_id() } else { String::new() };
-        let now = unix_now();
-        // The likely lease and pod record are written and fsynced before taking the lock.
-        let record = pod.as_ref().map(|p| p.record(&owner, &boot, LeaseState::Active, now));
-        let early = Prepare { lease: Some(&owner), record: record.as_ref() };
-        let mut store = DiskStore::open(&conf.store_dir(), early)?;
-        let allocations = match allocate_all(&mut store, &conf, &owner, pod.as_ref(), &boot, now) {
-            Ok(a) => a,
-            Err(e) => {
-                // Undo only what this call did; earlier allocations of this container stay.
-                store.rollback()?;
-                store.commit()?;
-                return Err(e);
-            }
-        };
-        store.commit()?;
-        let result = Result100 {
-            cni_version: libcni::version::CURRENT.into(),
-            ips: allocations
-                .iter()
-                .map(|a| v100::IpConfig {
-                    interface: None,
-                    address: IpNet::new(a.ip, a.range.subnet.prefix),
-                    gateway: Some(a.range.gateway),
-                })
-                .collect(),
-            routes: conf.routes.clone(),
-            dns,
-            ..Default::default()
-        };
-        result.as_version(&conf.cni_version)
+        let log = op_log(&conf, args);
+        let outcome = logged(&log, add(&conf, args), |(_, allocations)| {
+            let how: Vec<String> = allocations.iter().map(|a| format!("{:?}", a.how).to_lowercase()).collect();
+            vec![("ips", addresses(allocations.iter().map(|a| &a.ip))), ("how", how.join(","))]
+        });
+        outcome.map(|(result, _)| result)
     }
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
-        let owner = Owner::new(&args.container_id, &args.ifname);
-        let held = sticky_pod(&conf).map(|pod| pod.record(&owner, &boot_id(), LeaseState::Held, unix_now()));
-        let mut store = DiskStore::open(&conf.store_dir(), Prepare { lease: None, record: held.as_ref() })?;
-        for ip in store.owned_by(&owner)? {
-            let lease = store.lease(ip).expect("owned_by returns leases");
-            match &held {
-                // The address stays with the pod for its next sandbox.
-                Some(_) if lease.is_held() => {}
-                Some(record) => {
-                    if !lease.is_owned_by(&owner) {
-                        // A pre-ifname lease: rewrite it in the current format, or the pod
-                        // record (which names the ifname) would not match it.
-                        store.take_over(ip, &owner)?;
-                    }
-                    store.set_pod(ip, Some(record.clone()))?;
-                }
-                None => store.release(ip)?,
-            }
-        }
-        store.commit()
+        let log = op_log(&conf, args);
+        logged(&log, del(&conf, args), |done| {
+            let by = |what| addresses(done.iter().filter(|(_, w)| *w == what).map(|(ip, _)| ip));
+            vec![("released", by("released")), ("held", by("held"))]
+        })
+        .map(|_| ())
     }
 
     fn check(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
-        let owner = Owner::new(&args.container_id, &args.ifname);
-        let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
-        let mut held: Vec<IpAddr> = store.owned_by(&owner)?;
-        held.retain(|ip| store.lease(*ip).is_some_and(|l| !l.is_held()));
-        store.commit()?;
-        if held.is_empty() {
-            return Err(Error::new(
-                Code::UNKNOWN_CONTAINER,
-                format!("host-local: Failed to find address added by container {}", owner.container_id),
-            ));
-        }
-        let mismatch = |msg: String| Error::new(Code(100), format!("host-local: {msg}"));
-        for (index, set) in conf.ranges.iter().enumerate() {
-            if !held.iter().any(|ip| range_for(set, *ip).is_some()) {
-                return Err(mismatch(format!("container {} has no address in range set {index}", owner.container_id)));
-            }
-        }
-        if let Some(prev) = args.conf.get("prevResult").filter(|v| !v.is_null()) {
-            let prev = AnyResult::from_json(&args.cni_version, prev)?.to_v100();
-            let ours = |ip: &IpAddr| conf.ranges.iter().any(|set| range_for(set, *ip).is_some());
-            let mut claimed: Vec<IpAddr> = prev.ips.iter().map(|c| c.address.addr).filter(ours).collect();
-            let mut leased: Vec<IpAddr> = held.iter().copied().filter(ours).collect();
-            claimed.sort();
-            leased.sort();
-            if claimed != leased {
-                let show = |ips: &[IpAddr]| ips.iter().map(|ip| go_ip_string(*ip)).collect::<Vec<_>>().join(",");
-                return Err(mismatch(format!(
-                    "prevResult addresses [{}] differ from the leases of container {} [{}]",
-                    show(&claimed),
-                    owner.container_id,
-                    show(&leased)
-                )));
-            }
-        }
-        Ok(())
+        logged(&op_log(&conf, args), check(&conf, args), |_| Vec::new())
     }
 
     fn gc(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
-        let valid = valid_attachments(&args.conf)?;
-        let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
-        store.refresh()?;
-        let is_valid = |id: &str, ifname: Option<&str>| {
-            valid.iter().any(|(v_id, v_if)| v_id == id && ifname.is_none_or(|i| i == v_if))
-        };
-        let stale: Vec<_> = store
-            .find(Query::All)
-            .into_iter()
-            .filter(|l| !l.is_held() && !is_valid(l.container_id(), l.ifname()))
-            .collect();
-        let mut errors = Vec::new();
-        for lease in stale {
-            let outcome = match (&conf.sticky, &lease.pod) {
-                // Its pod may come back (a GC after reboot lists only the new sandboxes).
-                (Some(_), Some(record)) => store.set_pod(lease.ip, Some(record.held_now())),
-                _ => store.release(lease.ip),
-            };
-            if let Err(e) = outcome {
-                errors.push(format!("{}: {e}", go_ip_string(lease.ip)));
-            }
-        }
-        store.commit()?;
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(format!("failed to release some leases: {}", errors.join("; "))))
-        }
+        logged(&op_log(&conf, args), gc(&conf, args), |done| vec![("collected", addresses(done.iter()))]).map(|_| ())
     }
 
     fn status(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
+        // STATUS is polled constantly: only failures are worth a line.
         store_usable(&conf.store_dir())
+            .inspect_err(|e| op_log(&conf, args).error("failed", &[("error", e.to_string())]))
     }
 }
 
