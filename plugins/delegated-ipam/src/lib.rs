@@ -17,9 +17,10 @@
 use libcni::invoke;
 use libcni::ip::to_v4;
 use libcni::json::{self, get_ci};
+use libcni::log::Log;
 use libcni::skel::{CmdArgs, Command, Plugin};
 use libcni::types::AnyResult;
-use libcni::{Code, Error, Result};
+use libcni::{Error, Result};
 use serde_json::Value;
 
 pub struct DelegatedIpam;
@@ -101,47 +102,88 @@ fn for_cilium(result: &AnyResult, version: &str, delegate: &str) -> Result<AnyRe
     result.convert_to(version)
 }
 
+/// The operations log (`ipam.logFile`, beside `delegate`), with this call's identity.
+fn op_log(args: &CmdArgs) -> Log {
+    let path = args.conf.get("ipam").and_then(|i| i.get("logFile")).and_then(Value::as_str).filter(|p| !p.is_empty());
+    let delegate =
+        args.conf.get("ipam").and_then(|i| i.get("delegate")).and_then(|d| d.get("type")).and_then(Value::as_str);
+    Log::new(path.map(Into::into))
+        .with("plugin", "delegated-ipam")
+        .with("cmd", args.command.as_str())
+        .with("container", args.container_id.clone())
+        .with("ifname", args.ifname.clone())
+        .with("delegate", delegate.unwrap_or_default())
+}
+
+/// Log a verb's outcome and hand it back.
+fn logged<T>(
+    args: &CmdArgs,
+    outcome: Result<T>,
+    describe: impl FnOnce(&T) -> Vec<(&'static str, String)>,
+) -> Result<T> {
+    let log = op_log(args);
+    match &outcome {
+        Ok(v) if args.command != Command::Status => log.info("ok", &describe(v)),
+        Ok(_) => {}
+        Err(e) => log.error("failed", &[("code", e.code.0.to_string()), ("error", e.to_string())]),
+    }
+    outcome
+}
+
 impl Plugin for DelegatedIpam {
     fn add(&self, args: &CmdArgs) -> Result<AnyResult> {
-        let delegate = Delegate::from_conf(&args.conf)?;
-        let result = delegate
-            .run(Command::Add)?
-            .ok_or_else(|| Error::internal(format!("delegate {} printed no result", delegate.plugin_type)))?;
-        for_cilium(&result, &args.cni_version, &delegate.plugin_type).map_err(|e| {
-            // cilium-cni does not DEL after a failed IPAM ADD: release here, or it leaks.
-            match delegate.run(Command::Del) {
-                Ok(_) => e,
-                Err(del) => Error { msg: format!("{}; releasing the allocation failed too: {}", e.msg, del.msg), ..e },
-            }
+        logged(args, add(args), |r| {
+            let ips: Vec<String> = r.to_v100().ips.iter().map(|c| c.address.to_string()).collect();
+            vec![("ips", ips.join(","))]
         })
     }
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
-        // Idempotence (unknown container, empty netns, missing state) is the delegate's job,
-        // as every IPAM must accept repeated DELs; we pass its answer on.
-        Delegate::from_conf(&args.conf).map_err(without_not_found)?.run(Command::Del).map(|_| ())
+        logged(args, forward(args, Command::Del), |_| Vec::new())
     }
 
     fn check(&self, args: &CmdArgs) -> Result<()> {
-        Delegate::from_conf(&args.conf)?.run(Command::Check).map(|_| ())
+        logged(args, forward(args, Command::Check), |_| Vec::new())
     }
 
     fn gc(&self, args: &CmdArgs) -> Result<()> {
-        Delegate::from_conf(&args.conf)?.run(Command::Gc).map(|_| ())
+        logged(args, forward(args, Command::Gc), |_| Vec::new())
     }
 
     fn status(&self, args: &CmdArgs) -> Result<()> {
-        Delegate::from_conf(&args.conf)
-            .map_err(|e| Error { code: Code::INVALID_NETWORK_CONFIG, ..e })?
-            .run(Command::Status)
-            .map(|_| ())
+        logged(args, forward(args, Command::Status), |_| Vec::new())
     }
+}
+
+fn add(args: &CmdArgs) -> Result<AnyResult> {
+    let delegate = Delegate::from_conf(&args.conf)?;
+    let result = delegate
+        .run(Command::Add)?
+        .ok_or_else(|| Error::internal(format!("delegate {} printed no result", delegate.plugin_type)))?;
+    for_cilium(&result, &args.cni_version, &delegate.plugin_type).map_err(|e| {
+        // cilium-cni does not DEL after a failed IPAM ADD: release here, or it leaks.
+        match delegate.run(Command::Del) {
+            Ok(_) => e,
+            Err(del) => Error { msg: format!("{}; releasing the allocation failed too: {}", e.msg, del.msg), ..e },
+        }
+    })
+}
+
+/// DEL, CHECK, GC and STATUS: the delegate's answer, passed on.
+///
+/// DEL's idempotence (unknown container, empty netns, missing state) is the delegate's job,
+/// as every IPAM must accept repeated DELs.
+fn forward(args: &CmdArgs, command: Command) -> Result<()> {
+    let delegate =
+        Delegate::from_conf(&args.conf).map_err(|e| if command == Command::Del { without_not_found(e) } else { e })?;
+    delegate.run(command).map(|_| ())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use libcni::types::{v100, Result100};
+    use libcni::Code;
 
     fn conf(s: &str) -> Value {
         serde_json::from_str(s).unwrap()
