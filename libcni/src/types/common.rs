@@ -51,8 +51,13 @@ impl Route {
 
     pub fn from_json(v: &Value) -> Result<Route> {
         let o = object(v, "types.Route")?;
+        // "<nil>" is how Go (and we) print a route without dst: read it back as none.
+        let dst = match opt_str(o, "dst")?.as_deref() {
+            Some("<nil>") => None,
+            _ => opt_cidr(o, "dst")?,
+        };
         Ok(Route {
-            dst: opt_cidr(o, "dst")?,
+            dst,
             gw: opt_ip(o, "gw")?,
             mtu: opt_int(o, "mtu")?.unwrap_or(0),
             advmss: opt_int(o, "advmss")?.unwrap_or(0),

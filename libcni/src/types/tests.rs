@@ -178,6 +178,7 @@ fn wire_round_trip_in_every_version() {
 fn route_without_dst_prints_like_go() {
     let r = Route { dst: None, gw: Some(ip("10.0.0.1")), ..Route::default() };
     assert_eq!(json::to_go_compact(&r.to_json()), r#"{"dst":"\u003cnil\u003e","gw":"10.0.0.1"}"#);
+    assert_eq!(Route::from_json(&r.to_json()).unwrap(), r, "and it reads back");
 }
 
 #[test]

@@ -114,3 +114,24 @@ fn binaries_are_replaced_atomically_while_in_use() {
     assert!(runs > 0);
     assert_ne!(std::fs::metadata(&target).unwrap().ino(), first_inode, "replaced by rename, not rewritten");
 }
+
+/// deploy/conflists are valid lists whose host-local settings load.
+#[test]
+fn example_conflists_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/conflists");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let list = libcni::conf::NetworkConfigList::from_bytes(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for plugin in &list.plugins {
+            let ipam = plugin.raw.get("ipam").map(|i| i.get("delegate").unwrap_or(i));
+            if let Some(ipam) = ipam.filter(|i| i["type"] == "host-local") {
+                let conf = serde_json::json!({"cniVersion": list.cni_version, "name": list.name, "ipam": ipam});
+                host_local::config::load(&conf, "").unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+}
