@@ -53,7 +53,13 @@ fn call(plugin: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Seen {
     Seen { exit: status.code().unwrap(), code, stdout }
 }
 
-fn env<'a>(command: &'a str, container: &'a str, ifname: &'a str, netns: &'a str, args: &'a str) -> Vec<(&'a str, &'a str)> {
+fn env<'a>(
+    command: &'a str,
+    container: &'a str,
+    ifname: &'a str,
+    netns: &'a str,
+    args: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     let mut e = vec![("CNI_COMMAND", command), ("CNI_PATH", "/opt/cni/bin")];
     for (k, v) in [("CNI_CONTAINERID", container), ("CNI_IFNAME", ifname), ("CNI_NETNS", netns), ("CNI_ARGS", args)] {
         if !v.is_empty() {
@@ -89,7 +95,9 @@ fn nested(depth: usize) -> String {
 fn host_local_bad_input_table() {
     let dd = TempDir::new("bad-input");
     let d = dd.display();
-    let conf = |ipam: &str| format!(r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{d}",{ipam}}}}}"#);
+    let conf = |ipam: &str| {
+        format!(r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{d}",{ipam}}}}}"#)
+    };
     let good = conf(r#""subnet":"10.90.0.0/24""#);
     let file = dd.path().join("a-file");
     std::fs::write(&file, "").unwrap();
@@ -146,7 +154,10 @@ fn host_local_legal_but_odd_stores() {
     std::fs::write(net.join("last_reserved_ip.0"), "not an address").unwrap();
     std::fs::write(net.join("10.91.0.5.pod"), "{not json").unwrap();
     std::fs::write(net.join("zzz"), "c1\r\neth0").unwrap(); // not a lease name
-    let conf = format!(r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"dataDir":"{}","subnet":"10.91.0.0/29"}}}}"#, dd.display());
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"dataDir":"{}","subnet":"10.91.0.0/29"}}}}"#,
+        dd.display()
+    );
     let mut got = BTreeSet::new();
     for i in 0..5 {
         let c = format!("c{i}");
@@ -159,7 +170,10 @@ fn host_local_legal_but_odd_stores() {
         }
     }
     // .2 and .4 were debris and were reclaimed; .3 belongs to someone: never handed out.
-    assert_eq!(got, ["10.91.0.2/29", "10.91.0.4/29", "10.91.0.5/29", "10.91.0.6/29"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        got,
+        ["10.91.0.2/29", "10.91.0.4/29", "10.91.0.5/29", "10.91.0.6/29"].iter().map(|s| s.to_string()).collect()
+    );
     assert_eq!(std::fs::read(net.join("10.91.0.3")).unwrap(), b"garbage \x00 bytes\r\n\r\n");
     assert!(net.join("zzz").exists(), "files that are not leases are left alone");
 }
@@ -168,7 +182,10 @@ fn host_local_legal_but_odd_stores() {
 #[ignore = "needs root (a read-only bind mount): run scripts/test.sh"]
 fn host_local_read_only_store() {
     let dd = TempDir::new("ro-store");
-    let conf = format!(r#"{{"cniVersion":"1.1.0","name":"net","ipam":{{"dataDir":"{}","subnet":"10.92.0.0/24"}}}}"#, dd.display());
+    let conf = format!(
+        r#"{{"cniVersion":"1.1.0","name":"net","ipam":{{"dataDir":"{}","subnet":"10.92.0.0/24"}}}}"#,
+        dd.display()
+    );
     assert_eq!(call(&ours(), &add_env(), conf.as_bytes()).exit, 0);
     let mount = |args: &[&str]| assert!(Command::new("mount").args(args).status().unwrap().success(), "mount {args:?}");
     let d = dd.display();

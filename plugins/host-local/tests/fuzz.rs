@@ -23,13 +23,61 @@ use libcni::types::AnyResult;
 use libcni::version::ALL;
 
 const DICTIONARY: &[&str] = &[
-    "{", "}", "[", "]", ":", ",", "\"", "null", "true", "false", "0", "-1", "1e400", "\\u0000", "\\ud800",
-    "\"cniVersion\":\"1.1.0\"", "\"cniVersion\":\"0.2.0\"", "\"name\":\"n\"", "\"ipam\":{", "\"ranges\":[[", "\"subnet\":",
-    "\"10.0.0.0/8\"", "\"::/0\"", "\"::ffff:1.2.3.4/120\"", "\"255.255.255.255/32\"", "\"rangeStart\":", "\"rangeEnd\":",
-    "\"gateway\":", "\"routes\":[{\"dst\":", "\"ips\":[", "\"ip4\":{\"ip\":", "\"address\":", "\"version\":\"4\"",
-    "\"interface\":", "\"dns\":{", "\"stickyIPs\":", "\"holdDuration\":\"1h\"", "\"runtimeConfig\":{\"ipRanges\":",
-    "IP=", "IgnoreUnknown=1", ";", "=", "K8S_POD_NAME=", "K8S_POD_NAMESPACE=", "\r\n", " ", "%", "~", "L ", "P ", "M ",
-    "end ", "held", "active", "_",
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    "\"",
+    "null",
+    "true",
+    "false",
+    "0",
+    "-1",
+    "1e400",
+    "\\u0000",
+    "\\ud800",
+    "\"cniVersion\":\"1.1.0\"",
+    "\"cniVersion\":\"0.2.0\"",
+    "\"name\":\"n\"",
+    "\"ipam\":{",
+    "\"ranges\":[[",
+    "\"subnet\":",
+    "\"10.0.0.0/8\"",
+    "\"::/0\"",
+    "\"::ffff:1.2.3.4/120\"",
+    "\"255.255.255.255/32\"",
+    "\"rangeStart\":",
+    "\"rangeEnd\":",
+    "\"gateway\":",
+    "\"routes\":[{\"dst\":",
+    "\"ips\":[",
+    "\"ip4\":{\"ip\":",
+    "\"address\":",
+    "\"version\":\"4\"",
+    "\"interface\":",
+    "\"dns\":{",
+    "\"stickyIPs\":",
+    "\"holdDuration\":\"1h\"",
+    "\"runtimeConfig\":{\"ipRanges\":",
+    "IP=",
+    "IgnoreUnknown=1",
+    ";",
+    "=",
+    "K8S_POD_NAME=",
+    "K8S_POD_NAMESPACE=",
+    "\r\n",
+    " ",
+    "%",
+    "~",
+    "L ",
+    "P ",
+    "M ",
+    "end ",
+    "held",
+    "active",
+    "_",
 ];
 
 fn seconds() -> Duration {
@@ -167,7 +215,8 @@ fn fuzz_host_local_config() {
 
 #[test]
 fn fuzz_cni_args() {
-    const SCHEMA: &[(&str, Kind)] = &[("IP", Kind::Ip), ("K8S_POD_NAME", Kind::Text), ("K8S_POD_NAMESPACE", Kind::Text)];
+    const SCHEMA: &[(&str, Kind)] =
+        &[("IP", Kind::Ip), ("K8S_POD_NAME", Kind::Text), ("K8S_POD_NAMESPACE", Kind::Text)];
     fuzz("cni_args", |data| {
         let text = String::from_utf8_lossy(data);
         if let Ok(args) = CniArgs::parse(&text, SCHEMA) {

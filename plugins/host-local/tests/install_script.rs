@@ -29,7 +29,10 @@ fn install(dd: &TempDir, extra: &[&str]) -> (i32, String) {
         .args(extra)
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
 }
 
 #[test]
@@ -47,7 +50,11 @@ fn installs_binaries_and_a_conflist_for_the_pod_cidr() {
     assert_eq!((list.name.as_str(), list.plugins[0].plugin_type.as_str()), ("edge", "bridge"));
     assert_eq!(list.plugins[0].raw["ipam"]["ranges"][0][0]["subnet"], "10.244.7.0/24");
     assert_eq!(list.plugins[0].raw["ipam"]["type"], "host-local");
-    let leftovers: Vec<_> = std::fs::read_dir(dd.path().join("bin")).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dd.path().join("bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -73,7 +80,10 @@ fn the_cilium_flavor_delegates_to_host_local() {
     let list = libcni::conf::NetworkConfigList::from_bytes(&bytes).unwrap();
     let ipam = &list.plugins[0].raw["ipam"];
     assert_eq!((list.cni_version.as_str(), list.plugins[0].plugin_type.as_str()), ("0.3.1", "cilium-cni"));
-    assert_eq!((ipam["type"].as_str(), ipam["delegate"]["type"].as_str()), (Some("delegated-ipam"), Some("host-local")));
+    assert_eq!(
+        (ipam["type"].as_str(), ipam["delegate"]["type"].as_str()),
+        (Some("delegated-ipam"), Some("host-local"))
+    );
     assert_eq!(ipam["delegate"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
 }
 
@@ -99,8 +109,12 @@ fn binaries_are_replaced_atomically_while_in_use() {
         std::thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let out = Command::new(&target).env("CNI_COMMAND", "VERSION").output().expect("exec of the installed plugin");
-                assert!(out.status.success() && out.stdout.starts_with(b"{\"cniVersion\""), "a half-written binary ran: {out:?}");
+                let out =
+                    Command::new(&target).env("CNI_COMMAND", "VERSION").output().expect("exec of the installed plugin");
+                assert!(
+                    out.status.success() && out.stdout.starts_with(b"{\"cniVersion\""),
+                    "a half-written binary ran: {out:?}"
+                );
                 runs += 1;
             }
             runs
