@@ -87,6 +87,9 @@ fn tree(dir: &Path) -> BTreeSet<PathBuf> {
     out
 }
 
+/// (what, environment, stdin, the expected CNI error code)
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u64);
+
 fn nested(depth: usize) -> String {
     format!(r#"{{"name":"n","x":{}1{}}}"#, "[".repeat(depth), "]".repeat(depth))
 }
@@ -104,7 +107,7 @@ fn host_local_bad_input_table() {
     let huge = format!(r#"{{"name":"n","pad":"{}"}}"#, "x".repeat(5 << 20));
     let a = add_env();
     #[rustfmt::skip]
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u64)> = vec![
+    let cases: Vec<Case> = vec![
         ("empty stdin", a.clone(), b"".to_vec(), 6),
         ("malformed JSON", a.clone(), b"{\"name\":".to_vec(), 6),
         ("huge stdin", a.clone(), huge.into_bytes(), 6),
@@ -213,7 +216,7 @@ fn delegated_ipam_bad_input_table() {
     let a = add_env();
     let with = |ipam: &str| format!(r#"{{"cniVersion":"0.3.1","name":"cilium","ipam":{ipam}}}"#).into_bytes();
     #[rustfmt::skip]
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u64)> = vec![
+    let cases: Vec<Case> = vec![
         ("empty stdin", a.clone(), b"".to_vec(), 6),
         ("deeply nested JSON", a.clone(), nested(100_000).into_bytes(), 6),
         ("invalid UTF-8", a.clone(), b"{\"name\":\"\xc3\x28\"}".to_vec(), 6),

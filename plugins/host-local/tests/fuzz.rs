@@ -178,7 +178,7 @@ fn fuzz(name: &str, target: impl Fn(&[u8])) {
             panic!("{name}: crash saved to {} (FUZZ_SEED={seed})", path.display());
         }
         // Keep some mutants around so that edits compound.
-        if runs % 16 == 0 && corpus.len() < 4096 {
+        if runs.is_multiple_of(16) && corpus.len() < 4096 {
             corpus.push(input);
         }
         runs += 1;
