@@ -19,6 +19,9 @@ export GOCNITOOL="$PWD/target/go/gocnitool" CILIUM_EMULATOR="$PWD/target/go/cili
 build_e2e_venv
 export E2E_PYTHON="$PWD/target/e2e/venv/bin/python"
 
+echo "==> benchmark smoke run (full run: scripts/bench.sh)"
+scripts/bench.sh --quick
+
 echo "==> tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
