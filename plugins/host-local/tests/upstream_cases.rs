@@ -91,6 +91,14 @@ fn recorded_upstream_outputs_are_reproduced_byte_for_byte() {
     assert_eq!(files("n"), [("last_reserved_ip.0".into(), v("10.0.0.4"))]);
 }
 
+/// Network "mynet" in `dd` with the given ipam fields (upstream's test fixture).
+fn mynet(version: &str, dd: &TempDir, ipam: &str) -> String {
+    format!(
+        r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}",{ipam}}}}}"#,
+        dd.display()
+    )
+}
+
 fn dual_stack(version: &str, dd: &TempDir) -> String {
     format!(
         r#"{{"cniVersion":"{version}","name":"mynet","type":"ipvlan","master":"foo0","ipam":{{"type":"host-local","dataDir":"{dd}","resolvConf":"{dd}/resolv.conf","ranges":[[{{"subnet":"10.1.2.0/24"}},{{"subnet":"10.2.2.0/24"}}],[{{"subnet":"2001:db8:1::0/64"}}]],"routes":[{{"dst":"0.0.0.0/0"}},{{"dst":"::/0"}},{{"dst":"192.168.0.0/16","gw":"1.1.1.1"}},{{"dst":"2001:db8:2::0/64","gw":"2001:db8:3::1"}}]}}}}"#,
@@ -170,10 +178,7 @@ fn repeated_add_for_the_same_attachment_returns_its_address() {
 fn del_releases_old_format_leases() {
     for version in VERSIONS {
         let dd = TempDir::new(&format!("oldfmt{version}"));
-        let conf = format!(
-            r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.1.2.0/24"}}]]}}}}"#,
-            dd.display()
-        );
+        let conf = mynet(version, &dd, r#""ranges":[[{"subnet":"10.1.2.0/24"}]]"#);
         assert!(add(&conf, "dummy").ok());
         let lease = dd.path().join("mynet/10.1.2.2");
         assert_eq!(std::fs::read_to_string(&lease).unwrap(), "dummy\r\neth0");
@@ -187,10 +192,7 @@ fn del_releases_old_format_leases() {
 fn del_of_an_unknown_id_succeeds() {
     for version in VERSIONS {
         let dd = TempDir::new(&format!("unknown{version}"));
-        let conf = format!(
-            r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.1.2.0/24"}}}}"#,
-            dd.display()
-        );
+        let conf = mynet(version, &dd, r#""subnet":"10.1.2.0/24""#);
         let out = del(&conf, "dummy");
         assert!(out.ok() && out.stdout.is_empty(), "{version}: {out:?}");
         let out = run(&ours(), &Call::new("DEL", "dummy", &conf).netns(""));
@@ -202,10 +204,7 @@ fn del_of_an_unknown_id_succeeds() {
 fn no_error_message_on_initial_subnet_creation() {
     for version in VERSIONS {
         let dd = TempDir::new(&format!("initial{version}"));
-        let conf = format!(
-            r#"{{"cniVersion":"{version}","name":"mynet","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.1.2.0/24"}}}}"#,
-            dd.display()
-        );
+        let conf = mynet(version, &dd, r#""subnet":"10.1.2.0/24""#);
         let out = add(&conf, "testing");
         assert!(out.ok());
         assert!(!out.stdout.contains("Error retrieving last reserved ip") && out.stderr.is_empty(), "{out:?}");

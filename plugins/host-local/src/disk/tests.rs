@@ -70,22 +70,30 @@ fn the_index_is_reused_until_someone_else_changes_the_directory() {
     assert_eq!(s.lease(ip("10.0.0.3")).unwrap().content, "c2\r\neth0");
 }
 
-#[test]
-fn a_miss_is_confirmed_even_when_the_mtime_did_not_move() {
-    let t = TempDir::new("miss");
+/// A store with c1's lease at 10.0.0.2; then `change` runs behind its back, within the
+/// same clock tick as our last write: the directory's mtime does not move.
+fn changed_within_one_tick(tag: &str, change: impl FnOnce(&Path)) -> TempDir {
+    let t = TempDir::new(tag);
     let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap();
     s.commit().unwrap();
     drop(s);
-    // An upstream ADD in the same clock tick as our last write: same mtime, stale index.
     let before = fs::metadata(&t.0).unwrap();
-    fs::write(t.0.join("10.0.0.3"), "c2\r\neth0").unwrap();
+    change(&t.0);
     let times = [
         libc::timespec { tv_sec: before.atime(), tv_nsec: before.atime_nsec() },
         libc::timespec { tv_sec: before.mtime(), tv_nsec: before.mtime_nsec() },
     ];
     let c_path = std::ffi::CString::new(t.0.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid path and two timespecs, as utimensat expects.
     assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) }, 0);
+    t
+}
+
+#[test]
+fn a_miss_is_confirmed_even_when_the_mtime_did_not_move() {
+    // An upstream ADD the index does not know about.
+    let t = changed_within_one_tick("miss", |dir| fs::write(dir.join("10.0.0.3"), "c2\r\neth0").unwrap());
     let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(!s.fresh, "the stale index was trusted for the fast path");
     assert_eq!(s.owned_by(&Owner::new("c2", "eth0")).unwrap(), vec![ip("10.0.0.3")]);
@@ -93,20 +101,8 @@ fn a_miss_is_confirmed_even_when_the_mtime_did_not_move() {
 
 #[test]
 fn hits_are_verified_against_the_file() {
-    let t = TempDir::new("verify");
-    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
-    s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap();
-    s.commit().unwrap();
-    drop(s);
-    let before = fs::metadata(&t.0).unwrap();
-    // Replaced in place behind our back (same name, same mtime tick).
-    fs::write(t.0.join("10.0.0.2"), "c9\r\neth0").unwrap();
-    let times = [
-        libc::timespec { tv_sec: before.atime(), tv_nsec: before.atime_nsec() },
-        libc::timespec { tv_sec: before.mtime(), tv_nsec: before.mtime_nsec() },
-    ];
-    let c_path = std::ffi::CString::new(t.0.as_os_str().as_encoded_bytes()).unwrap();
-    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) }, 0);
+    // The lease rewritten in place for another container.
+    let t = changed_within_one_tick("verify", |dir| fs::write(dir.join("10.0.0.2"), "c9\r\neth0").unwrap());
     let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(s.owned_by(&Owner::new("c1", "eth0")).unwrap().is_empty());
     assert_eq!(s.owned_by(&Owner::new("c9", "eth0")).unwrap(), vec![ip("10.0.0.2")]);
