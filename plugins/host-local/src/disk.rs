@@ -282,10 +282,6 @@ impl DiskStore {
         Ok(())
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// When a lease file was last written (Unix seconds): its age, where no record says.
     pub fn written_at(&self, ip: IpAddr) -> Option<u64> {
         fs::symlink_metadata(self.path_of(ip)).ok().map(|m| m.mtime().max(0) as u64)

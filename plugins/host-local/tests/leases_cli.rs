@@ -137,3 +137,83 @@ fn every_command_has_help_and_bad_usage_says_so() {
     assert_eq!(cli(&["frobnicate"]).0, 2);
     assert_eq!(cli(&["gc", "--data-dir", "/tmp"]).0, 1, "--network is required");
 }
+
+/// `ipam.logFile`: one line per call, with the command, container, pod and addresses; stdout
+/// carries only the result or the error JSON.
+#[test]
+fn the_operations_log_records_every_call() {
+    let dd = TempDir::new("oplog");
+    let log = dd.path().join("host-local.log");
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"edge","ipam":{{"dataDir":"{}","subnet":"10.61.0.0/24","logFile":"{}"}}}}"#,
+        dd.display(),
+        log.display()
+    );
+    let add = run(&ours(), &Call::new("ADD", "sb-web", &conf).args(&pod_args("web-0")));
+    assert!(add.ok() && add.stderr.is_empty());
+    assert!(serde_json::from_str::<serde_json::Value>(&add.stdout).is_ok(), "stdout is only the result");
+    assert!(run(&ours(), &Call::new("DEL", "sb-web", &conf).args(&pod_args("web-0"))).ok());
+    let failed = run(&ours(), &Call::new("ADD", "sb-x", &conf).args("IP=10.99.0.1"));
+    assert!(!failed.ok());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for line in &lines {
+        assert!(libcni::time::parse_rfc3339(line.split(' ').next().unwrap()).is_some(), "timestamped: {line}");
+    }
+    assert!(lines[0].contains(" INFO ok plugin=host-local cmd=ADD network=edge container=sb-web ifname=eth0 pod=prod/web-0 ips=10.61.0.2 how=roundrobin"), "{}", lines[0]);
+    assert!(
+        lines[1].contains(" INFO ok plugin=host-local cmd=DEL") && lines[1].ends_with("held=10.61.0.2"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains(" ERROR failed")
+            && lines[2].contains("code=7")
+            && lines[2].contains("error=\"failed to allocate all requested IPs: 10.99.0.1\""),
+        "{}",
+        lines[2]
+    );
+}
+
+/// delegated-ipam logs too (its `ipam.logFile`), naming the delegate.
+#[test]
+fn delegated_ipam_logs_its_calls() {
+    let dd = TempDir::new("oplog-dipam");
+    let bin = dd.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(ours(), bin.join("host-local")).unwrap();
+    let plugin = ours().with_file_name("delegated-ipam");
+    assert!(plugin.is_file(), "{} is missing: cargo build --workspace first", plugin.display());
+    let log = dd.path().join("dipam.log");
+    let conf = format!(
+        r#"{{"cniVersion":"0.3.1","name":"cilium","ipam":{{"type":"delegated-ipam","logFile":"{}","delegate":{{"type":"host-local","dataDir":"{}","subnet":"10.62.0.0/24"}}}}}}"#,
+        log.display(),
+        dd.display()
+    );
+    let out = Command::new(&plugin)
+        .env_clear()
+        .envs([
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/var/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+        ])
+        .env("CNI_PATH", &bin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            std::io::Write::write_all(&mut c.stdin.take().unwrap(), conf.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(
+            "INFO ok plugin=delegated-ipam cmd=ADD container=c1 ifname=eth0 delegate=host-local ips=10.62.0.2/24"
+        ),
+        "{text}"
+    );
+}
