@@ -115,6 +115,17 @@ fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
     }
 }
 
+/// `.hostlocal/` must be our own directory: never a symlink that would take temp files
+/// out of the store.
+fn ensure_private_dir(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_dir() => Ok(()),
+        Ok(_) => Err(io::Error::other(format!("{} is not a directory (a symlink?)", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new().mode(0o700).create(path),
+        Err(e) => Err(e),
+    }
+}
+
 fn remove_if_present(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
@@ -303,7 +314,12 @@ impl DiskStore {
 
     /// Use the cached index if the directory has not changed since we wrote it.
     fn load_index(&mut self) -> Result<bool> {
-        let Ok(text) = fs::read_to_string(self.index_path()) else { return Ok(false) };
+        let mut text = String::new();
+        let private_is_ours = fs::symlink_metadata(self.private_dir()).is_ok_and(|m| m.file_type().is_dir());
+        let read = open_nofollow(&self.index_path()).and_then(|mut f| f.read_to_string(&mut text));
+        if !private_is_ours || read.is_err() {
+            return Ok(false);
+        }
         match View::parse(text, &self.index_header()?) {
             Some(view) => {
                 self.view = view;
@@ -411,11 +427,7 @@ impl DiskStore {
     fn temp_path(&mut self) -> Result<PathBuf> {
         let private = self.private_dir();
         if self.temp_counter == 0 {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&private)
-                .map_err(|e| io_error("mkdir", &private, e))?;
+            ensure_private_dir(&private).map_err(|e| io_error("mkdir", &private, e))?;
         }
         self.temp_counter += 1;
         Ok(private.join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.temp_counter)))
@@ -508,15 +520,10 @@ impl DiskStore {
         // A cache: no fsync, and rewritten in place. A torn or lost index fails to
         // validate and the directory is read instead.
         let path = self.index_path();
-        let open =
-            || OpenOptions::new().write(true).create(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(&path);
-        let file = match open() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Creating .hostlocal changes the directory: do it before reading its mtime.
-                fs::DirBuilder::new().recursive(true).mode(0o700).create(self.private_dir()).and_then(|_| open())
-            }
-            other => other,
-        };
+        // Creating .hostlocal changes the directory: do it before reading its mtime.
+        let file = ensure_private_dir(&self.private_dir()).and_then(|_| {
+            OpenOptions::new().write(true).create(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(&path)
+        });
         let written = file.and_then(|mut f| {
             let text = self.view.render(&self.index_header().map_err(|e| io::Error::other(e.msg))?);
             f.write_all(text.as_bytes())?;

@@ -62,10 +62,20 @@ fn none_pending(calls: &[String], syscall: &str, at: usize) -> bool {
     started == resumed
 }
 
-/// Whether `path` was fdatasynced, and the sync had returned, before line `at`.
+/// Whether `path` was fdatasynced, and that sync had returned, before line `at`. A sync on
+/// a helper thread shows as `PID fdatasync(...) <unfinished ...>` and, later, as
+/// `PID <... fdatasync resumed>`.
 fn synced_before(calls: &[String], path: &str, at: usize) -> bool {
-    let started = calls[..at].iter().any(|c| call_of(c).starts_with("fdatasync(") && c.contains(&format!("<{path}>")));
-    started && none_pending(calls, "fdatasync", at)
+    calls[..at].iter().enumerate().any(|(i, c)| {
+        if !(call_of(c).starts_with("fdatasync(") && c.contains(&format!("<{path}>"))) {
+            return false;
+        }
+        if !c.ends_with("<unfinished ...>") {
+            return true;
+        }
+        let pid = c.split(' ').next().unwrap();
+        calls[i..at].iter().any(|r| r.starts_with(&format!("{pid} <... fdatasync resumed>")))
+    })
 }
 
 /// What a link/rename put in place: the first quoted path, or for `linkat` of an

@@ -153,6 +153,17 @@ fn symlinks_in_the_store_are_never_followed() {
     );
     s.commit().unwrap();
     assert_eq!(fs::read(&outside).unwrap(), b"c1\r\neth0");
+    // A symlinked private directory would take our temp files and index outside the store.
+    let elsewhere = t.0.parent().unwrap().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::remove_dir_all(t.0.join(".hostlocal")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, t.0.join(".hostlocal")).unwrap();
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
+    assert!(s.reserve(ip("10.0.0.5"), &Owner::new("c3", "eth0")).unwrap());
+    assert!(s.take_over(ip("10.0.0.5"), &Owner::new("c4", "eth0")).is_err(), "no temp file through the link");
+    s.commit().unwrap();
+    assert!(fs::read_dir(&elsewhere).unwrap().next().is_none(), "nothing was written outside the store");
+    drop(s);
     let link_dir = t.0.parent().unwrap().join("linked");
     std::os::unix::fs::symlink(&t.0, &link_dir).unwrap();
     assert!(DiskStore::open(&link_dir, Prepare::default()).is_err());
