@@ -73,8 +73,11 @@ fn synced_before(calls: &[String], path: &str, at: usize) -> bool {
         if !c.ends_with("<unfinished ...>") {
             return true;
         }
-        let pid = c.split(' ').next().unwrap();
-        calls[i..at].iter().any(|r| r.starts_with(&format!("{pid} <... fdatasync resumed>")))
+        // strace pads the pid column ("1197  fdatasync"): compare the pid token.
+        let pid = c.split_whitespace().next();
+        calls[i..at]
+            .iter()
+            .any(|r| r.split_whitespace().next() == pid && call_of(r).starts_with("<... fdatasync resumed>"))
     })
 }
 
@@ -160,4 +163,30 @@ fn a_sticky_del_makes_the_hold_durable_before_exit() {
     assert!(placed < dir_fsync && dir_fsync < exit && none_pending(&calls, "fsync", exit), "{}", calls.join("\n"));
     let record = std::fs::read_to_string(dd.path().join("net/10.0.0.2.pod")).unwrap();
     assert!(record.contains(r#""state":"held""#), "{record}");
+}
+
+/// The trace reading above, on strace's formats: no pid (one task), padded 4-digit pids,
+/// and a sync on a helper thread that returns after (or before) the file is placed.
+#[test]
+fn trace_parsing_handles_strace_formats() {
+    let trace = |text: &str| -> Vec<String> { text.lines().map(|l| l.trim().to_string()).collect() };
+    let threaded = trace(
+        "1197  fdatasync(6</n/#10>(deleted) <unfinished ...>\n\
+         1199  fdatasync(8</n/#11>(deleted)) = 0\n\
+         1197  <... fdatasync resumed>)          = 0\n\
+         1195  linkat(5</n/#10>(deleted), \"\", AT_FDCWD</x>, \"/n/10.0.0.2\", AT_EMPTY_PATH) = 0",
+    );
+    assert_eq!(source_of(call_of(&threaded[3])), "/n/#10");
+    assert!(synced_before(&threaded, "/n/#10", 3));
+    let early = trace(
+        "1197  fdatasync(6</n/#10>(deleted) <unfinished ...>\n\
+         1195  linkat(5</n/#10>(deleted), \"\", AT_FDCWD</x>, \"/n/10.0.0.2\", AT_EMPTY_PATH) = 0\n\
+         1197  <... fdatasync resumed>)          = 0",
+    );
+    assert!(!synced_before(&early, "/n/#10", 1), "a sync still running when the file is placed does not count");
+    let single =
+        trace("fdatasync(5</n/.hostlocal/.tmp-1>) = 0\nrename(\"/n/.hostlocal/.tmp-1\", \"/n/10.0.0.2.pod\") = 0");
+    assert_eq!(source_of(call_of(&single[1])), "/n/.hostlocal/.tmp-1");
+    assert!(synced_before(&single, "/n/.hostlocal/.tmp-1", 1));
+    assert!(!none_pending(&early, "fdatasync", 2) && none_pending(&early, "fdatasync", 3));
 }
