@@ -28,7 +28,8 @@ mkdir -p docs
   echo "$(df -T /tmp | awk 'NR==2 {print $2}') under /tmp. One process per call, as runtimes make them; medians; upstream"
   echo "is Debian's containernetworking-plugins $(dpkg-query -W -f='${Version}' containernetworking-plugins)."
   echo "Stores are pre-filled with N leases; each round is ADD, CHECK, DEL, and a repeated DEL of the"
-  echo "same container, and the two plugins alternate round by round."
+  echo "same container, and the two plugins alternate round by round. Peak RSS is the plugin's own"
+  echo "VmHWM, read under ptrace at its exit (wait4's ru_maxrss would include the spawning process)."
   echo
   echo "$report"
 } > docs/benchmarks.md

@@ -5,10 +5,12 @@
 //! Env: BENCH_UPSTREAM (default /usr/lib/cni/host-local), BENCH_OURS (default the release
 //! build), BENCH_LEASES (default "0,110,10000,60000"), BENCH_QUICK=1 for fewer rounds.
 
+use std::ffi::CString;
 use std::fs;
 use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,12 +20,6 @@ struct Plugin {
     path: PathBuf,
 }
 
-/// One finished call: wall time and the child's peak RSS (KiB).
-struct Sample {
-    wall: Duration,
-    max_rss_kib: i64,
-}
-
 /// What containerd passes for a pod: with it, our host-local also records the pod.
 const POD_ARGS: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=bench;K8S_POD_UID=u1";
 
@@ -31,17 +27,22 @@ fn spawn(plugin: &Path, command: &str, id: &str, conf: &str) -> Child {
     spawn_with_args(plugin, command, id, conf, "")
 }
 
+/// The whole environment of a benchmarked call.
+fn plugin_env<'a>(command: &'a str, id: &'a str, args: &'a str) -> [(&'static str, &'a str); 6] {
+    [
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", id),
+        ("CNI_NETNS", "/var/run/netns/bench-nonexistent"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+        ("CNI_ARGS", args),
+    ]
+}
+
 fn spawn_with_args(plugin: &Path, command: &str, id: &str, conf: &str, args: &str) -> Child {
     let mut child = Command::new(plugin)
         .env_clear()
-        .envs([
-            ("CNI_COMMAND", command),
-            ("CNI_CONTAINERID", id),
-            ("CNI_NETNS", "/var/run/netns/bench-nonexistent"),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/opt/cni/bin"),
-            ("CNI_ARGS", args),
-        ])
+        .envs(plugin_env(command, id, args))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -51,22 +52,15 @@ fn spawn_with_args(plugin: &Path, command: &str, id: &str, conf: &str, args: &st
     child
 }
 
-/// Wait for `child` with wait4 to get its own rusage.
-fn wait(child: Child, started: Instant, must_succeed: bool) -> Sample {
-    let mut status = 0;
-    // SAFETY: rusage is a plain out-parameter; the pid is our child's.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+/// Wait for `child`; the wall time since `started`.
+fn wait(mut child: Child, started: Instant, must_succeed: bool) -> Duration {
+    let exit = child.wait().expect("wait");
     let wall = started.elapsed();
-    assert_eq!(rc, pid, "wait4");
-    let exit = std::process::ExitStatus::from_raw(status);
     assert!(!must_succeed || exit.success(), "a benchmarked call failed: {exit}");
-    std::mem::forget(child); // already reaped
-    Sample { wall, max_rss_kib: usage.ru_maxrss }
+    wall
 }
 
-fn call(plugin: &Path, command: &str, id: &str, conf: &str, must_succeed: bool) -> Sample {
+fn call(plugin: &Path, command: &str, id: &str, conf: &str, must_succeed: bool) -> Duration {
     let started = Instant::now();
     wait(spawn(plugin, command, id, conf), started, must_succeed)
 }
@@ -127,7 +121,6 @@ fn main() {
         .collect();
     let scratch = std::env::temp_dir().join(format!("cni-bench-{}", std::process::id()));
     let mut rows = Vec::new();
-    let mut rss = [0i64; 2];
 
     for &n in &counts {
         let rounds = match n {
@@ -154,18 +147,15 @@ fn main() {
             let id = format!("bench-{r}");
             for (p, plugin) in plugins.iter().enumerate() {
                 let c = &confs[p];
-                let s = call(&plugin.path, "ADD", &id, c, true);
-                rss[p] = rss[p].max(s.max_rss_kib);
-                results[p][0].push(s.wall);
-                results[p][1].push(call(&plugin.path, "CHECK", &id, c, true).wall);
-                results[p][2].push(call(&plugin.path, "DEL", &id, c, true).wall);
-                results[p][3].push(call(&plugin.path, "DEL", &id, c, true).wall);
+                results[p][0].push(call(&plugin.path, "ADD", &id, c, true));
+                results[p][1].push(call(&plugin.path, "CHECK", &id, c, true));
+                results[p][2].push(call(&plugin.path, "DEL", &id, c, true));
+                results[p][3].push(call(&plugin.path, "DEL", &id, c, true));
                 // A pod's sandbox as containerd sets it up; DEL'd without the pod arguments,
                 // so that the address is freed and the store keeps its size.
                 let pod = format!("bench-pod-{r}");
                 let started = Instant::now();
-                wait(spawn_with_args(&plugin.path, "ADD", &pod, c, POD_ARGS), started, true);
-                results[p][4].push(started.elapsed());
+                results[p][4].push(wait(spawn_with_args(&plugin.path, "ADD", &pod, c, POD_ARGS), started, true));
                 call(&plugin.path, "DEL", &pod, c, true);
             }
         }
@@ -202,7 +192,7 @@ fn main() {
     let mut version = [Vec::new(), Vec::new()];
     for _ in 0..version_rounds {
         for (p, plugin) in plugins.iter().enumerate() {
-            version[p].push(call(&plugin.path, "VERSION", "", "", true).wall);
+            version[p].push(call(&plugin.path, "VERSION", "", "", true));
         }
     }
     let [v_up, v_ours] = version;
@@ -211,13 +201,36 @@ fn main() {
     populate(&status_dir, 110);
     let status_conf = conf(&status_dir, "1.1.0");
     let status =
-        median((0..version_rounds).map(|_| call(&plugins[1].path, "STATUS", "", &status_conf, true).wall).collect());
+        median((0..version_rounds).map(|_| call(&plugins[1].path, "STATUS", "", &status_conf, true)).collect());
 
     // The floor the brief sets: spawning a trivial static binary plus one durable write.
     let trivial = trivial_static_binary();
     let spawn_floor =
-        trivial.as_ref().map(|t| median((0..version_rounds).map(|_| call(t, "VERSION", "", "", false).wall).collect()));
+        trivial.as_ref().map(|t| median((0..version_rounds).map(|_| call(t, "VERSION", "", "", false)).collect()));
     let durable_write = durable_write_cost(&scratch);
+    // Peak RSS per call at 110 leases: the largest of a few rounds of each verb.
+    let rss_verbs = ["ADD", "CHECK", "DEL", "STATUS"];
+    let rss: Vec<Vec<Option<u64>>> = plugins
+        .iter()
+        .map(|plugin| {
+            let data_dir = scratch.join(format!("rss-{}", plugin.name));
+            populate(&data_dir, 110);
+            // STATUS needs spec 1.1.0, which Debian's upstream predates.
+            let c = conf(&data_dir, if plugin.name == "ours" { "1.1.0" } else { "1.0.0" });
+            let mut peaks = vec![None; rss_verbs.len()];
+            for r in 0..5 {
+                let id = format!("rss-{r}");
+                for (v, verb) in rss_verbs.iter().enumerate() {
+                    if *verb == "STATUS" && plugin.name != "ours" {
+                        continue;
+                    }
+                    let peak = peak_rss_kib(&plugin.path, verb, &id, &c);
+                    peaks[v] = peaks[v].max(Some(peak));
+                }
+            }
+            peaks
+        })
+        .collect();
     let _ = fs::remove_dir_all(&scratch);
 
     println!("| operation | upstream (ms) | ours (ms) | ours / upstream |");
@@ -235,10 +248,9 @@ fn main() {
     println!("| other | value |");
     println!("|---|---:|");
     println!("| STATUS, ours (ms) | {} |", ms(status));
-    for (p, plugin) in plugins.iter().enumerate() {
+    for plugin in &plugins {
         let size = fs::metadata(&plugin.path).map(|m| m.len()).unwrap_or(0);
         println!("| {} binary size (bytes) | {size} |", plugin.name);
-        println!("| {} peak RSS of an ADD (KiB) | {} |", plugin.name, rss[p]);
     }
     println!("| one durable write: write + fdatasync + rename + dir fsync (ms) | {} |", ms(durable_write));
     if let (Some(floor), Some(t)) = (spawn_floor, trivial) {
@@ -251,6 +263,13 @@ fn main() {
                 add0.as_secs_f64() / budget.as_secs_f64()
             );
         }
+    }
+    println!();
+    println!("| peak RSS per call @ 110 leases (KiB) | upstream | ours |");
+    println!("|---|---:|---:|");
+    for (v, verb) in rss_verbs.iter().enumerate() {
+        let show = |peak: Option<u64>| peak.map_or("—".to_string(), |k| k.to_string());
+        println!("| {verb} | {} | {} |", show(rss[0][v]), show(rss[1][v]));
     }
 }
 
@@ -287,4 +306,71 @@ fn durable_write_cost(scratch: &Path) -> Duration {
         })
         .collect();
     median(samples)
+}
+
+/// Peak RSS (VmHWM, KiB) of one call, of the plugin's own address space. wait4's ru_maxrss
+/// cannot tell it: exec folds the spawning process's peak into the child's, so every
+/// child would report this harness's size. Instead the child runs under ptrace and its
+/// VmHWM is read at its exit stop, while its memory still exists.
+fn peak_rss_kib(plugin: &Path, command: &str, id: &str, conf: &str) -> u64 {
+    use std::ptr::null;
+
+    let path = CString::new(plugin.as_os_str().as_bytes()).unwrap();
+    let argv = [path.as_ptr(), null()];
+    let env: Vec<CString> =
+        plugin_env(command, id, "").iter().map(|(k, v)| CString::new(format!("{k}={v}")).unwrap()).collect();
+    let envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).chain([null()]).collect();
+    let stdin_pipe = {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(conf.as_bytes()).unwrap(); // fits the pipe buffer
+        reader
+    };
+    let devnull = fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+    let (stdin_fd, null_fd) = (stdin_pipe.as_raw_fd(), devnull.as_raw_fd());
+
+    // SAFETY: between fork and execve the child calls only async-signal-safe functions on
+    // memory prepared before the fork; the parent traces only its own child.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            libc::dup2(stdin_fd, 0);
+            libc::dup2(null_fd, 1);
+            libc::dup2(null_fd, 2);
+            libc::ptrace(libc::PTRACE_TRACEME, 0, null::<libc::c_void>(), null::<libc::c_void>());
+            libc::raise(libc::SIGSTOP);
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(127);
+        }
+        drop((stdin_pipe, devnull));
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        libc::ptrace(libc::PTRACE_SETOPTIONS, pid, null::<libc::c_void>(), libc::PTRACE_O_TRACEEXIT as usize);
+        let exit_stop = libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8);
+        let mut peak = None;
+        let mut deliver = 0;
+        loop {
+            libc::ptrace(libc::PTRACE_CONT, pid, null::<libc::c_void>(), deliver as usize);
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                break;
+            }
+            deliver = 0;
+            if status >> 8 == exit_stop {
+                let proc_status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+                peak = proc_status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+            } else if libc::WSTOPSIG(status) != libc::SIGTRAP {
+                deliver = libc::WSTOPSIG(status); // the plugin's own signal (Go uses SIGURG)
+            }
+        }
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "traced {command} of {} failed",
+            plugin.display()
+        );
+        peak.expect("VmHWM at the exit stop")
+    }
 }
