@@ -3,14 +3,7 @@
 
 mod common;
 
-use common::{leases, ours, run, Call, TempDir};
-
-fn conf(dd: &TempDir, version: &str, ipam: &str) -> String {
-    format!(
-        r#"{{"cniVersion":"{version}","name":"net","ipam":{{"type":"host-local","dataDir":"{}",{ipam}}}}}"#,
-        dd.display()
-    )
-}
+use common::{leases, net_conf, ours, run, Call, TempDir};
 
 const DUAL: &str = r#""ranges":[[{"subnet":"10.1.2.0/24"}],[{"subnet":"2001:db8:1::/64"}]]"#;
 
@@ -18,7 +11,7 @@ const DUAL: &str = r#""ranges":[[{"subnet":"10.1.2.0/24"}],[{"subnet":"2001:db8:
 #[test]
 fn a_failed_add_keeps_earlier_allocations_of_the_container() {
     let dd = TempDir::new("rollback");
-    let c = conf(&dd, "1.0.0", DUAL);
+    let c = net_conf("1.0.0", &dd, DUAL);
     assert_eq!(run(&ours(), &Call::new("ADD", "c1", &c)).ips(), ["10.1.2.2/24", "2001:db8:1::2/64"]);
     assert!(run(&ours(), &Call::new("ADD", "other", &c).args("IP=2001:db8:1::99")).ok());
     // c1 again, asking for a free v4 and a taken v6: set 1 fails after set 0 reserved .50.
@@ -36,7 +29,7 @@ fn a_failed_add_keeps_earlier_allocations_of_the_container() {
 #[test]
 fn lock_and_last_reserved_ip_are_never_leases() {
     let dd = TempDir::new("notleases");
-    let c = conf(&dd, "1.0.0", r#""subnet":"10.31.0.0/24""#);
+    let c = net_conf("1.0.0", &dd, r#""subnet":"10.31.0.0/24""#);
     assert!(run(&ours(), &Call::new("ADD", "a", &c)).ok());
     let net = dd.path().join("net");
     assert_eq!(std::fs::read_to_string(net.join("last_reserved_ip.0")).unwrap(), "10.31.0.2");
@@ -68,7 +61,7 @@ fn invalid_ranges_are_config_errors() {
             "invalid range set 0: RangeStart 10.1.0.50 not in network 10.1.0.0/24",
         ),
     ] {
-        assert_eq!(run(&ours(), &Call::new("ADD", "a", &conf(&dd, "1.0.0", ipam))).error(), (7, msg.to_string()));
+        assert_eq!(run(&ours(), &Call::new("ADD", "a", &net_conf("1.0.0", &dd, ipam))).error(), (7, msg.to_string()));
     }
     assert!(leases(&dd.path().join("net")).is_empty());
 }
@@ -77,9 +70,9 @@ fn invalid_ranges_are_config_errors() {
 #[test]
 fn error_codes_follow_the_spec() {
     let dd = TempDir::new("codes");
-    let c = conf(&dd, "1.0.0", r#""subnet":"10.9.0.0/30""#);
+    let c = net_conf("1.0.0", &dd, r#""subnet":"10.9.0.0/30""#);
     let cases = [
-        (Call::new("ADD", "a", &conf(&dd, "1.0.0", r#""subnet":"10.9.0.1/30""#)), 7),
+        (Call::new("ADD", "a", &net_conf("1.0.0", &dd, r#""subnet":"10.9.0.1/30""#)), 7),
         (Call::new("ADD", "a", &c).args("IP=bad"), 4),
         (Call::new("ADD", "a", &c).ifname("a/b"), 4),
         (Call::new("ADD", "bad id", &c), 4),
@@ -96,7 +89,7 @@ fn error_codes_follow_the_spec() {
         &Call::new(
             "ADD",
             "b",
-            &conf(&dd, "1.0.0", r#""subnet":"10.9.0.0/30","resolvConf":"/nonexistent/resolv.conf""#),
+            &net_conf("1.0.0", &dd, r#""subnet":"10.9.0.0/30","resolvConf":"/nonexistent/resolv.conf""#),
         ),
     )
     .error();
@@ -107,7 +100,7 @@ fn error_codes_follow_the_spec() {
 #[test]
 fn check_verifies_every_range_set_and_prev_result() {
     let dd = TempDir::new("check");
-    let c = conf(&dd, "1.0.0", DUAL);
+    let c = net_conf("1.0.0", &dd, DUAL);
     let added = run(&ours(), &Call::new("ADD", "c1", &c));
     assert!(run(&ours(), &Call::new("CHECK", "c1", &c)).ok());
     let with_prev = |prev: &str| c.replacen(r#""name":"net","#, &format!(r#""name":"net","prevResult":{prev},"#), 1);
@@ -157,10 +150,7 @@ fn gc_releases_leases_of_invalid_attachments() {
 #[test]
 fn status_reports_the_store_not_the_pool() {
     let dd = TempDir::new("status");
-    let c = format!(
-        r#"{{"cniVersion":"1.1.0","name":"net","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.21.0.0/30"}}}}"#,
-        dd.display()
-    );
+    let c = net_conf("1.1.0", &dd, r#""subnet":"10.21.0.0/30""#);
     let status = |conf: &str| run(&ours(), &Call::new("STATUS", "", conf).ifname(""));
     assert!(status(&c).ok());
     assert!(run(&ours(), &Call::new("ADD", "a", &c)).ok());
@@ -177,7 +167,7 @@ fn status_reports_the_store_not_the_pool() {
 #[test]
 fn nothing_is_written_outside_the_network_directory() {
     let dd = TempDir::new("confined");
-    let c = conf(&dd, "1.0.0", r#""subnet":"10.22.0.0/24""#);
+    let c = net_conf("1.0.0", &dd, r#""subnet":"10.22.0.0/24""#);
     let traversal = c.replace(r#""name":"net""#, r#""name":"../escape""#);
     assert_eq!(
         run(&ours(), &Call::new("ADD", "a", &traversal)).error(),

@@ -11,7 +11,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{ours, run, upstream, upstream_view, Call, Outcome, Rng, TempDir};
+use common::{net_conf, ours, run, upstream, upstream_view, Call, Outcome, Rng, TempDir};
 
 /// Debian's upstream is 1.1.1: it stops at spec 1.0.0.
 const VERSIONS: [&str; 6] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"];
@@ -125,15 +125,6 @@ fn scenario(rng: &mut Rng) -> Scenario {
     Scenario { version, ipam: format!("{ipam}{sticky}"), ops }
 }
 
-fn conf(s: &Scenario, dd: &TempDir) -> String {
-    format!(
-        r#"{{"cniVersion":"{}","name":"net","ipam":{{"type":"host-local","dataDir":"{}",{}}}}}"#,
-        s.version,
-        dd.display(),
-        s.ipam
-    )
-}
-
 /// Compare one call's outcome with upstream's, allowing the documented deviations.
 fn same_outcome(reference: &Outcome, got: &Outcome, by_ours: bool, repeat_add: bool) -> Result<(), String> {
     if by_ours && repeat_add && reference.code != 0 {
@@ -180,7 +171,7 @@ fn random_scenarios_match_upstream() {
             TempDir::new(&format!("diff-o{n}")),
             TempDir::new(&format!("diff-a{n}")),
         ];
-        let confs: Vec<String> = dirs.iter().map(|d| conf(&s, d)).collect();
+        let confs: Vec<String> = dirs.iter().map(|d| net_conf(s.version, d, &s.ipam)).collect();
         let mut added: Vec<(String, String)> = Vec::new();
         for (step, op) in s.ops.iter().enumerate() {
             let attachment = (op.container_id.clone(), op.ifname.clone());

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{ours, TempDir};
+use common::{net_conf, ours, TempDir};
 
 /// Run our plugin under strace; returns the traced calls, one per line, pid stripped.
 fn trace(dd: &TempDir, command: &str, container: &str, conf: &str) -> Vec<String> {
@@ -96,10 +96,7 @@ fn source_of(call: &str) -> String {
 #[ignore = "needs strace: run scripts/test.sh"]
 fn add_is_durable_before_the_result_is_printed() {
     let dd = TempDir::new("durable-add");
-    let conf = format!(
-        r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.0.0.0/24"}}],[{{"subnet":"2001:db8::/64"}}]]}}}}"#,
-        dd.display()
-    );
+    let conf = net_conf("1.0.0", &dd, r#""ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"2001:db8::/64"}]]"#);
     let calls = trace(&dd, "ADD", "c1", &conf);
     let net = format!("{}/net", dd.display());
     let printed = position(&calls, "result write", |c| c.starts_with("write(1"));
@@ -127,10 +124,7 @@ fn add_is_durable_before_the_result_is_printed() {
 fn del_is_durable_before_exit() {
     let dd = TempDir::new("durable-del");
     // Stickiness off: DEL removes the lease instead of holding it.
-    let conf = format!(
-        r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.0.0.0/24","stickyIPs":false}}}}"#,
-        dd.display()
-    );
+    let conf = net_conf("1.0.0", &dd, r#""subnet":"10.0.0.0/24","stickyIPs":false"#);
     trace(&dd, "ADD", "c1", &conf);
     let calls = trace(&dd, "DEL", "c1", &conf);
     let net = format!("{}/net", dd.display());
@@ -146,10 +140,7 @@ fn del_is_durable_before_exit() {
 #[ignore = "needs strace: run scripts/test.sh"]
 fn a_sticky_del_makes_the_hold_durable_before_exit() {
     let dd = TempDir::new("durable-hold");
-    let conf = format!(
-        r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{}","subnet":"10.0.0.0/24"}}}}"#,
-        dd.display()
-    );
+    let conf = net_conf("1.0.0", &dd, r#""subnet":"10.0.0.0/24""#);
     trace(&dd, "ADD", "c1", &conf);
     let calls = trace(&dd, "DEL", "c1", &conf);
     let net = format!("{}/net", dd.display());

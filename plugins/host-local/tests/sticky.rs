@@ -3,14 +3,7 @@
 
 mod common;
 
-use common::{leases, ours, run, upstream, Call, Outcome, TempDir};
-
-fn conf(dd: &TempDir, ipam: &str) -> String {
-    format!(
-        r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{}",{ipam}}}}}"#,
-        dd.display()
-    )
-}
+use common::{leases, net_conf, ours, run, upstream, Call, Outcome, TempDir};
 
 const V4: &str = r#""ranges":[[{"subnet":"10.30.0.0/24"}]]"#;
 const DUAL: &str = r#""ranges":[[{"subnet":"10.30.0.0/24"}],[{"subnet":"2001:db8:30::/64"}]]"#;
@@ -42,7 +35,7 @@ fn ok(out: Outcome) {
 #[test]
 fn del_before_the_new_add_keeps_the_address() {
     let dd = TempDir::new("st-order1");
-    let c = conf(&dd, V4);
+    let c = net_conf("1.0.0", &dd, V4);
     let first = ips(exec(call("ADD", "web-0", "sb1", &c, "boot-1")));
     ips(exec(call("ADD", "api-0", "sb2", &c, "boot-1")));
     // Reboot; kubelet: StopPodSandbox(old) with the netns gone, then RunPodSandbox(new).
@@ -58,7 +51,7 @@ fn del_before_the_new_add_keeps_the_address() {
 #[test]
 fn del_after_the_new_add_keeps_the_address() {
     let dd = TempDir::new("st-order2");
-    let c = conf(&dd, V4);
+    let c = net_conf("1.0.0", &dd, V4);
     let first = ips(exec(call("ADD", "web-0", "sb1", &c, "boot-1")));
     // After the reboot the new sandbox comes first; sb1 is from an earlier boot, so dead.
     let again = ips(exec(call("ADD", "web-0", "sb2", &c, "boot-2")));
@@ -70,7 +63,7 @@ fn del_after_the_new_add_keeps_the_address() {
 #[test]
 fn two_live_sandboxes_of_one_pod_never_share_an_address() {
     let dd = TempDir::new("st-twins");
-    let c = conf(&dd, V4);
+    let c = net_conf("1.0.0", &dd, V4);
     let first = ips(exec(call("ADD", "web-0", "sb1", &c, "boot-1")));
     let twin = ips(exec(call("ADD", "web-0", "sb2", &c, "boot-1")));
     assert_ne!(first, twin);
@@ -79,7 +72,7 @@ fn two_live_sandboxes_of_one_pod_never_share_an_address() {
 #[test]
 fn other_pods_do_not_take_held_addresses_until_the_pool_is_full() {
     let dd = TempDir::new("st-pool");
-    let c = conf(&dd, r#""subnet":"10.31.0.0/29""#); // .2 - .6
+    let c = net_conf("1.0.0", &dd, r#""subnet":"10.31.0.0/29""#); // .2 - .6
     let held = ips(exec(call("ADD", "web-0", "sb1", &c, "b")));
     ok(exec(call("DEL", "web-0", "sb1", &c, "b")));
     let mut others = Vec::new();
@@ -104,7 +97,7 @@ fn other_pods_do_not_take_held_addresses_until_the_pool_is_full() {
 #[test]
 fn dual_stack_and_multiple_interfaces_each_keep_their_address() {
     let dd = TempDir::new("st-multi");
-    let c = conf(&dd, DUAL);
+    let c = net_conf("1.0.0", &dd, DUAL);
     let eth0 = ips(exec(call("ADD", "web-0", "sb1", &c, "b1")));
     let net1 = ips(exec(call("ADD", "web-0", "sb1", &c, "b1").ifname("net1")));
     assert_eq!(eth0.len(), 2);
@@ -119,7 +112,7 @@ fn dual_stack_and_multiple_interfaces_each_keep_their_address() {
 #[test]
 fn a_requested_ip_overrides_the_hold() {
     let dd = TempDir::new("st-requested");
-    let c = conf(&dd, V4);
+    let c = net_conf("1.0.0", &dd, V4);
     let held = ips(exec(call("ADD", "web-0", "sb1", &c, "b")));
     ok(exec(call("DEL", "web-0", "sb1", &c, "b")));
     let req = call("ADD", "web-0", "sb2", &c, "b");
@@ -131,7 +124,7 @@ fn a_requested_ip_overrides_the_hold() {
 #[test]
 fn uid_keying_follows_the_pod_object() {
     let dd = TempDir::new("st-uid");
-    let c = conf(&dd, &format!(r#"{V4},"stickyIPs":{{"key":"uid"}}"#));
+    let c = net_conf("1.0.0", &dd, &format!(r#"{V4},"stickyIPs":{{"key":"uid"}}"#));
     let held = ips(exec(call("ADD", "web-0", "sb1", &c, "b")));
     ok(exec(call("DEL", "web-0", "sb1", &c, "b")));
     // Same name, new pod object (another UID): a new address.
@@ -145,7 +138,7 @@ fn uid_keying_follows_the_pod_object() {
 #[test]
 fn sticky_off_is_upstream_behaviour() {
     let dd = TempDir::new("st-off");
-    let c = conf(&dd, &format!(r#"{V4},"stickyIPs":false"#));
+    let c = net_conf("1.0.0", &dd, &format!(r#"{V4},"stickyIPs":false"#));
     let first = ips(exec(call("ADD", "web-0", "sb1", &c, "b")));
     ok(exec(call("DEL", "web-0", "sb1", &c, "b")));
     assert!(leases(&dd.path().join("net")).is_empty(), "DEL freed the address");
@@ -161,7 +154,7 @@ fn sticky_off_is_upstream_behaviour() {
 #[ignore = "needs Debian's upstream host-local: run scripts/test.sh"]
 fn upstream_reads_checks_and_deletes_our_store() {
     let dd = TempDir::new("st-upstream-reads");
-    let c = conf(&dd, V4);
+    let c = net_conf("1.0.0", &dd, V4);
     let ours_ip = ips(exec(call("ADD", "web-0", "sb1", &c, "b")));
     // Upstream sees our lease (and is not confused by the .pod record next to it).
     let args = pod_args("web-0", "sb1");
@@ -183,7 +176,7 @@ fn upstream_reads_checks_and_deletes_our_store() {
 #[ignore = "needs Debian's upstream host-local: run scripts/test.sh"]
 fn upstream_state_is_adopted_in_place() {
     let dd = TempDir::new("st-adopt");
-    let c = conf(&dd, V4);
+    let c = net_conf("1.0.0", &dd, V4);
     // A node that ran upstream host-local until now.
     let before = run(&upstream(), &Call::new("ADD", "sb1", &c).args(&pod_args("web-0", "sb1")));
     assert!(before.ok());
@@ -195,7 +188,7 @@ fn upstream_state_is_adopted_in_place() {
 #[test]
 fn openyurt_markers_give_pods_their_addresses_back() {
     let dd = TempDir::new("st-openyurt");
-    let c = conf(&dd, V4);
+    let c = net_conf("1.0.0", &dd, V4);
     let net = dd.path().join("net");
     std::fs::create_dir_all(&net).unwrap();
     // OpenYurt's patched host-local left: a marker per pod; the lease went with the old sandbox's DEL.

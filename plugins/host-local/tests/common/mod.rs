@@ -146,6 +146,15 @@ impl TempDir {
     }
 }
 
+/// A network "net" whose IPAM is host-local on `dd`, with `ipam_fields` (JSON members,
+/// comma-separated) after the type and dataDir.
+pub fn net_conf(version: &str, dd: &TempDir, ipam_fields: &str) -> String {
+    format!(
+        r#"{{"cniVersion":"{version}","name":"net","ipam":{{"type":"host-local","dataDir":"{}",{ipam_fields}}}}}"#,
+        dd.display()
+    )
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
