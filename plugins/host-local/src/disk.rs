@@ -141,13 +141,37 @@ enum Undo {
     Relabelled { ip: IpAddr, pod: Option<PodRecord> },
 }
 
+/// An fsync running on a helper thread, so that the call does other work meanwhile.
+struct BackgroundSync(std::thread::JoinHandle<io::Result<()>>);
+
+impl BackgroundSync {
+    /// Sync the data of a new file (`fdatasync`).
+    fn data(file: File) -> BackgroundSync {
+        BackgroundSync(std::thread::spawn(move || file.sync_data()))
+    }
+
+    /// Sync a directory's entries (`fsync`).
+    fn all(file: File) -> BackgroundSync {
+        BackgroundSync(std::thread::spawn(move || file.sync_all()))
+    }
+
+    /// Wait for the sync; `what` names it in errors (formatted only then).
+    fn wait(self, what: std::fmt::Arguments) -> Result<()> {
+        match self.0.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::io(format!("{what}: {e}"))),
+            Err(_) => Err(Error::internal(format!("{what}: helper thread panicked"))),
+        }
+    }
+}
+
 /// A complete file waiting for its name: written before the lock is taken, synced on a
 /// helper thread meanwhile, and placed only after the sync returned.
 struct Prepared {
     content: String,
     ino: u64,
     body: Body,
-    synced: Option<std::thread::JoinHandle<io::Result<()>>>,
+    synced: Option<BackgroundSync>,
 }
 
 enum Body {
@@ -160,11 +184,7 @@ enum Body {
 impl Prepared {
     /// Wait until the data is on stable storage; it may be placed after that.
     fn wait_synced(&mut self) -> Result<()> {
-        match self.synced.take().map(|t| t.join()) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(Error::io(format!("fdatasync of a new file: {e}"))),
-            Some(Err(_)) => Err(Error::internal("fdatasync of a new file: helper thread panicked")),
-        }
+        self.synced.take().map_or(Ok(()), |sync| sync.wait(format_args!("fdatasync of a new file")))
     }
 
     /// Give the file the name `target`, unless that exists (`AlreadyExists`).
@@ -264,24 +284,20 @@ impl DiskStore {
     /// Write `content` to a new file and start syncing it in the background.
     fn prepare(&mut self, content: String) -> Result<Prepared> {
         let unnamed = OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(&self.dir);
-        let (body, mut file) = match unnamed {
-            Ok(file) => (None, file),
+        let (body, ino, for_sync) = match unnamed {
+            Ok(mut file) => {
+                file.write_all(content.as_bytes()).map_err(|e| io_error("write", &self.dir, e))?;
+                let ino = file.metadata().map_err(|e| io_error("stat", &self.dir, e))?.ino();
+                let for_sync = file.try_clone().map_err(|e| io_error("dup", &self.dir, e))?;
+                (Body::Unnamed(file), ino, for_sync)
+            }
             // Not every filesystem has O_TMPFILE: fall back to a named temp file.
             Err(_) => {
-                let (path, file, _) = self.create_temp(content.as_bytes())?;
-                (Some(path), file)
+                let (path, file, ino) = self.create_temp(content.as_bytes())?;
+                (Body::Named(path), ino, file)
             }
         };
-        if body.is_none() {
-            file.write_all(content.as_bytes()).map_err(|e| io_error("write", &self.dir, e))?;
-        }
-        let ino = file.metadata().map_err(|e| io_error("stat", &self.dir, e))?.ino();
-        let for_sync = file.try_clone().map_err(|e| io_error("dup", &self.dir, e))?;
-        let synced = Some(std::thread::spawn(move || for_sync.sync_data()));
-        let body = match body {
-            Some(path) => Body::Named(path),
-            None => Body::Unnamed(file),
-        };
+        let synced = Some(BackgroundSync::data(for_sync));
         Ok(Prepared { content, ino, body, synced })
     }
 
@@ -701,7 +717,7 @@ impl Store for DiskStore {
         // the index write and the unlock. It completes before this returns.
         let dir_synced = if std::mem::take(&mut self.changed) {
             let dir = self.dir_handle.try_clone().map_err(|e| io_error("dup", &self.dir, e))?;
-            Some(std::thread::spawn(move || dir.sync_all()))
+            Some(BackgroundSync::all(dir))
         } else {
             None
         };
@@ -712,11 +728,7 @@ impl Store for DiskStore {
         self.index_stale = false;
         // Nothing below needs the lock: let the next call in while we wait for the disk.
         self.lock.unlock().map_err(|e| io_error("unlock", &self.dir.join("lock"), e))?;
-        match dir_synced.map(|t| t.join()) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(io_error("fsync", &self.dir, e)),
-            Some(Err(_)) => Err(Error::internal(format!("fsync {}: helper thread panicked", self.dir.display()))),
-        }
+        dir_synced.map_or(Ok(()), |sync| sync.wait(format_args!("fsync {}", self.dir.display())))
     }
 }
 
