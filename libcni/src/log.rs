@@ -14,6 +14,8 @@ use crate::time::{rfc3339, unix_now};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
     Info,
+    /// Something degraded but the call goes on: also printed on stderr.
+    Warn,
     Error,
 }
 
@@ -40,8 +42,16 @@ impl Log {
 
     /// `2026-11-23T18:31:43Z INFO msg key=value ...`, values quoted when they need it.
     pub fn line(&self, level: Level, msg: &str, fields: &[(&str, String)]) -> String {
-        let mut line =
-            format!("{} {} {}", rfc3339(unix_now()), if level == Level::Info { "INFO" } else { "ERROR" }, quote(msg));
+        let mut line = format!(
+            "{} {} {}",
+            rfc3339(unix_now()),
+            match level {
+                Level::Info => "INFO",
+                Level::Warn => "WARN",
+                Level::Error => "ERROR",
+            },
+            quote(msg)
+        );
         let all = self.context.iter().map(|(k, v)| (*k, v)).chain(fields.iter().map(|(k, v)| (*k, v)));
         for (k, v) in all.filter(|(_, v)| !v.is_empty()) {
             let _ = write!(line, " {k}={}", quote(v));
@@ -61,6 +71,11 @@ impl Log {
 
     pub fn info(&self, msg: &str, fields: &[(&str, String)]) {
         self.write(Level::Info, msg, fields)
+    }
+
+    pub fn warn(&self, msg: &str, fields: &[(&str, String)]) {
+        eprint!("{}", self.line(Level::Warn, msg, fields));
+        self.write(Level::Warn, msg, fields)
     }
 
     pub fn error(&self, msg: &str, fields: &[(&str, String)]) {

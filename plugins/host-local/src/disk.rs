@@ -2,54 +2,65 @@
 //!
 //! `<dataDir>/<network>/` holds, exactly as upstream host-local writes them:
 //! `<ip>` leases (`<containerID>\r\n<ifname>`, 0600), `last_reserved_ip.<set>` and `lock`.
-//! Beside them we keep `<ip>.pod` pod records for sticky IPs (JSON, so their content can
-//! never match a container ID in upstream's directory walks). `.hostlocal/` holds a cache
-//! of the whole directory (`index`) and our temp files, so that writing them does not
-//! change the network directory itself.
+//! Beside them we keep `<ip>.pod` pod records for sticky IPs ([`record`]). `.hostlocal/`
+//! holds a cache of the whole directory (`index`) and named temp files where the
+//! filesystem has no `O_TMPFILE`.
 //!
 //! Rules that keep this correct next to a concurrent upstream host-local:
 //! - One exclusive `flock` on `<dir>/lock` for the whole call (upstream takes the same lock).
-//! - A lease is created by `link()`ing a complete, fsynced temp file to `<ip>`: it appears
-//!   atomically with its content or not at all, and `link` fails if the name exists,
-//!   which is upstream's `O_EXCL` uniqueness. Replacements use `rename()`.
-//! - Lease and record data are written to temp files and fsynced *before* the lock is
-//!   taken; under the lock we only link/rename. The directory is fsynced *after* the
-//!   lock is released and before the result is printed or DEL returns, so concurrent
-//!   calls (a reboot storm) share journal commits instead of queueing on them.
-//! - The index is only a cache. It is trusted when the directory's mtime is the one we
-//!   recorded after our last change; otherwise the directory is read again. Answers
-//!   that must be certain (what does this container hold?) are checked against the
-//!   files: hits are re-read, and a miss is confirmed against a fresh directory listing.
+//! - Every path is resolved relative to the store's directory handle, without following
+//!   symlinks: nothing planted in the store can lead a read, write or delete out of it.
+//! - A new file is written complete, its data pushed to the device, and only then given
+//!   its name: by `link` (fails if the name exists: upstream's `O_EXCL` uniqueness) or
+//!   `rename` (replacements). A name therefore never appears without its data, whatever
+//!   journal commit carries it.
+//! - What ADD reports is durable before it returns: after the lock is released, each file
+//!   it placed and the directory are fsynced, in parallel. Files are synced *after* they
+//!   have their names: btrfs ignores an fsync of a nameless (`O_TMPFILE`) inode, and a
+//!   directory fsync alone then brings the name back with no data. If a sync fails, the
+//!   call takes the lock again, undoes its changes and fails. DEL and GC are not synced
+//!   (README: "What a power cut can undo").
+//! - Entries that are not what we write (non-UTF-8 or oversized leases, directories,
+//!   FIFOs, sockets, symlinks, garbage records or cursors) never fail a call: an odd entry
+//!   named like an address keeps that address out of the pool, as with upstream; a
+//!   garbage record or cursor is ignored; empty leases and old temp files are crash
+//!   debris and are removed.
+//! - The index is only a cache (see [`crate::index`]): it is trusted when its checksum
+//!   holds and the directory's mtime is the one recorded after our last change. When the
+//!   index was written within the same clock tick as that mtime, a foreign change in the
+//!   rest of the tick would not move it, so the directory listing is compared first.
+//!   Answers that must be certain (what does this container hold? may this lease be
+//!   replaced?) are checked against the files themselves.
+
+pub mod record;
+mod sys;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use libcni::ip::go_ip_string;
-use libcni::json;
-use libcni::{Error, Result};
-use serde_json::{Map, Value};
+use libcni::ip::{canonical, go_ip_string};
+use libcni::{Code, Error, Result};
 
 use crate::index::{Entry, View};
-use crate::store::{matching, parse_rfc3339, rfc3339, Lease, LeaseState, Marker, Owner, PodRecord, Query, Store};
+use crate::store::{matching, Lease, Marker, Owner, PodRecord, Query, Store};
+use sys::{Dir, Kind};
+
+pub use sys::writable_with_space;
 
 const PRIVATE_DIR: &str = ".hostlocal";
 const INDEX_FILE: &str = "index";
-const INDEX_HEADER: &str = "host-local-index v1";
 const TEMP_PREFIX: &str = ".tmp-";
-const POD_SUFFIX: &str = ".pod";
+const LOCK_FILE: &str = "lock";
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
-/// Lease files are a few dozen bytes; anything longer is garbage we never need in full.
-const MAX_LEASE_READ: u64 = 4096;
+/// Lease files and pod records are a few dozen bytes; anything longer is not ours.
+const MAX_ENTRY_READ: usize = 4096;
+/// An index for 60,000 leases is about 10 MB.
+const MAX_INDEX_SIZE: u64 = 256 << 20;
 /// A temp file this old belongs to a crashed call (live calls hold theirs for milliseconds).
 const TEMP_DEBRIS_AGE: std::time::Duration = std::time::Duration::from_secs(60);
-
-fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
-    Error::io(format!("{what} {}: {e}", path.display()))
-}
 
 /// A lease file name: exactly Go's text form of an address.
 fn lease_ip(name: &str) -> Option<IpAddr> {
@@ -57,81 +68,44 @@ fn lease_ip(name: &str) -> Option<IpAddr> {
     (go_ip_string(ip) == name).then_some(ip)
 }
 
-fn open_nofollow(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
+/// Go's `net.ParseIP` on a `last_reserved_ip` file: no trimming, IPv4-mapped is IPv4.
+pub fn parse_last_reserved(bytes: &[u8]) -> Option<IpAddr> {
+    std::str::from_utf8(bytes).ok()?.parse().ok().map(canonical)
 }
 
-fn read_small(path: &Path) -> io::Result<String> {
-    let mut text = String::new();
-    open_nofollow(path)?.take(MAX_LEASE_READ).read_to_string(&mut text)?;
-    Ok(text)
+/// What reading one entry found.
+enum Content {
+    Regular(Vec<u8>),
+    /// A directory, FIFO, socket, symlink, or unreadable: never read.
+    Opaque,
+    Gone,
 }
 
-/// Move `from` to `to` unless `to` exists (`AlreadyExists`): upstream's O_EXCL uniqueness
-/// with the content already in place. One `renameat2(RENAME_NOREPLACE)`, or `link` and
-/// `unlink` where the filesystem lacks it.
-fn place_new(from: &Path, to: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
-    let (from_c, to_c) = (c(from)?, c(to)?);
-    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD makes them relative to the cwd.
-    let rc = unsafe {
-        libc::renameat2(libc::AT_FDCWD, from_c.as_ptr(), libc::AT_FDCWD, to_c.as_ptr(), libc::RENAME_NOREPLACE)
+/// Read at most `limit + 1` bytes of the regular file `name`, never through a symlink
+/// and never blocking on a FIFO.
+fn read_entry(dir: &Dir, name: &str, limit: usize) -> Content {
+    let file = match dir.open_read(name) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Content::Gone,
+        Err(_) => return Content::Opaque,
     };
-    if rc == 0 {
-        return Ok(());
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Content::Opaque;
     }
-    let err = io::Error::last_os_error();
-    if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
-        return Err(err);
-    }
-    fs::hard_link(from, to)?;
-    remove_if_present(from).map(|_| ())
-}
-
-/// Give an `O_TMPFILE` inode the name `to`, failing if it exists (`AlreadyExists`).
-fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
-    let to_c = c(to)?;
-    let fd = file.as_raw_fd();
-    // SAFETY: valid fd and NUL-terminated paths.
-    if unsafe { libc::linkat(fd, c"".as_ptr(), libc::AT_FDCWD, to_c.as_ptr(), libc::AT_EMPTY_PATH) } == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if !matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::EPERM)) {
-        return Err(err);
-    }
-    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc path does not.
-    let proc_path = c(Path::new(&format!("/proc/self/fd/{fd}")))?;
-    // SAFETY: as above.
-    match unsafe {
-        libc::linkat(libc::AT_FDCWD, proc_path.as_ptr(), libc::AT_FDCWD, to_c.as_ptr(), libc::AT_SYMLINK_FOLLOW)
-    } {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
+    let mut bytes = Vec::with_capacity(64);
+    match file.take(limit as u64 + 1).read_to_end(&mut bytes) {
+        Ok(_) => Content::Regular(bytes),
+        Err(_) => Content::Opaque,
     }
 }
 
-/// `.hostlocal/` must be our own directory: never a symlink that would take temp files
-/// out of the store.
-fn ensure_private_dir(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_dir() => Ok(()),
-        Ok(_) => Err(io::Error::other(format!("{} is not a directory (a symlink?)", path.display()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new().mode(0o700).create(path),
-        Err(e) => Err(e),
+/// A lease's content as upstream compares it (`strings.TrimSpace`); `None` for a file
+/// with nothing but whitespace or NULs, which only a crash leaves.
+fn lease_content(bytes: &[u8]) -> Option<String> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace() || *b == 0) {
+        return None;
     }
-}
-
-fn remove_if_present(path: &Path) -> io::Result<bool> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
+    Some(String::from_utf8_lossy(bytes).trim().to_string())
 }
 
 /// What `rollback` must undo.
@@ -141,77 +115,21 @@ enum Undo {
     Relabelled { ip: IpAddr, pod: Option<PodRecord> },
 }
 
-/// An fsync running on a helper thread, so that the call does other work meanwhile.
-struct BackgroundSync(std::thread::JoinHandle<io::Result<()>>);
-
-impl BackgroundSync {
-    /// Sync the data of a new file (`fdatasync`).
-    fn data(file: File) -> BackgroundSync {
-        BackgroundSync(std::thread::spawn(move || file.sync_data()))
-    }
-
-    /// Sync a directory's entries (`fsync`).
-    fn all(file: File) -> BackgroundSync {
-        BackgroundSync(std::thread::spawn(move || file.sync_all()))
-    }
-
-    /// Wait for the sync; `what` names it in errors (formatted only then).
-    fn wait(self, what: std::fmt::Arguments) -> Result<()> {
-        match self.0.join() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::io(format!("{what}: {e}"))),
-            Err(_) => Err(Error::internal(format!("{what}: helper thread panicked"))),
-        }
-    }
-}
-
-/// A complete file waiting for its name: written before the lock is taken, synced on a
-/// helper thread meanwhile, and placed only after the sync returned.
+/// A complete file waiting for its name: written before the lock is taken, its data
+/// already on its way to the device.
 struct Prepared {
     content: String,
+    file: File,
     ino: u64,
-    body: Body,
-    synced: Option<BackgroundSync>,
+    /// Where the filesystem has no `O_TMPFILE`: our named temp file in `.hostlocal/`.
+    temp_name: Option<String>,
 }
 
-enum Body {
-    /// An `O_TMPFILE` inode: nameless until linked, and gone by itself after a crash.
-    Unnamed(File),
-    /// A named temp file in `.hostlocal/`, where the filesystem lacks `O_TMPFILE`.
-    Named(PathBuf),
-}
-
-impl Prepared {
-    /// Wait until the data is on stable storage; it may be placed after that.
-    fn wait_synced(&mut self) -> Result<()> {
-        self.synced.take().map_or(Ok(()), |sync| sync.wait(format_args!("fdatasync of a new file")))
-    }
-
-    /// Give the file the name `target`, unless that exists (`AlreadyExists`).
-    fn place_new(&mut self, target: &Path) -> Result<io::Result<()>> {
-        self.wait_synced()?;
-        Ok(match &self.body {
-            Body::Unnamed(file) => link_unnamed(file, target),
-            Body::Named(path) => place_new(path, target),
-        })
-    }
-
-    /// Whether our named temp file is gone (an upstream DEL matched its content).
-    fn vanished(&self) -> bool {
-        matches!(&self.body, Body::Named(path) if !path.exists())
-    }
-
-    fn discard(self) -> Result<()> {
-        if let Body::Named(path) = &self.body {
-            remove_if_present(path).map_err(|e| io_error("remove", path, e))?;
-        }
-        Ok(())
-    }
-}
-
-/// What a call can write before it takes the lock (see the module docs).
+/// What a call can write before it takes the lock, and whether it must be durable.
 #[derive(Default)]
 pub struct Prepare<'a> {
+    /// ADD: what the call reports is on stable storage before `commit` returns.
+    pub durable: bool,
     /// The lease this call will most likely create.
     pub lease: Option<&'a Owner>,
     /// The pod record it will most likely write.
@@ -219,86 +137,222 @@ pub struct Prepare<'a> {
 }
 
 pub struct DiskStore {
-    dir: PathBuf,
-    dir_handle: File,
-    /// flock'ed from `open` until `commit` (or drop).
-    lock: File,
+    path: PathBuf,
+    dir: Dir,
+    /// `.hostlocal/`, when it is (or could be made) a real directory.
+    private: Option<Dir>,
+    /// flock'ed from `open` until `commit` (or drop); `None` only on a read-only store
+    /// that has no lock file (nothing can change there).
+    lock: Option<File>,
     view: View,
     /// The view was read from the directory in this call (not from the index).
     fresh: bool,
-    /// Directory entries changed: fsync the directory and rewrite the index.
+    /// Directory entries changed: rewrite the index (and sync, if durable).
     changed: bool,
     index_stale: bool,
+    durable: bool,
     undo: Vec<Undo>,
     prepared_lease: Option<Prepared>,
     prepared_record: Option<Prepared>,
+    /// Files this call named, to be synced before `commit` returns.
+    placed: Vec<File>,
     temp_counter: u32,
 }
 
 impl DiskStore {
-    /// Create `dir` if needed, write what can be written early, take the lock, and load
-    /// the view of the store.
-    pub fn open(dir: &Path, prepare: Prepare) -> Result<DiskStore> {
-        if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(Error::io(format!("refusing to use {}: it is a symlink", dir.display())));
+    /// Create the directory if needed, write what can be written early, take the lock,
+    /// and load the view of the store.
+    pub fn open(path: &Path, prepare: Prepare) -> Result<DiskStore> {
+        let fail = |what: &str, e: io::Error| Error::io(format!("{what} {}: {e}", path.display()));
+        if let Err(e) = std::fs::DirBuilder::new().recursive(true).create(path) {
+            return Err(fail("mkdir", e));
         }
-        fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(|e| io_error("mkdir", dir, e))?;
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_CREAT | libc::O_NOFOLLOW)
-            .mode(0o750)
-            .open(&lock_path)
-            .map_err(|e| io_error("open", &lock_path, e))?;
-        let dir_handle = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(dir)
-            .map_err(|e| io_error("open", dir, e))?;
+        let dir = Dir::open(path).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+                Error::io(format!("refusing to use {}: it is a symlink or not a directory", path.display()))
+            }
+            _ => fail("open", e),
+        })?;
+        let lock = match dir.open_lock(LOCK_FILE) {
+            Ok(lock) => Some(lock),
+            // A read-only store without a lock file: nobody can change it.
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => None,
+            Err(e) => return Err(fail("open lock in", e)),
+        };
         let mut store = DiskStore {
-            dir: dir.to_path_buf(),
-            dir_handle,
+            path: path.to_path_buf(),
+            dir,
+            private: None,
             lock,
             view: View::default(),
             fresh: false,
             changed: false,
             index_stale: false,
+            durable: prepare.durable,
             undo: Vec::new(),
             prepared_lease: None,
             prepared_record: None,
+            placed: Vec::new(),
             temp_counter: 0,
         };
         if let Some(owner) = prepare.lease {
             store.prepared_lease = Some(store.prepare(owner.content().to_string())?);
         }
         if let Some(record) = prepare.record {
-            store.prepared_record = Some(store.prepare(record_json(record))?);
+            store.prepared_record = Some(store.prepare(record::to_json(record))?);
         }
-        store.lock.lock().map_err(|e| io_error("lock", &lock_path, e))?;
-        if !store.load_index()? {
+        store.lock()?;
+        if store.private.is_none() {
+            store.private = store.open_private();
+        }
+        if !store.load_index() {
             store.rescan()?;
         }
         Ok(store)
     }
 
-    /// Write `content` to a new file and start syncing it in the background.
-    fn prepare(&mut self, content: String) -> Result<Prepared> {
-        let unnamed = OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(&self.dir);
-        let (body, ino, for_sync) = match unnamed {
-            Ok(mut file) => {
-                file.write_all(content.as_bytes()).map_err(|e| io_error("write", &self.dir, e))?;
-                let ino = file.metadata().map_err(|e| io_error("stat", &self.dir, e))?.ino();
-                let for_sync = file.try_clone().map_err(|e| io_error("dup", &self.dir, e))?;
-                (Body::Unnamed(file), ino, for_sync)
+    fn lock(&self) -> Result<()> {
+        match &self.lock {
+            Some(lock) => lock.lock().map_err(|e| self.error("lock", LOCK_FILE, e)),
+            None => Ok(()),
+        }
+    }
+
+    fn unlock(&self) -> Result<()> {
+        match &self.lock {
+            Some(lock) => lock.unlock().map_err(|e| self.error("unlock", LOCK_FILE, e)),
+            None => Ok(()),
+        }
+    }
+
+    fn error(&self, what: &str, name: &str, e: io::Error) -> Error {
+        Error::io(format!("{what} {}: {e}", self.path.join(name).display()))
+    }
+
+    /// `.hostlocal/`, replacing a symlink or file of that name (never followed) with our
+    /// own directory; `None` if that is not possible (a read-only store).
+    fn open_private(&self) -> Option<Dir> {
+        match self.dir.open_dir(PRIVATE_DIR) {
+            Ok(private) => return Some(private),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None, // made on first write
+            Err(_) => {}
+        }
+        let replaced = self.dir.remove(PRIVATE_DIR).and_then(|_| self.dir.make_dir(PRIVATE_DIR, 0o700));
+        match replaced.and_then(|_| self.dir.open_dir(PRIVATE_DIR)) {
+            Ok(private) => {
+                eprintln!(
+                    "host-local: replaced {} (not a directory) with our own",
+                    self.path.join(PRIVATE_DIR).display()
+                );
+                Some(private)
             }
+            Err(_) => None,
+        }
+    }
+
+    /// `.hostlocal/`, created if missing.
+    fn private_dir(&mut self) -> io::Result<&Dir> {
+        if self.private.is_none() {
+            match self.dir.make_dir(PRIVATE_DIR, 0o700) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            self.private = self.open_private();
+        }
+        self.private.as_ref().ok_or_else(|| io::Error::other(format!("{PRIVATE_DIR} is not a directory")))
+    }
+
+    /// Where named temp files go: `.hostlocal/`, or the store itself if that is broken.
+    /// `private_dir` has been tried first.
+    fn temps(&self) -> &Dir {
+        self.private.as_ref().unwrap_or(&self.dir)
+    }
+
+    fn temp_name(&mut self) -> String {
+        self.temp_counter += 1;
+        format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.temp_counter)
+    }
+
+    /// Write `content` to a new nameless file and start pushing it to the device.
+    fn prepare(&mut self, content: String) -> Result<Prepared> {
+        let (mut file, temp_name) = match self.dir.create_unnamed(0o600) {
+            Ok(file) => (file, None),
             // Not every filesystem has O_TMPFILE: fall back to a named temp file.
             Err(_) => {
-                let (path, file, ino) = self.create_temp(content.as_bytes())?;
-                (Body::Named(path), ino, file)
+                let name = self.temp_name();
+                let _ = self.private_dir();
+                let file = self.temps().create_new(&name, 0o600).map_err(|e| self.error("create", &name, e))?;
+                (file, Some(name))
             }
         };
-        let synced = Some(BackgroundSync::data(for_sync));
-        Ok(Prepared { content, ino, body, synced })
+        let written = file.write_all(content.as_bytes()).and_then(|_| sys::start_write_out(&file));
+        let ino = written.and_then(|_| file.metadata()).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        match ino {
+            Ok(ino) => Ok(Prepared { content, file, ino, temp_name }),
+            Err(e) => {
+                let prepared = Prepared { content, file, ino: 0, temp_name };
+                let _ = self.discard(prepared);
+                Err(Error::io(format!("write a new file in {}: {e}", self.path.display())))
+            }
+        }
+    }
+
+    /// Name a prepared file `target` unless that exists (`AlreadyExists`, and the file is
+    /// handed back for another try).
+    fn place_new(
+        &mut self,
+        p: Prepared,
+        target: &str,
+    ) -> Result<std::result::Result<(File, u64), (Prepared, io::Error)>> {
+        sys::write_out(&p.file).map_err(|e| self.error("write out", target, e))?;
+        let placed = match &p.temp_name {
+            None => self.dir.link_unnamed(&p.file, target),
+            Some(temp) => self.dir.rename_new_from(self.temps(), temp, target),
+        };
+        Ok(match placed {
+            Ok(()) => Ok((p.file, p.ino)),
+            Err(e) => Err((p, e)),
+        })
+    }
+
+    fn discard(&mut self, p: Prepared) -> Result<()> {
+        if let Some(name) = &p.temp_name {
+            self.temps().remove(name).map_err(|e| self.error("remove", name, e))?;
+        }
+        Ok(())
+    }
+
+    fn discard_prepared(&mut self) -> Result<()> {
+        for p in [self.prepared_lease.take(), self.prepared_record.take()].into_iter().flatten() {
+            self.discard(p)?;
+        }
+        Ok(())
+    }
+
+    /// A new file placed by this call: synced before `commit` returns, if durable.
+    fn placed(&mut self, file: File) {
+        self.changed = true;
+        if self.durable {
+            self.placed.push(file);
+        }
+    }
+
+    /// ADD reports an address this call did not write (a repeated ADD): make sure what
+    /// an earlier, interrupted call wrote for it is durable too.
+    pub fn sync_existing(&mut self, ip: IpAddr) -> Result<()> {
+        if !self.durable {
+            return Ok(());
+        }
+        let name = go_ip_string(ip);
+        for file_name in [name.clone(), format!("{name}{}", record::SUFFIX)] {
+            if let Ok(file) = self.dir.open_read(&file_name) {
+                if file.metadata().is_ok_and(|m| m.is_file()) {
+                    self.placed(file);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Re-read the whole directory now (for answers that must be authoritative).
@@ -311,85 +365,125 @@ impl DiskStore {
 
     /// When a lease file was last written (Unix seconds): its age, where no record says.
     pub fn written_at(&self, ip: IpAddr) -> Option<u64> {
-        fs::symlink_metadata(self.path_of(ip)).ok().map(|m| m.mtime().max(0) as u64)
+        self.dir.stat(&go_ip_string(ip)).ok().map(|m| m.mtime.0.max(0) as u64)
     }
 
     fn dir_mtime(&self) -> Result<(i64, i64)> {
-        let m = self.dir_handle.metadata().map_err(|e| io_error("stat", &self.dir, e))?;
-        Ok((m.mtime(), m.mtime_nsec()))
+        self.dir.meta().map(|m| m.mtime).map_err(|e| self.error("stat", ".", e))
     }
 
-    fn index_path(&self) -> PathBuf {
-        self.dir.join(PRIVATE_DIR).join(INDEX_FILE)
-    }
-
-    fn index_header(&self) -> Result<String> {
-        let (mtime, nsec) = self.dir_mtime()?;
-        Ok(format!("{INDEX_HEADER} {mtime} {nsec}"))
-    }
-
-    /// Use the cached index if the directory has not changed since we wrote it.
-    fn load_index(&mut self) -> Result<bool> {
-        let mut text = String::new();
-        let private_is_ours = fs::symlink_metadata(self.private_dir()).is_ok_and(|m| m.file_type().is_dir());
-        let read = open_nofollow(&self.index_path()).and_then(|mut f| f.read_to_string(&mut text));
-        if !private_is_ours || read.is_err() {
-            return Ok(false);
+    /// Use the cached index if it is whole and the directory has not changed since it
+    /// was written.
+    fn load_index(&mut self) -> bool {
+        let Some(private) = &self.private else { return false };
+        let Ok(file) = private.open_read(INDEX_FILE) else { return false };
+        let Ok(meta) = file.metadata() else { return false };
+        if !meta.is_file() || meta.len() > MAX_INDEX_SIZE {
+            return false;
         }
-        match View::parse(text, &self.index_header()?) {
-            Some(view) => {
-                self.view = view;
-                Ok(true)
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        if (&file).read_to_end(&mut bytes).is_err() {
+            return false;
+        }
+        let Some((view, recorded)) = View::parse(bytes) else { return false };
+        if self.dir_mtime().ok() != Some(recorded) {
+            return false;
+        }
+        use std::os::unix::fs::MetadataExt;
+        if (meta.mtime(), meta.mtime_nsec()) <= recorded {
+            // Written in the tick of our last change: a foreign change later in that tick
+            // kept the mtime. Only the listing can tell.
+            if !self.listing_matches(&view).unwrap_or(false) {
+                return false;
             }
-            None => Ok(false),
+            if sys::coarse_now() > recorded {
+                // That tick is over, and the lock kept everyone out since the listing:
+                // from now on the mtime alone tells.
+                let _ = sys::touch(&file);
+            }
         }
+        self.view = view;
+        true
+    }
+
+    /// Whether the directory lists exactly the leases (names and inodes), pod records and
+    /// markers of `view`.
+    fn listing_matches(&self, view: &View) -> Result<bool> {
+        let mut listed: Vec<(String, Option<u64>)> = Vec::with_capacity(view.len() * 2);
+        for entry in self.dir.list().map_err(|e| self.error("read", ".", e))? {
+            let Ok(name) = String::from_utf8(entry.name) else { continue };
+            if lease_ip(&name).is_some() {
+                listed.push((name, Some(entry.ino)));
+            } else if name.strip_suffix(record::SUFFIX).and_then(lease_ip).is_some() {
+                if entry.kind.is_none_or(|k| k == Kind::File) {
+                    listed.push((name, None));
+                }
+            } else if Marker::parse_name(&name).is_some() {
+                listed.push((name, None));
+            }
+        }
+        listed.sort_unstable();
+        Ok(listed == view.expected_entries())
     }
 
     /// Read every entry of the directory, dropping debris that only a crash leaves.
     fn rescan(&mut self) -> Result<()> {
-        self.sweep_temp_files()?;
+        if let Some(private) = &self.private {
+            for entry in private.list().unwrap_or_default() {
+                if let Some(name) = std::str::from_utf8(&entry.name).ok().filter(|n| n.starts_with(TEMP_PREFIX)) {
+                    Self::sweep_temp_file(private, name);
+                }
+            }
+        }
         let mut leases = BTreeMap::new();
         let mut markers = Vec::new();
         let mut records = Vec::new();
-        let entries = fs::read_dir(&self.dir).map_err(|e| io_error("read", &self.dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error("read", &self.dir, e))?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
-            let Ok(file_type) = entry.file_type() else { continue };
-            if !file_type.is_file() {
-                continue; // symlinks are never followed; directories are not ours to read
-            }
-            let path = entry.path();
+        for entry in self.dir.list().map_err(|e| self.error("read", ".", e))? {
+            let Ok(name) = String::from_utf8(entry.name) else { continue };
             if let Some(ip) = lease_ip(&name) {
-                let content = match read_small(&path) {
-                    Ok(text) => text.trim().to_string(),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_error("read", &path, e)),
+                let kind = entry.kind.or_else(|| self.dir.stat(&name).ok().map(|m| m.kind));
+                let content = match kind {
+                    Some(Kind::File) => read_entry(&self.dir, &name, MAX_ENTRY_READ),
+                    _ => Content::Opaque,
                 };
-                if content.is_empty() {
-                    // Upstream creates the file, then writes it, under the lock we hold: an
-                    // empty lease is a crashed upstream call, and would block the address forever.
-                    remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
-                    self.changed = true;
-                    continue;
-                }
-                leases.insert(name, Entry { lease: Lease { ip, content, pod: None }, ino: entry.ino() });
-            } else if let Some(ip) = name.strip_suffix(POD_SUFFIX).and_then(lease_ip) {
-                records.push((ip, path));
+                let lease = match content {
+                    Content::Gone => continue,
+                    Content::Opaque => Lease { ip, content: String::new(), pod: None, opaque: true },
+                    Content::Regular(bytes) => match lease_content(&bytes) {
+                        Some(content) => Lease { ip, content, pod: None, opaque: false },
+                        // Upstream creates the file, then writes it, under the lock we hold:
+                        // an empty lease is a crashed call, and would block the address forever.
+                        None if self.dir.remove(&name).is_ok() => {
+                            self.changed = true;
+                            continue;
+                        }
+                        None => Lease { ip, content: String::new(), pod: None, opaque: false },
+                    },
+                };
+                leases.insert(name, Entry { lease, ino: entry.ino });
+            } else if let Some(ip) = name.strip_suffix(record::SUFFIX).and_then(lease_ip) {
+                records.push((ip, name));
             } else if let Some((ip, namespace, pod)) = Marker::parse_name(&name) {
-                let since = entry.metadata().map(|m| m.mtime().max(0) as u64).unwrap_or(0);
+                let since = self.dir.stat(&name).map(|m| m.mtime.0.max(0) as u64).unwrap_or(0);
                 markers.push(Marker { ip, namespace, name: pod, since });
+            } else if name.starts_with(TEMP_PREFIX) {
+                // Where `.hostlocal` was unusable, temp files went into the store itself.
+                Self::sweep_temp_file(&self.dir, &name);
             }
         }
-        for (ip, path) in records {
-            let record = read_small(&path).ok().and_then(|text| parse_record(&text));
+        for (ip, name) in records {
+            let record = match read_entry(&self.dir, &name, MAX_ENTRY_READ) {
+                Content::Regular(bytes) => record::parse(&bytes),
+                // Not a file we wrote: leave it alone, and never read it.
+                Content::Opaque | Content::Gone => continue,
+            };
             match (leases.get_mut(&go_ip_string(ip)), record) {
-                (Some(e), Some(record)) if record.owner.content() == e.lease.content => e.lease.pod = Some(record),
-                // The lease is gone or was replaced by another tool: the record is stale.
-                _ => {
-                    remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
-                    self.changed = true;
+                (Some(e), Some(record)) if !e.lease.opaque && record.owner.content() == e.lease.content => {
+                    e.lease.pod = Some(record)
                 }
+                // The lease is gone or was replaced by another tool, or the record is
+                // garbage: it no longer applies.
+                _ => self.changed |= self.dir.remove(&name).unwrap_or(false),
             }
         }
         markers.sort_by_key(|m| (m.since, m.file_name()));
@@ -399,125 +493,77 @@ impl DiskStore {
         Ok(())
     }
 
-    fn private_dir(&self) -> PathBuf {
-        self.dir.join(PRIVATE_DIR)
-    }
-
     /// Calls write temp files before taking the lock, so only an old one is debris.
-    fn sweep_temp_files(&mut self) -> Result<()> {
-        let Ok(entries) = fs::read_dir(self.private_dir()) else { return Ok(()) };
-        for entry in entries.flatten() {
-            let is_temp = entry.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
-            let age = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
-            if is_temp && age.is_some_and(|a| a >= TEMP_DEBRIS_AGE) {
-                let path = entry.path();
-                remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
+    /// Best effort: debris costs space, never correctness.
+    fn sweep_temp_file(dir: &Dir, name: &str) {
+        let Ok(meta) = dir.stat(name) else { return };
+        let modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.mtime.0.max(0) as u64);
+        if meta.kind == Kind::File && modified.elapsed().is_ok_and(|age| age >= TEMP_DEBRIS_AGE) {
+            let _ = dir.remove(name);
+        }
+    }
+
+    /// Put `data` at `target` in place of what is there: a temp file, its data pushed
+    /// to the device, renamed over the target. Returns the new inode.
+    fn replace_file(&mut self, target: &str, data: &[u8]) -> Result<u64> {
+        let temp = self.temp_name();
+        let _ = self.private_dir();
+        let placed = self.temps().create_new(&temp, 0o600).and_then(|mut file| {
+            file.write_all(data)?;
+            sys::write_out(&file)?;
+            let ino = std::os::unix::fs::MetadataExt::ino(&file.metadata()?);
+            self.dir.rename_from(self.temps(), &temp, target)?;
+            Ok((file, ino))
+        });
+        match placed {
+            Ok((file, ino)) => {
+                self.placed(file);
+                Ok(ino)
+            }
+            Err(e) => {
+                let _ = self.temps().remove(&temp);
+                Err(self.error("replace", target, e))
             }
         }
-        Ok(())
     }
 
-    /// Whether the directory lists exactly the lease files (names and inodes) of the view.
-    fn listing_matches_view(&self) -> Result<bool> {
-        let mut listed: Vec<(String, u64)> = Vec::with_capacity(self.view.len());
-        for entry in fs::read_dir(&self.dir).map_err(|e| io_error("read", &self.dir, e))? {
-            let entry = entry.map_err(|e| io_error("read", &self.dir, e))?;
-            let name = entry.file_name();
-            // Cheap pre-filter; a non-canonical name that parses is a mismatch, as it should be.
-            let Some(name) = name.to_str().filter(|n| n.parse::<IpAddr>().is_ok()) else { continue };
-            listed.push((name.to_string(), entry.ino()));
-        }
-        listed.sort_unstable();
-        Ok(listed.iter().map(|(n, i)| (n.as_str(), *i)).eq(self.view.inodes_sorted()))
-    }
-
-    fn path_of(&self, ip: IpAddr) -> PathBuf {
-        self.dir.join(go_ip_string(ip))
-    }
-
-    fn pod_path_of(&self, ip: IpAddr) -> PathBuf {
-        self.dir.join(format!("{}{POD_SUFFIX}", go_ip_string(ip)))
-    }
-
-    /// A fresh temp file name in our private directory (created on first use).
-    fn temp_path(&mut self) -> Result<PathBuf> {
-        let private = self.private_dir();
-        if self.temp_counter == 0 {
-            ensure_private_dir(&private).map_err(|e| io_error("mkdir", &private, e))?;
-        }
-        self.temp_counter += 1;
-        Ok(private.join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.temp_counter)))
-    }
-
-    /// Write `data` to a new temp file and fsync it; it is then linked or renamed into place.
-    fn write_temp(&mut self, data: &[u8]) -> Result<(PathBuf, u64)> {
-        let (path, file, ino) = self.create_temp(data)?;
-        file.sync_data().map_err(|e| {
-            let _ = fs::remove_file(&path);
-            io_error("fdatasync", &path, e)
-        })?;
-        Ok((path, ino))
-    }
-
-    /// A new temp file holding `data`, not yet synced.
-    fn create_temp(&mut self, data: &[u8]) -> Result<(PathBuf, File, u64)> {
-        let path = self.temp_path()?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io_error("create", &path, e))?;
-        f.write_all(data).map_err(|e| {
-            let _ = fs::remove_file(&path);
-            io_error("write", &path, e)
-        })?;
-        let ino = f.metadata().map_err(|e| io_error("stat", &path, e))?.ino();
-        Ok((path, f, ino))
-    }
-
-    /// Atomically put `data` at `target` (temp file + rename). Returns the new inode.
-    fn replace_file(&mut self, target: &Path, data: &[u8]) -> Result<u64> {
-        let (tmp, ino) = self.write_temp(data)?;
-        fs::rename(&tmp, target).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_error("rename", target, e)
-        })?;
-        self.changed = true;
-        Ok(ino)
-    }
-
-    fn write_record(&mut self, ip: IpAddr, pod: Option<&PodRecord>) -> Result<()> {
-        let path = self.pod_path_of(ip);
-        match pod {
-            Some(record) => {
-                let json = record_json(record);
-                let placed = match self.prepared_record.take_if(|p| p.content == json) {
-                    // A new record takes the prepared file; an existing one is replaced below.
-                    Some(mut p) => {
-                        let placed = p.place_new(&path)?.is_ok();
-                        p.discard()?;
-                        placed
-                    }
-                    None => false,
-                };
-                if placed {
-                    self.changed = true;
-                } else {
-                    self.replace_file(&path, json.as_bytes())?;
+    /// Write (or remove) the pod record of `ip`; `Ok(false)` if something that is not a
+    /// file occupies its name, so there can be no record.
+    fn write_record(&mut self, ip: IpAddr, pod: Option<&PodRecord>) -> Result<bool> {
+        let name = format!("{}{}", go_ip_string(ip), record::SUFFIX);
+        let Some(record) = pod else {
+            if self.dir.stat(&name).is_ok_and(|m| m.kind == Kind::File) {
+                self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
+            }
+            return Ok(true);
+        };
+        let json = record::to_json(record);
+        // A new record takes the prepared file; an existing one is replaced below.
+        if let Some(p) = self.prepared_record.take_if(|p| p.content == json) {
+            match self.place_new(p, &name)? {
+                Ok((file, _)) => {
+                    self.placed(file);
+                    return Ok(true);
                 }
-            }
-            None => {
-                self.changed |= remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
+                Err((p, _)) => self.discard(p)?,
             }
         }
-        Ok(())
+        match self.replace_file(&name, json.as_bytes()) {
+            Ok(_) => Ok(true),
+            Err(_) if self.dir.stat(&name).is_ok_and(|m| m.kind == Kind::Dir) => {
+                eprintln!(
+                    "host-local: {} is a directory: no pod record for {}",
+                    self.path.join(&name).display(),
+                    go_ip_string(ip)
+                );
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn write_lease(&mut self, ip: IpAddr, content: &str) -> Result<()> {
-        let path = self.path_of(ip);
-        let ino = self.replace_file(&path, content.as_bytes())?;
+        let ino = self.replace_file(&go_ip_string(ip), content.as_bytes())?;
         if let Some(mut entry) = self.view.get_ip(ip) {
             (entry.lease.content, entry.ino) = (content.to_string(), ino);
             self.view.set(entry);
@@ -525,35 +571,59 @@ impl DiskStore {
         Ok(())
     }
 
-    fn discard_prepared(&mut self) -> Result<()> {
-        for p in [self.prepared_lease.take(), self.prepared_record.take()].into_iter().flatten() {
-            p.discard()?;
-        }
-        Ok(())
-    }
-
-    fn write_index(&mut self) -> Result<()> {
-        // A cache: no fsync, and rewritten in place. A torn or lost index fails to
-        // validate and the directory is read instead.
-        let path = self.index_path();
+    fn write_index(&mut self) {
+        // A cache: no fsync, and rewritten in place; the checksum catches a torn write.
         // Creating .hostlocal changes the directory: do it before reading its mtime.
-        let file = ensure_private_dir(&self.private_dir()).and_then(|_| {
-            OpenOptions::new().write(true).create(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(&path)
-        });
-        let written = file.and_then(|mut f| {
-            let text = self.view.render(&self.index_header().map_err(|e| io::Error::other(e.msg))?);
-            f.write_all(text.as_bytes())?;
-            f.set_len(text.len() as u64)
+        let written = self.private_dir().map(|_| ()).and_then(|_| {
+            let mtime = self.dir.meta()?.mtime;
+            let text = self.view.render(mtime);
+            let mut file = self.private.as_ref().expect("just opened").open_write(INDEX_FILE, 0o600)?;
+            file.write_all(text.as_bytes())?;
+            file.set_len(text.len() as u64)
         });
         if let Err(e) = written {
             // Losing the cache costs a rescan next time, nothing more.
-            eprintln!("host-local: could not write index {}: {e}", path.display());
+            eprintln!("host-local: could not write index in {}: {e}", self.path.join(PRIVATE_DIR).display());
         }
-        Ok(())
     }
 
     fn entry(&self, ip: IpAddr) -> Result<Entry> {
         self.view.get_ip(ip).ok_or_else(|| Error::internal(format!("no lease for {}", go_ip_string(ip))))
+    }
+
+    /// The lease file of `ip` is still the one the view knows (it is about to be replaced).
+    fn confirm(&mut self, ip: IpAddr) -> Result<Entry> {
+        let entry = self.entry(ip)?;
+        let name = go_ip_string(ip);
+        let current = self.dir.stat(&name).ok().filter(|m| m.kind == Kind::File);
+        let same = !entry.lease.opaque
+            && current.is_some_and(|m| entry.ino == 0 || m.ino == entry.ino)
+            && matches!(read_entry(&self.dir, &name, MAX_ENTRY_READ),
+                Content::Regular(b) if lease_content(&b).as_deref() == Some(entry.lease.content.as_str()));
+        if !same {
+            self.rescan()?;
+            return Err(Error::new(
+                Code::TRY_AGAIN_LATER,
+                format!("lease {name} changed while it was being taken over; try again"),
+            ));
+        }
+        Ok(entry)
+    }
+
+    /// Sync what this call placed, and the directory, in parallel.
+    fn sync_placed(&mut self) -> io::Result<()> {
+        let files = std::mem::take(&mut self.placed);
+        let dir = &self.dir;
+        std::thread::scope(|scope| {
+            let dir_synced = scope.spawn(|| dir.sync());
+            let others: Vec<_> = files.iter().skip(1).map(|f| scope.spawn(move || f.sync_all())).collect();
+            let mut result = files.first().map_or(Ok(()), |f| f.sync_all());
+            for handle in others.into_iter().chain([dir_synced]) {
+                let synced = handle.join().unwrap_or_else(|_| Err(io::Error::other("sync thread panicked")));
+                result = result.and(synced);
+            }
+            result
+        })
     }
 }
 
@@ -571,27 +641,26 @@ impl Store for DiskStore {
     }
 
     fn last_reserved(&mut self, range_set: usize) -> Option<IpAddr> {
-        // Parsed like Go's net.ParseIP on the raw bytes: a newline or garbage means none.
-        let text = read_small(&self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"))).ok()?;
-        text.parse().ok()
+        match read_entry(&self.dir, &format!("{LAST_RESERVED_PREFIX}{range_set}"), 64) {
+            Content::Regular(bytes) => parse_last_reserved(&bytes),
+            Content::Opaque | Content::Gone => None,
+        }
     }
 
     fn set_last_reserved(&mut self, range_set: usize, ip: IpAddr) -> Result<()> {
-        // Only a cursor, written in place as upstream does: a torn one reads as "none",
-        // which restarts the round robin at the range start.
-        // Overwrite, then cut to length: truncating to zero first would make ext4 flush
-        // the file on close (its replace-via-truncate heuristic), costing milliseconds.
-        let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
+        // Only a cursor, written in place as upstream does: a torn or unwritable one reads
+        // as "none", which restarts the round robin at the range start. Never through a
+        // symlink. Overwrite, then cut to length: truncating to zero first would make ext4
+        // flush the file on close (its replace-via-truncate heuristic), costing milliseconds.
         let text = go_ip_string(ip);
-        let written = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&path)
+        let written = self
+            .dir
+            .open_write(&format!("{LAST_RESERVED_PREFIX}{range_set}"), 0o600)
             .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.set_len(text.len() as u64)));
-        written.map_err(|e| io_error("write", &path, e))?;
-        self.changed = true;
+        if let Err(e) = written {
+            eprintln!("host-local: could not record the last reserved address in {}: {e}", self.path.display());
+        }
+        self.index_stale = true; // the file may be new: the directory's mtime moved
         Ok(())
     }
 
@@ -600,52 +669,57 @@ impl Store for DiskStore {
         if self.view.contains(&name) {
             return Ok(false);
         }
-        let target = self.dir.join(&name);
         loop {
-            let mut prepared = match self.prepared_lease.take() {
+            let prepared = match self.prepared_lease.take() {
                 Some(p) if p.content == owner.content() => p,
                 other => {
                     if let Some(p) = other {
-                        p.discard()?;
+                        self.discard(p)?;
                     }
                     self.prepare(owner.content().to_string())?
                 }
             };
-            match prepared.place_new(&target)? {
-                Ok(()) => {
-                    let lease = Lease { ip, content: prepared.content, pod: None };
-                    self.view.set(Entry { lease, ino: prepared.ino });
+            match self.place_new(prepared, &name)? {
+                Ok((file, ino)) => {
+                    let lease = Lease { ip, content: owner.content().to_string(), pod: None, opaque: false };
+                    self.view.set(Entry { lease, ino });
                     self.undo.push(Undo::Created(ip));
-                    self.changed = true;
+                    self.placed(file);
                     return Ok(true);
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err((prepared, e)) if e.kind() == io::ErrorKind::AlreadyExists => {
                     self.prepared_lease = Some(prepared);
                     // Someone (upstream host-local) created it since the index was written.
-                    if let Ok(text) = read_small(&target) {
-                        let lease = Lease { ip, content: text.trim().to_string(), pod: None };
-                        self.view.set(Entry { lease, ino: 0 });
-                    }
+                    let lease = match read_entry(&self.dir, &name, MAX_ENTRY_READ) {
+                        Content::Regular(bytes) => {
+                            Lease { ip, content: lease_content(&bytes).unwrap_or_default(), pod: None, opaque: false }
+                        }
+                        _ => Lease { ip, content: String::new(), pod: None, opaque: true },
+                    };
+                    self.view.set(Entry { lease, ino: 0 });
                     self.index_stale = true;
                     return Ok(false);
                 }
                 // Our named temp file was removed (an upstream DEL matched its content): again.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && prepared.vanished() => {}
-                Err(e) => return Err(io_error("link", &target, e)),
+                Err((prepared, e)) if e.kind() == io::ErrorKind::NotFound && prepared.temp_name.is_some() => {}
+                Err((_, e)) => return Err(self.error("link", &name, e)),
             }
         }
     }
 
     fn take_over(&mut self, ip: IpAddr, owner: &Owner) -> Result<()> {
-        let previous = self.entry(ip)?.lease;
+        let previous = self.confirm(ip)?.lease;
         self.write_lease(ip, owner.content())?;
         self.undo.push(Undo::Replaced { ip, content: previous.content, pod: previous.pod });
         Ok(())
     }
 
     fn release(&mut self, ip: IpAddr) -> Result<()> {
-        let path = self.path_of(ip);
-        self.changed |= remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
+        let name = go_ip_string(ip);
+        if self.view.get(&name).is_some_and(|e| e.lease.opaque) {
+            return Ok(()); // not ours to remove
+        }
+        self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
         self.write_record(ip, None)?;
         self.view.remove(ip);
         Ok(())
@@ -653,15 +727,15 @@ impl Store for DiskStore {
 
     fn set_pod(&mut self, ip: IpAddr, pod: Option<PodRecord>) -> Result<()> {
         let mut entry = self.entry(ip)?;
-        self.write_record(ip, pod.as_ref())?;
+        let pod = if self.write_record(ip, pod.as_ref())? { pod } else { None };
         self.undo.push(Undo::Relabelled { ip, pod: std::mem::replace(&mut entry.lease.pod, pod) });
         self.view.set(entry);
         Ok(())
     }
 
     fn remove_marker(&mut self, marker: &Marker) -> Result<()> {
-        let path = self.dir.join(marker.file_name());
-        self.changed |= remove_if_present(&path).map_err(|e| io_error("remove", &path, e))?;
+        let name = marker.file_name();
+        self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
         self.view.markers.retain(|m| m != marker);
         Ok(())
     }
@@ -674,11 +748,12 @@ impl Store for DiskStore {
         let confirmed = if hits.is_empty() {
             // A miss must be certain: anything created or replaced since the index was
             // written shows up as a new name or a new inode.
-            self.listing_matches_view()?
+            self.listing_matches(&self.view)?
         } else {
             hits.iter().all(|ip| {
                 let content = self.view.get_ip(*ip).map(|e| e.lease.content);
-                read_small(&self.path_of(*ip)).is_ok_and(|text| Some(text.trim()) == content.as_deref())
+                matches!(read_entry(&self.dir, &go_ip_string(*ip), MAX_ENTRY_READ),
+                    Content::Regular(b) if lease_content(&b) == content)
             })
         };
         if confirmed {
@@ -689,9 +764,17 @@ impl Store for DiskStore {
     }
 
     fn rollback(&mut self) -> Result<()> {
+        // What is undone need not reach the disk.
+        self.placed.clear();
         while let Some(step) = self.undo.pop() {
             match step {
-                Undo::Created(ip) => self.release(ip)?,
+                Undo::Created(ip) => {
+                    // Only our own file: after a failed sync the lock was let go meanwhile.
+                    let ours = self.view.get_ip(ip).map(|e| e.ino);
+                    if self.dir.stat(&go_ip_string(ip)).ok().map(|m| m.ino) == ours {
+                        self.release(ip)?;
+                    }
+                }
                 Undo::Replaced { ip, content, pod } => {
                     self.write_lease(ip, &content)?;
                     self.write_record(ip, pod.as_ref())?;
@@ -713,22 +796,32 @@ impl Store for DiskStore {
 
     fn commit(&mut self) -> Result<()> {
         self.discard_prepared()?;
-        // Every name is in place: start the directory fsync now, so that it overlaps
-        // the index write and the unlock. It completes before this returns.
-        let dir_synced = if std::mem::take(&mut self.changed) {
-            let dir = self.dir_handle.try_clone().map_err(|e| io_error("dup", &self.dir, e))?;
-            Some(BackgroundSync::all(dir))
-        } else {
-            None
-        };
-        if dir_synced.is_some() || self.index_stale {
-            self.write_index()?;
+        if self.changed || self.index_stale {
+            self.write_index();
         }
-        self.undo.clear();
-        self.index_stale = false;
+        let must_sync = self.durable && (self.changed || !self.placed.is_empty());
+        (self.changed, self.index_stale) = (false, false);
         // Nothing below needs the lock: let the next call in while we wait for the disk.
-        self.lock.unlock().map_err(|e| io_error("unlock", &self.dir.join("lock"), e))?;
-        dir_synced.map_or(Ok(()), |sync| sync.wait(format_args!("fsync {}", self.dir.display())))
+        self.unlock()?;
+        if !must_sync {
+            self.undo.clear();
+            return Ok(());
+        }
+        let Err(e) = self.sync_placed() else {
+            self.undo.clear();
+            return Ok(());
+        };
+        // The disk failed us: what we wrote may not be there. Undo it and say so.
+        let failure = Error::io(format!("sync {}: {e}; the call's changes were undone", self.path.display()));
+        self.durable = false;
+        self.lock()?;
+        self.rescan()?;
+        let undone = self.rollback();
+        self.write_index();
+        self.unlock()?;
+        let _ = self.dir.sync();
+        undone.map_err(|u| Error::io(format!("{}; undoing them failed too: {u}", failure.msg)))?;
+        Err(failure)
     }
 }
 
@@ -736,38 +829,6 @@ impl Drop for DiskStore {
     fn drop(&mut self) {
         let _ = self.discard_prepared();
     }
-}
-
-/// Pod record files: small JSON objects.
-fn record_json(p: &PodRecord) -> String {
-    let mut m = Map::new();
-    m.insert("containerId".into(), p.owner.container_id.clone().into());
-    m.insert("ifname".into(), p.owner.ifname.clone().into());
-    m.insert("namespace".into(), p.namespace.clone().into());
-    m.insert("name".into(), p.name.clone().into());
-    m.insert("uid".into(), p.uid.clone().into());
-    m.insert("bootId".into(), p.boot_id.clone().into());
-    m.insert("state".into(), (if p.state == LeaseState::Held { "held" } else { "active" }).into());
-    m.insert("since".into(), rfc3339(p.since).into());
-    json::to_go_compact(&Value::Object(m)) + "\n"
-}
-
-pub fn parse_record(text: &str) -> Option<PodRecord> {
-    let v = json::parse(text.as_bytes()).ok()?;
-    let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    Some(PodRecord {
-        owner: Owner::new(&field("containerId")?, &field("ifname")?),
-        namespace: field("namespace").unwrap_or_default(),
-        name: field("name").unwrap_or_default(),
-        uid: field("uid").unwrap_or_default(),
-        boot_id: field("bootId").unwrap_or_default(),
-        state: match field("state")?.as_str() {
-            "held" => LeaseState::Held,
-            "active" => LeaseState::Active,
-            _ => return None,
-        },
-        since: parse_rfc3339(&field("since")?)?,
-    })
 }
 
 #[cfg(test)]

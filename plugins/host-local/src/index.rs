@@ -5,17 +5,19 @@
 //! Index format (one file, lines sorted by lease file name):
 //!
 //! ```text
-//! host-local-index v1 <dir mtime s> <dir mtime ns>
+//! host-local-index v2 <dir mtime s> <dir mtime ns>
 //! L <ip> <inode> <content>
 //! P <ip> <containerId> <ifname> <namespace> <name> <uid> <bootId> active|held <since>
 //! M <ip> <namespace> <name> <since>
-//! end <number of bytes before this line>
+//! end <number of bytes before this line> <FNV-1a 64 of those bytes, hex>
 //! ```
 //!
 //! The file is rewritten in place (creating a file is the slowest metadata operation a
-//! call makes); the `end` trailer makes a torn write fail validation.
+//! call makes) and never synced: the checksum makes a torn or half-flushed write fail
+//! validation, and the caller then reads the directory.
 //!
-//! Fields are escaped (`%XX`, `~` for empty) so they never contain spaces or newlines.
+//! Fields are escaped (`%XX`, `~` for empty) so they never contain spaces or newlines. A
+//! lease content of `%` marks an entry that is not a regular file (see [`Lease::opaque`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -58,17 +60,25 @@ impl View {
         View { changed: entries.into_iter().map(|(k, v)| (k, Some(v))).collect(), markers, ..View::default() }
     }
 
-    /// Index the text of an index file whose first line must be `header`.
+    /// Index an index file; also returns the directory mtime it was written for.
     /// Anything unexpected rejects the whole file (the caller then scans the directory).
-    pub fn parse(mut text: String, header: &str) -> Option<View> {
+    pub fn parse(bytes: Vec<u8>) -> Option<(View, (i64, i64))> {
+        let mut text = String::from_utf8(bytes).ok()?;
         let trailer_start = text.strip_suffix('\n')?.rfind('\n')? + 1;
-        let trailer = text[trailer_start..].trim_end_matches('\n');
-        if trailer.strip_prefix("end ")?.parse::<usize>().ok()? != trailer_start {
+        let mut trailer = text[trailer_start..].trim_end_matches('\n').split(' ');
+        let (end, length, sum) = (trailer.next()?, trailer.next()?, trailer.next()?);
+        if end != "end"
+            || trailer.next().is_some()
+            || length.parse::<usize>().ok()? != trailer_start
+            || sum != format!("{:016x}", fnv1a(&text.as_bytes()[..trailer_start]))
+        {
             return None;
         }
         text.truncate(trailer_start);
         let body_start = text.find('\n')? + 1;
-        if &text[..body_start - 1] != header {
+        let mut header = text[..body_start - 1].strip_prefix(HEADER)?.strip_prefix(' ')?.split(' ');
+        let mtime = (header.next()?.parse().ok()?, header.next()?.parse().ok()?);
+        if header.next().is_some() {
             return None;
         }
         let mut rows: Vec<Row> = Vec::new();
@@ -105,7 +115,7 @@ impl View {
             }
             pos = end;
         }
-        Some(View { text, rows, changed: BTreeMap::new(), markers })
+        Some((View { text, rows, changed: BTreeMap::new(), markers }, mtime))
     }
 
     fn row_name(&self, row: &Row) -> &str {
@@ -135,8 +145,11 @@ impl View {
                 since: f[7].parse().ok()?,
             }),
         };
-        let lease =
-            Lease { ip: self.row_name(row).parse().ok()?, content: unescape(&self.text[row.content.clone()])?, pod };
+        let ip = self.row_name(row).parse().ok()?;
+        let lease = match &self.text[row.content.clone()] {
+            OPAQUE => Lease { ip, content: String::new(), pod: None, opaque: true },
+            content => Lease { ip, content: unescape(content)?, pod, opaque: false },
+        };
         Some(Entry { lease, ino: row.ino })
     }
 
@@ -208,24 +221,33 @@ impl View {
         self.len() == 0
     }
 
-    /// (lease file name, inode), sorted by name, for comparison with a directory listing.
-    pub fn inodes_sorted(&self) -> impl Iterator<Item = (&str, u64)> {
-        let mut all: Vec<(&str, u64)> = self
-            .rows
-            .iter()
-            .map(|r| (self.row_name(r), r.ino))
-            .filter(|(n, _)| !self.changed.contains_key(*n))
-            .collect();
-        all.extend(self.changed.iter().filter_map(|(n, e)| e.as_ref().map(|e| (n.as_str(), e.ino))));
+    /// Names of the entries the directory must list for this view to be true: leases
+    /// (with their inodes), pod records and markers, sorted.
+    pub fn expected_entries(&self) -> Vec<(String, Option<u64>)> {
+        let mut all: Vec<(String, Option<u64>)> = Vec::with_capacity(self.len() + self.markers.len());
+        let mut push = |name: &str, ino: u64, has_pod: bool| {
+            all.push((name.to_string(), Some(ino)));
+            if has_pod {
+                all.push((format!("{name}{}", crate::disk::record::SUFFIX), None));
+            }
+        };
+        for row in self.rows.iter().filter(|r| !self.changed.contains_key(self.row_name(r))) {
+            push(self.row_name(row), row.ino, row.pod.is_some());
+        }
+        for (name, entry) in self.changed.iter() {
+            if let Some(e) = entry {
+                push(name, e.ino, e.lease.pod.is_some());
+            }
+        }
+        all.extend(self.markers.iter().map(|m| (m.file_name(), None)));
         all.sort_unstable();
-        all.into_iter()
+        all
     }
 
-    /// The index file for this view.
-    pub fn render(&self, header: &str) -> String {
-        let mut out = String::with_capacity(self.text.len() + self.changed.len() * 96 + header.len() + 1);
-        out.push_str(header);
-        out.push('\n');
+    /// The index file for this view, written for the directory mtime `mtime`.
+    pub fn render(&self, mtime: (i64, i64)) -> String {
+        let mut out = String::with_capacity(self.text.len() + self.changed.len() * 96 + 64);
+        out.push_str(&format!("{HEADER} {} {}\n", mtime.0, mtime.1));
         let mut changes = self.changed.iter().peekable();
         for row in &self.rows {
             let name = self.row_name(row);
@@ -258,9 +280,18 @@ impl View {
             out.push('\n');
         }
         let length = out.len();
-        out.push_str(&format!("end {length}\n"));
+        let sum = fnv1a(out.as_bytes());
+        out.push_str(&format!("end {length} {sum:016x}\n"));
         out
     }
+}
+
+const HEADER: &str = "host-local-index v2";
+const OPAQUE: &str = "%";
+
+/// FNV-1a, 64 bits: enough to tell a torn write from a whole one.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 fn render_entry(out: &mut String, name: &str, e: &Entry) {
@@ -269,7 +300,11 @@ fn render_entry(out: &mut String, name: &str, e: &Entry) {
     out.push(' ');
     out.push_str(&e.ino.to_string());
     out.push(' ');
-    escape_into(out, &e.lease.content);
+    if e.lease.opaque {
+        out.push_str(OPAQUE);
+    } else {
+        escape_into(out, &e.lease.content);
+    }
     out.push('\n');
     if let Some(p) = &e.lease.pod {
         out.push_str("P ");
@@ -344,11 +379,12 @@ mod tests {
                 state,
                 since: 7,
             }),
+            opaque: false,
         };
         Entry { lease, ino: 42 }
     }
 
-    const HEADER: &str = "host-local-index v1 1 2";
+    const MTIME: (i64, i64) = (1, 2);
 
     fn sample() -> View {
         let entries: BTreeMap<String, Entry> = [
@@ -376,9 +412,10 @@ mod tests {
     #[test]
     fn render_and_parse_round_trip_and_answer_queries_alike() {
         let fresh = sample();
-        let text = fresh.render(HEADER);
-        let parsed = View::parse(text.clone(), HEADER).unwrap();
-        assert_eq!(parsed.render(HEADER), text, "unchanged lines are copied verbatim");
+        let text = fresh.render(MTIME);
+        let (parsed, mtime) = View::parse(text.clone().into_bytes()).unwrap();
+        assert_eq!(mtime, MTIME);
+        assert_eq!(parsed.render(MTIME), text, "unchanged lines are copied verbatim");
         let c1 = Owner::new("c1", "eth0");
         let c3 = Owner::new("c3", "eth0");
         for view in [&fresh, &parsed] {
@@ -395,34 +432,77 @@ mod tests {
 
     #[test]
     fn changes_shadow_rows_and_render_in_order() {
-        let mut view = View::parse(sample().render(HEADER), HEADER).unwrap();
+        let mut view = View::parse(sample().render(MTIME).into_bytes()).unwrap().0;
         view.remove("10.0.0.2".parse().unwrap());
         view.set(entry("10.0.0.10", "c9\r\neth0", None));
         view.set(entry("10.0.0.3", "c9\r\neth0", None));
         assert!(!view.contains("10.0.0.2") && view.contains("10.0.0.10"));
         assert_eq!(ips(view.find(Query::Owner(&Owner::new("c9", "eth0")))), ["10.0.0.10", "10.0.0.3"]);
         assert!(view.find(Query::Held).is_empty(), "the held row was replaced");
-        let reparsed = View::parse(view.render(HEADER), HEADER).unwrap();
+        let reparsed = View::parse(view.render(MTIME).into_bytes()).unwrap().0;
         assert_eq!(ips(reparsed.find(Query::All)), ["10.0.0.10", "10.0.0.3", "10.0.0.4", "2001:db8::2"]);
-        assert_eq!(reparsed.inodes_sorted().count(), 4);
+        assert_eq!(reparsed.expected_entries().len(), 4 + 1 + 1, "leases, the pod record left, the marker");
+    }
+
+    /// An index with a valid trailer for whatever body it is given.
+    fn sealed(body: &str) -> Vec<u8> {
+        format!("{body}end {} {:016x}\n", body.len(), fnv1a(body.as_bytes())).into_bytes()
     }
 
     #[test]
     fn malformed_indexes_are_rejected() {
-        let good = sample().render(HEADER);
-        assert!(View::parse(good.clone(), "host-local-index v1 1 3").is_none(), "another mtime");
-        let body = good.split_once('\n').unwrap().1;
+        let good = sample().render(MTIME);
+        assert!(View::parse(good.clone().into_bytes()).is_some());
+        let (head, _) = good.split_once("end ").unwrap();
         for bad in [
-            format!("{HEADER}\nX 1\n"),
-            format!("{HEADER}\nL 10.0.0.2 1\n"),
-            format!("{HEADER}\nL 10.0.0.3 1 a\nL 10.0.0.2 1 b\n"),
-            format!("{HEADER}\nP 10.0.0.2 a b c d e f active 1\n"),
-            format!("{HEADER}\n{}", &body[..body.len() - 1]),
-            good[..good.len() - 20].to_string(),
-            good.replace("end ", "end 1"),
-            format!("{HEADER}\nend {}\n", HEADER.len() + 1) + "L 10.0.0.2 1 a\n",
+            sealed("host-local-index v2 1 2\nX 1\n"),
+            sealed("host-local-index v2 1 2\nL 10.0.0.2 1\n"),
+            sealed("host-local-index v2 1 2\nL 10.0.0.3 1 a\nL 10.0.0.2 1 b\n"),
+            sealed("host-local-index v2 1 2\nP 10.0.0.2 a b c d e f active 1\n"),
+            sealed("host-local-index v1 1 2\n"),
+            sealed("host-local-index v2 1\n"),
+            good.as_bytes()[..good.len() - 1].to_vec(),
+            good.as_bytes()[..good.len() - 20].to_vec(),
+            good.replace("end ", "end 1").into_bytes(),
+            format!("{head}end {}\n", head.len()).into_bytes(),
+            format!("{head}end {} 0\n", head.len()).into_bytes(),
+            vec![0xff, 0xfe, b'\n'],
         ] {
-            assert!(View::parse(bad.clone(), HEADER).is_none(), "{bad:?}");
+            assert!(View::parse(bad.clone()).is_none(), "{:?}", String::from_utf8_lossy(&bad));
+        }
+    }
+
+    #[test]
+    fn a_torn_rewrite_never_validates() {
+        // Upstream's new head over our old tail, as a crash mid-rewrite leaves it: the old
+        // trailer survives, its checksum does not.
+        let old = sample().render(MTIME);
+        let mut view = View::parse(old.clone().into_bytes()).unwrap().0;
+        view.remove("10.0.0.2".parse().unwrap());
+        view.set(entry("10.0.0.7", "c7\r\neth0", None));
+        let new = view.render((1, 3));
+        for cut in 1..new.len().min(old.len()) {
+            let torn = format!("{}{}", &new[..cut], &old[cut..]);
+            if torn != old && torn != new {
+                assert!(View::parse(torn.clone().into_bytes()).is_none(), "cut at {cut}: {torn:?}");
+            }
+        }
+        for i in 0..old.len() {
+            let mut flipped = old.clone().into_bytes();
+            flipped[i] ^= 0x20;
+            assert!(View::parse(flipped).is_none(), "a flipped byte at {i}");
+        }
+    }
+
+    #[test]
+    fn entries_that_are_not_files_round_trip_as_opaque() {
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let opaque = Entry { lease: Lease { ip, content: String::new(), pod: None, opaque: true }, ino: 9 };
+        let empty = Entry { lease: Lease { ip, content: String::new(), pod: None, opaque: false }, ino: 9 };
+        for e in [opaque, empty] {
+            let view = View::from_entries([("10.0.0.5".to_string(), e.clone())].into(), Vec::new());
+            let parsed = View::parse(view.render(MTIME).into_bytes()).unwrap().0;
+            assert_eq!(parsed.get("10.0.0.5"), Some(e));
         }
     }
 

@@ -1,8 +1,6 @@
 //! The CNI verbs: ADD, DEL, CHECK, GC and STATUS over the disk store.
 
-use std::ffi::CString;
 use std::net::IpAddr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use libcni::ip::{go_ip_string, IpNet};
@@ -11,12 +9,12 @@ use libcni::types::{v100, AnyResult, Result100};
 use libcni::{Code, Error, Result};
 use serde_json::Value;
 
-use crate::allocator::{allocate, Allocation, Pod, Request};
+use crate::allocator::{allocate, Allocation, How, Pod, Request};
 use crate::config::{self, IpamConfig};
 use crate::disk::{DiskStore, Prepare};
 use crate::dns::parse_resolv_conf;
 use crate::range::range_for;
-use crate::store::{unix_now, LeaseState, Owner, Query, Store};
+use crate::store::{unix_now, Lease, LeaseState, Owner, PodRecord, Query, Store};
 use libcni::log::Log;
 
 pub struct HostLocal;
@@ -82,7 +80,7 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
     let now = unix_now();
     // The likely lease and pod record are written and fsynced before taking the lock.
     let record = pod.as_ref().map(|p| p.record(&owner, &boot, LeaseState::Active, now));
-    let early = Prepare { lease: Some(&owner), record: record.as_ref() };
+    let early = Prepare { durable: true, lease: Some(&owner), record: record.as_ref() };
     let mut store = DiskStore::open(&conf.store_dir(), early)?;
     let allocations = match allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, now) {
         Ok(a) => a,
@@ -93,6 +91,9 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
             return Err(e);
         }
     };
+    for a in allocations.iter().filter(|a| a.how == How::Existing) {
+        store.sync_existing(a.ip)?;
+    }
     store.commit()?;
     let result = Result100 {
         cni_version: libcni::version::CURRENT.into(),
@@ -111,26 +112,29 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
     Ok((result.as_version(&conf.cni_version)?, allocations))
 }
 
-/// DEL: what happened to each address of the attachment ("released" or "held").
-fn del(conf: &IpamConfig, args: &CmdArgs) -> Result<Vec<(IpAddr, &'static str)>> {
+/// DEL: what happened to each address of the attachment.
+fn del(conf: &IpamConfig, args: &CmdArgs, log: &Log) -> Result<Vec<(IpAddr, &'static str)>> {
     let owner = Owner::new(&args.container_id, &args.ifname);
     let mut done = Vec::new();
     let held = sticky_pod(conf).map(|pod| pod.record(&owner, &boot_id(), LeaseState::Held, unix_now()));
-    let mut store = DiskStore::open(&conf.store_dir(), Prepare { lease: None, record: held.as_ref() })?;
+    let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
     for ip in store.owned_by(&owner)? {
         let lease = store.lease(ip).expect("owned_by returns leases");
         match &held {
             // The address stays with the pod for its next sandbox.
             Some(_) if lease.is_held() => {}
-            Some(record) => {
-                if !lease.is_owned_by(&owner) {
-                    // A pre-ifname lease: rewrite it in the current format, or the pod
-                    // record (which names the ifname) would not match it.
-                    store.take_over(ip, &owner)?;
+            Some(record) => match hold(&mut store, ip, &lease, &owner, record) {
+                Ok(()) => done.push((ip, "held")),
+                // A full or read-only disk, or a broken record: the lease stays as it is,
+                // still the pod's (README: "When a hold cannot be recorded").
+                Err(e) => {
+                    log.warn(
+                        "hold not recorded; lease kept as it is",
+                        &[("ip", go_ip_string(ip)), ("error", e.to_string())],
+                    );
+                    done.push((ip, "kept"));
                 }
-                store.set_pod(ip, Some(record.clone()))?;
-                done.push((ip, "held"));
-            }
+            },
             None => {
                 store.release(ip)?;
                 done.push((ip, "released"));
@@ -139,6 +143,16 @@ fn del(conf: &IpamConfig, args: &CmdArgs) -> Result<Vec<(IpAddr, &'static str)>>
     }
     store.commit()?;
     Ok(done)
+}
+
+/// Mark `ip` held for the pod of `record`.
+fn hold(store: &mut DiskStore, ip: IpAddr, lease: &Lease, owner: &Owner, record: &PodRecord) -> Result<()> {
+    if !lease.is_owned_by(owner) {
+        // A pre-ifname lease: rewrite it in the current format, or the pod record (which
+        // names the ifname) would not match it.
+        store.take_over(ip, owner)?;
+    }
+    store.set_pod(ip, Some(record.clone()))
 }
 
 fn check(conf: &IpamConfig, args: &CmdArgs) -> Result<()> {
@@ -255,9 +269,9 @@ impl Plugin for HostLocal {
     fn del(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
         let log = op_log(&conf, args);
-        logged(&log, del(&conf, args), |done| {
+        logged(&log, del(&conf, args, &log), |done| {
             let by = |what| addresses(done.iter().filter(|(_, w)| *w == what).map(|(ip, _)| ip));
-            vec![("released", by("released")), ("held", by("held"))]
+            vec![("released", by("released")), ("held", by("held")), ("kept", by("kept"))]
         })
         .map(|_| ())
     }
@@ -304,22 +318,5 @@ fn store_usable(dir: &Path) -> Result<()> {
         Error::new(Code::PLUGIN_NOT_AVAILABLE, format!("host-local store {} is not usable: {why}", dir.display()))
     };
     std::fs::DirBuilder::new().recursive(true).create(dir).map_err(|e| unavailable(e.to_string()))?;
-    let path = CString::new(dir.as_os_str().as_bytes()).map_err(|e| unavailable(e.to_string()))?;
-    // SAFETY: `path` is a valid NUL-terminated string and `stat` a plain out-parameter.
-    unsafe {
-        if libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) != 0 {
-            return Err(unavailable(std::io::Error::last_os_error().to_string()));
-        }
-        let mut fs: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(path.as_ptr(), &mut fs) != 0 {
-            return Err(unavailable(std::io::Error::last_os_error().to_string()));
-        }
-        if fs.f_flag & libc::ST_RDONLY != 0 {
-            return Err(unavailable("read-only file system".into()));
-        }
-        if fs.f_bavail == 0 || fs.f_favail == 0 {
-            return Err(unavailable("no space left on device".into()));
-        }
-    }
-    Ok(())
+    crate::disk::writable_with_space(dir).map_err(unavailable)
 }

@@ -64,24 +64,29 @@ impl PodRecord {
     }
 }
 
-/// One `<ip>` file.
+/// One `<ip>` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub ip: IpAddr,
-    /// Trimmed file content: `id\r\nifname`, or just `id` in the pre-v0.8 format.
+    /// Trimmed file content: `id\r\nifname`, or just `id` in the pre-v0.8 format. Content
+    /// that is not UTF-8 is kept lossily: it matches no container, as upstream's compare.
     pub content: String,
     pub pod: Option<PodRecord>,
+    /// Not a regular file (a directory, FIFO, socket or symlink named like an address):
+    /// its address stays out of the pool, as with upstream, and it is never read,
+    /// replaced or removed.
+    pub opaque: bool,
 }
 
 impl Lease {
     /// Matched the way upstream's `ReleaseByID`/`GetByID` first pass matches.
     pub fn is_owned_by(&self, owner: &Owner) -> bool {
-        self.content == owner.content
+        !self.opaque && self.content == owner.content
     }
 
     /// Upstream's fallback for files written before the ifname was recorded.
     pub fn is_old_format_of(&self, owner: &Owner) -> bool {
-        self.content == owner.container_id
+        !self.opaque && self.content == owner.container_id
     }
 
     pub fn container_id(&self) -> &str {
@@ -210,7 +215,12 @@ mod tests {
     #[test]
     fn ownership_matches_upstream() {
         let owner = Owner::new("  c1\n", "eth0");
-        let lease = |content: &str| Lease { ip: "10.0.0.2".parse().unwrap(), content: content.into(), pod: None };
+        let lease = |content: &str| Lease {
+            ip: "10.0.0.2".parse().unwrap(),
+            content: content.into(),
+            pod: None,
+            opaque: false,
+        };
         assert!(lease("c1\r\neth0").is_owned_by(&owner));
         assert!(!lease("c1\r\neth1").is_owned_by(&owner));
         assert!(lease("c1").is_old_format_of(&owner));

@@ -1,7 +1,9 @@
-//! Durability, shown from the system calls (strace): every lease and pod record is fsynced
-//! and then moved into place, and the directory is fsynced, before the result is printed;
-//! a DEL's unlink is fsynced before the process exits. The syncs run on helper threads,
-//! so what is checked is when each sync *completed*.
+//! The write order, shown from the system calls (strace). Every new file's data is written
+//! out before the file gets its name (so no journal commit can carry the name without the
+//! data), and after it has its name the file and the directory are fsynced, before ADD's
+//! result is printed (btrfs ignores an fsync of a nameless file). Syncs run on helper
+//! threads, so what is checked is when each one *completed*. That the order is enough is
+//! shown by the power-cut test (tests/power_cut.rs); this test keeps it from regressing.
 
 mod common;
 
@@ -18,7 +20,7 @@ fn trace(dd: &TempDir, command: &str, container: &str, conf: &str) -> Vec<String
             "-y",
             "-qq",
             "-e",
-            "trace=openat,write,fsync,fdatasync,linkat,rename,renameat,renameat2,unlink,unlinkat,exit_group",
+            "trace=openat,write,fsync,fdatasync,sync_file_range,linkat,rename,renameat,renameat2,unlink,unlinkat,exit_group",
             "-o",
         ])
         .arg(&log)
@@ -62,34 +64,54 @@ fn none_pending(calls: &[String], syscall: &str, at: usize) -> bool {
     started == resumed
 }
 
-/// Whether `path` was fdatasynced, and that sync had returned, before line `at`. A sync on
-/// a helper thread shows as `PID fdatasync(...) <unfinished ...>` and, later, as
-/// `PID <... fdatasync resumed>`.
-fn synced_before(calls: &[String], path: &str, at: usize) -> bool {
+/// Whether `syscall` on the descriptor of `path` had returned before line `at`. A call on
+/// a helper thread shows as `PID fsync(...) <unfinished ...>` and, later, as
+/// `PID <... fsync resumed>`.
+fn done_before(calls: &[String], syscall: &str, path: &str, at: usize) -> bool {
     calls[..at].iter().enumerate().any(|(i, c)| {
-        if !(call_of(c).starts_with("fdatasync(") && c.contains(&format!("<{path}>"))) {
+        if !(call_of(c).starts_with(&format!("{syscall}(")) && c.contains(&format!("<{path}>"))) {
             return false;
         }
         if !c.ends_with("<unfinished ...>") {
             return true;
         }
-        // strace pads the pid column ("1197  fdatasync"): compare the pid token.
+        // strace pads the pid column ("1197  fsync"): compare the pid token.
         let pid = c.split_whitespace().next();
         calls[i..at]
             .iter()
-            .any(|r| r.split_whitespace().next() == pid && call_of(r).starts_with("<... fdatasync resumed>"))
+            .any(|r| r.split_whitespace().next() == pid && call_of(r).starts_with(&format!("<... {syscall} resumed>")))
     })
 }
 
-/// What a link/rename put in place: the first quoted path, or for `linkat` of an
-/// `O_TMPFILE` descriptor, the `<…/#inode>` path strace shows for it.
-fn source_of(call: &str) -> String {
-    let args = call.split_once('(').unwrap().1;
-    let first = args.split(", ").next().unwrap();
-    if first.starts_with(|c: char| c.is_ascii_digit()) {
-        return first.split_once('<').unwrap().1.split_once('>').unwrap().0.to_string();
+/// Whether `path`'s data was written out (`sync_file_range` waiting for the writes)
+/// before line `at`.
+fn written_out_before(calls: &[String], path: &str, at: usize) -> bool {
+    calls[..at].iter().any(|c| {
+        let c = call_of(c);
+        c.starts_with("sync_file_range(")
+            && c.contains(&format!("<{path}>"))
+            && c.contains("SYNC_FILE_RANGE_WAIT_AFTER")
+    })
+}
+
+/// What a `linkat`/`renameat`/`renameat2` put in place: (source, target) as paths. The
+/// source of a `linkat` of an `O_TMPFILE` descriptor is the `<…/#inode>` path strace
+/// shows for it.
+fn placement(call: &str) -> Option<(String, String)> {
+    let (syscall, args) = call.split_once('(')?;
+    let args: Vec<&str> = args.split(", ").collect();
+    let fd_path = |arg: &str| Some(arg.split_once('<')?.1.split_once('>')?.0.to_string());
+    let name = |arg: &str| Some(arg.strip_prefix('"')?.split('"').next()?.to_string());
+    match syscall {
+        "linkat" if args.get(1) == Some(&"\"\"") => {
+            Some((fd_path(args[0])?, format!("{}/{}", fd_path(args[2])?, name(args[3])?)))
+        }
+        "renameat" | "renameat2" => Some((
+            format!("{}/{}", fd_path(args[0])?, name(args[1])?),
+            format!("{}/{}", fd_path(args[2])?, name(args.get(3)?)?),
+        )),
+        _ => None,
     }
-    call.split('"').nth(1).unwrap().to_string()
 }
 
 #[test]
@@ -99,21 +121,29 @@ fn add_is_durable_before_the_result_is_printed() {
     let conf = net_conf("1.0.0", &dd, r#""ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"2001:db8::/64"}]]"#);
     let calls = trace(&dd, "ADD", "c1", &conf);
     let net = format!("{}/net", dd.display());
-    let printed = position(&calls, "result write", |c| c.starts_with("write(1"));
-    let dir_fsync = position(&calls, "directory fsync", |c| c.starts_with("fsync(") && c.contains(&format!("<{net}>")));
-    assert!(dir_fsync < printed && none_pending(&calls, "fsync", printed), "the directory is fsynced before printing");
+    let printed = position(&calls, "result write", |c| c.starts_with("write(1<"));
+    assert!(done_before(&calls, "fsync", &net, printed), "the directory is fsynced before printing:\n{}", calls.join("\n"));
+    assert!(none_pending(&calls, "fsync", printed), "every sync has returned before printing");
     for target in ["10.0.0.2", "2001:db8::2", "10.0.0.2.pod", "2001:db8::2.pod"] {
-        let placed = position(&calls, target, |c| {
-            (c.starts_with("linkat(") || c.starts_with("rename(") || c.starts_with("renameat2("))
-                && c.contains(&format!("\"{net}/{target}\""))
+        let target_path = format!("{net}/{target}");
+        let placed = position(&calls, target, |c| placement(c).is_some_and(|(_, to)| to == target_path));
+        // An O_TMPFILE keeps its nameless path in the trace; a renamed file takes the new one.
+        let source = placement(call_of(&calls[placed])).unwrap().0;
+        let trace = || calls.join("\n");
+        assert!(written_out_before(&calls, &source, placed), "{target}: data written out before naming:\n{}", trace());
+        let synced = [source.as_str(), &target_path].iter().any(|path| {
+            calls[placed..].iter().any(|c| c.contains(&format!("<{path}>")) && call_of(c).starts_with("fsync("))
+                && done_before(&calls, "fsync", path, printed)
         });
-        let tmp = source_of(call_of(&calls[placed]));
+        assert!(synced, "{target}: fsynced after naming, before printing:\n{}", trace());
         assert!(
-            synced_before(&calls, &tmp, placed),
-            "{target}: its data is synced before it is put in place:\n{}",
-            calls.join("\n")
+            !calls[..placed].iter().any(|c| {
+                let c = call_of(c);
+                (c.starts_with("fsync(") || c.starts_with("fdatasync(")) && c.contains(&format!("<{source}>"))
+            }),
+            "{target}: no sync of the nameless file, which btrfs would ignore:\n{}",
+            trace()
         );
-        assert!(placed < dir_fsync, "{target} is placed before the directory fsync");
     }
     let lease = std::fs::read(dd.path().join("net/10.0.0.2")).unwrap();
     assert_eq!(lease, b"c1\r\neth0", "the lease file is exactly upstream's format");
@@ -121,37 +151,16 @@ fn add_is_durable_before_the_result_is_printed() {
 
 #[test]
 #[ignore = "needs strace: run scripts/test.sh"]
-fn del_is_durable_before_exit() {
-    let dd = TempDir::new("durable-del");
-    // Stickiness off: DEL removes the lease instead of holding it.
-    let conf = net_conf("1.0.0", &dd, r#""subnet":"10.0.0.0/24","stickyIPs":false"#);
-    trace(&dd, "ADD", "c1", &conf);
-    let calls = trace(&dd, "DEL", "c1", &conf);
-    let net = format!("{}/net", dd.display());
-    let removed =
-        position(&calls, "lease unlink", |c| c.starts_with("unlink(") && c.contains(&format!("\"{net}/10.0.0.2\"")));
-    let dir_fsync = position(&calls, "directory fsync", |c| c.starts_with("fsync(") && c.contains(&format!("<{net}>")));
-    let exit = position(&calls, "exit", |c| c.starts_with("exit_group("));
-    assert!(removed < dir_fsync && dir_fsync < exit && none_pending(&calls, "fsync", exit), "{}", calls.join("\n"));
-    assert!(!dd.path().join("net/10.0.0.2").exists());
-}
-
-#[test]
-#[ignore = "needs strace: run scripts/test.sh"]
-fn a_sticky_del_makes_the_hold_durable_before_exit() {
+fn a_hold_record_is_written_out_before_it_replaces_the_old_one() {
     let dd = TempDir::new("durable-hold");
     let conf = net_conf("1.0.0", &dd, r#""subnet":"10.0.0.0/24""#);
     trace(&dd, "ADD", "c1", &conf);
     let calls = trace(&dd, "DEL", "c1", &conf);
     let net = format!("{}/net", dd.display());
-    let placed = position(&calls, "record rename", |c| {
-        c.starts_with("rename(") && c.contains(&format!("\"{net}/10.0.0.2.pod\""))
-    });
-    let tmp = source_of(call_of(&calls[placed]));
-    assert!(synced_before(&calls, &tmp, placed), "{}", calls.join("\n"));
-    let dir_fsync = position(&calls, "directory fsync", |c| c.starts_with("fsync(") && c.contains(&format!("<{net}>")));
-    let exit = position(&calls, "exit", |c| c.starts_with("exit_group("));
-    assert!(placed < dir_fsync && dir_fsync < exit && none_pending(&calls, "fsync", exit), "{}", calls.join("\n"));
+    let record = format!("{net}/10.0.0.2.pod");
+    let placed = position(&calls, "record rename", |c| placement(c).is_some_and(|(_, to)| to == record));
+    let tmp = placement(call_of(&calls[placed])).unwrap().0;
+    assert!(written_out_before(&calls, &tmp, placed), "{}", calls.join("\n"));
     let record = std::fs::read_to_string(dd.path().join("net/10.0.0.2.pod")).unwrap();
     assert!(record.contains(r#""state":"held""#), "{record}");
 }
@@ -162,22 +171,21 @@ fn a_sticky_del_makes_the_hold_durable_before_exit() {
 fn trace_parsing_handles_strace_formats() {
     let trace = |text: &str| -> Vec<String> { text.lines().map(|l| l.trim().to_string()).collect() };
     let threaded = trace(
-        "1197  fdatasync(6</n/#10>(deleted) <unfinished ...>\n\
-         1199  fdatasync(8</n/#11>(deleted)) = 0\n\
-         1197  <... fdatasync resumed>)          = 0\n\
-         1195  linkat(5</n/#10>(deleted), \"\", AT_FDCWD</x>, \"/n/10.0.0.2\", AT_EMPTY_PATH) = 0",
+        "1195  linkat(5</n/#10>(deleted), \"\", 3</n>, \"10.0.0.2\", AT_EMPTY_PATH) = 0\n\
+         1197  fsync(6</n/#10>(deleted) <unfinished ...>\n\
+         1199  fsync(8</n/#11>(deleted)) = 0\n\
+         1197  <... fsync resumed>)          = 0\n\
+         1195  write(1, \"{}\", 2) = 2",
     );
-    assert_eq!(source_of(call_of(&threaded[3])), "/n/#10");
-    assert!(synced_before(&threaded, "/n/#10", 3));
-    let early = trace(
-        "1197  fdatasync(6</n/#10>(deleted) <unfinished ...>\n\
-         1195  linkat(5</n/#10>(deleted), \"\", AT_FDCWD</x>, \"/n/10.0.0.2\", AT_EMPTY_PATH) = 0\n\
-         1197  <... fdatasync resumed>)          = 0",
+    assert_eq!(placement(call_of(&threaded[0])), Some(("/n/#10".into(), "/n/10.0.0.2".into())));
+    assert!(done_before(&threaded, "fsync", "/n/#10", 4));
+    assert!(!done_before(&threaded, "fsync", "/n/#10", 3), "still running");
+    assert!(!none_pending(&threaded, "fsync", 3) && none_pending(&threaded, "fsync", 4));
+    let single = trace(
+        "sync_file_range(5</n/.hostlocal/.tmp-1>, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE|SYNC_FILE_RANGE_WRITE|SYNC_FILE_RANGE_WAIT_AFTER) = 0\n\
+         renameat(4</n/.hostlocal>, \".tmp-1\", 3</n>, \"10.0.0.2.pod\") = 0",
     );
-    assert!(!synced_before(&early, "/n/#10", 1), "a sync still running when the file is placed does not count");
-    let single =
-        trace("fdatasync(5</n/.hostlocal/.tmp-1>) = 0\nrename(\"/n/.hostlocal/.tmp-1\", \"/n/10.0.0.2.pod\") = 0");
-    assert_eq!(source_of(call_of(&single[1])), "/n/.hostlocal/.tmp-1");
-    assert!(synced_before(&single, "/n/.hostlocal/.tmp-1", 1));
-    assert!(!none_pending(&early, "fdatasync", 2) && none_pending(&early, "fdatasync", 3));
+    assert_eq!(placement(call_of(&single[1])), Some(("/n/.hostlocal/.tmp-1".into(), "/n/10.0.0.2.pod".into())));
+    assert!(written_out_before(&single, "/n/.hostlocal/.tmp-1", 1));
+    assert!(!written_out_before(&single, "/n/.hostlocal/.tmp-1", 0));
 }

@@ -246,14 +246,14 @@ fn fuzz_results_and_conversions() {
 fn fuzz_lease_index_and_records() {
     fuzz("leases", |data| {
         let text = String::from_utf8_lossy(data).into_owned();
-        let header = text.lines().next().unwrap_or("").to_string();
-        if let Some(view) = View::parse(text.clone(), &header) {
-            let rendered = view.render(&header);
-            let again = View::parse(rendered.clone(), &header).expect("a rendered index parses");
-            assert_eq!(again.render(&header), rendered);
+        if let Some((view, mtime)) = View::parse(data.to_vec()) {
+            let rendered = view.render(mtime);
+            let (again, _) = View::parse(rendered.clone().into_bytes()).expect("a rendered index parses");
+            assert_eq!(again.render(mtime), rendered);
             let _ = view.find(host_local::store::Query::Held);
         }
-        let _ = host_local::disk::parse_record(&text);
+        let _ = host_local::disk::record::parse(data);
+        let _ = host_local::disk::parse_last_reserved(data);
         let _ = Marker::parse_name(&text);
     });
 }

@@ -54,7 +54,7 @@ impl Store for MemoryStore {
         if self.leases.contains_key(&name) {
             return Ok(false);
         }
-        self.leases.insert(name, Lease { ip, content: owner.content().to_string(), pod: None });
+        self.leases.insert(name, Lease { ip, content: owner.content().to_string(), pod: None, opaque: false });
         Ok(true)
     }
     fn take_over(&mut self, ip: IpAddr, owner: &Owner) -> Result<()> {

@@ -1,6 +1,8 @@
-use std::os::unix::fs::PermissionsExt;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
 use super::*;
+use crate::store::LeaseState;
 
 struct TempDir(PathBuf);
 
@@ -71,7 +73,8 @@ fn the_index_is_reused_until_someone_else_changes_the_directory() {
 }
 
 /// A store with c1's lease at 10.0.0.2; then `change` runs behind its back, within the
-/// same clock tick as our last write: the directory's mtime does not move.
+/// same clock tick as our last write: the directory's mtime does not move. Our index is
+/// made to look written in a later tick, so it passes the mtime check unaided.
 fn changed_within_one_tick(tag: &str, change: impl FnOnce(&Path)) -> TempDir {
     let t = TempDir::new(tag);
     let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
@@ -80,14 +83,17 @@ fn changed_within_one_tick(tag: &str, change: impl FnOnce(&Path)) -> TempDir {
     drop(s);
     let before = fs::metadata(&t.0).unwrap();
     change(&t.0);
-    let times = [
-        libc::timespec { tv_sec: before.atime(), tv_nsec: before.atime_nsec() },
-        libc::timespec { tv_sec: before.mtime(), tv_nsec: before.mtime_nsec() },
-    ];
-    let c_path = std::ffi::CString::new(t.0.as_os_str().as_encoded_bytes()).unwrap();
+    set_mtime(&t.0, (before.mtime(), before.mtime_nsec()));
+    set_mtime(&t.0.join(".hostlocal/index"), (before.mtime() + 1, before.mtime_nsec()));
+    t
+}
+
+fn set_mtime(path: &Path, (sec, nsec): (i64, i64)) {
+    let times =
+        [libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT }, libc::timespec { tv_sec: sec, tv_nsec: nsec }];
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid path and two timespecs, as utimensat expects.
     assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) }, 0);
-    t
 }
 
 #[test]
@@ -158,11 +164,17 @@ fn symlinks_in_the_store_are_never_followed() {
     fs::create_dir_all(&elsewhere).unwrap();
     fs::remove_dir_all(t.0.join(".hostlocal")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, t.0.join(".hostlocal")).unwrap();
+    let old_temp = elsewhere.join(".tmp-1-1");
+    fs::write(&old_temp, "c1\r\neth0").unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options().write(true).open(&old_temp).unwrap().set_modified(old).unwrap();
     let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(s.reserve(ip("10.0.0.5"), &Owner::new("c3", "eth0")).unwrap());
-    assert!(s.take_over(ip("10.0.0.5"), &Owner::new("c4", "eth0")).is_err(), "no temp file through the link");
+    s.take_over(ip("10.0.0.5"), &Owner::new("c4", "eth0")).unwrap();
+    s.refresh().unwrap();
     s.commit().unwrap();
-    assert!(fs::read_dir(&elsewhere).unwrap().next().is_none(), "nothing was written outside the store");
+    assert_eq!(names(&elsewhere), [".tmp-1-1"], "nothing was written or removed outside the store");
+    assert!(fs::symlink_metadata(t.0.join(".hostlocal")).unwrap().is_dir(), "the link was replaced, not followed");
     drop(s);
     let link_dir = t.0.parent().unwrap().join("linked");
     std::os::unix::fs::symlink(&t.0, &link_dir).unwrap();
@@ -231,4 +243,73 @@ fn a_record_for_a_replaced_lease_is_dropped() {
     let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert_eq!(s.lease(ip("10.0.0.2")).unwrap().pod, None);
     assert!(!t.0.join("10.0.0.2.pod").exists());
+}
+
+#[test]
+fn an_index_written_in_the_tick_of_the_last_change_is_checked_against_the_listing() {
+    // Upstream adds a lease within the tick of our last write, so the directory's mtime
+    // does not move; our index was also written within that tick (as on a kernel with
+    // coarse timestamps). The listing must give it away.
+    let t = changed_within_one_tick("racy", |dir| fs::write(dir.join("10.0.0.3"), "c2\r\neth0").unwrap());
+    let dir_mtime = fs::metadata(&t.0).unwrap();
+    set_mtime(&t.0.join(".hostlocal/index"), (dir_mtime.mtime(), dir_mtime.mtime_nsec()));
+    let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
+    assert!(s.fresh, "the racy index was not trusted");
+    assert_eq!(s.lease(ip("10.0.0.3")).unwrap().content, "c2\r\neth0");
+}
+
+#[test]
+fn a_racy_index_that_matches_the_listing_is_used_and_then_trusted() {
+    let t = TempDir::new("racy-ok");
+    let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
+    s.reserve(ip("10.0.0.2"), &Owner::new("c1", "eth0")).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    let dir_mtime = fs::metadata(&t.0).unwrap();
+    let index = t.0.join(".hostlocal/index");
+    set_mtime(&index, (dir_mtime.mtime(), dir_mtime.mtime_nsec()));
+    // Past the tick of the last change, so the index can be marked trusted.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
+    assert!(!s.fresh, "the listing matched: the index was used");
+    drop(s);
+    assert!(fs::metadata(&index).unwrap().modified().unwrap() > dir_mtime.modified().unwrap(), "and marked trusted");
+}
+
+#[test]
+fn odd_entries_named_like_addresses_keep_their_address_and_are_never_touched() {
+    let t = TempDir::new("odd");
+    fs::create_dir_all(t.0.join("10.0.0.4")).unwrap();
+    fs::write(t.0.join("10.0.0.4").join("x"), "keep").unwrap();
+    fs::write(t.0.join("10.0.0.5"), [0xff, 0xfe]).unwrap();
+    fs::write(t.0.join("10.0.0.6"), vec![b'x'; 1 << 20]).unwrap();
+    fs::write(t.0.join("10.0.0.7"), [0, 0, b'\n']).unwrap();
+    let fifo = std::ffi::CString::new(t.0.join("10.0.0.8").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    fs::write(t.0.join("10.0.0.5.pod"), [0xff]).unwrap();
+    fs::create_dir_all(t.0.join("10.0.0.6.pod")).unwrap();
+    fs::write(t.0.join("last_reserved_ip.0"), "::ffff:10.0.0.6").unwrap();
+    for round in 0..2 {
+        let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
+        assert_eq!(s.last_reserved(0), Some(ip("10.0.0.6")), "IPv4-mapped reads as IPv4, as in Go");
+        let all: Vec<String> = s.find(Query::All).iter().map(|l| l.file_name()).collect();
+        let debris_reused = if round == 0 { None } else { Some("10.0.0.7") };
+        let expected: Vec<&str> =
+            ["10.0.0.4", "10.0.0.5", "10.0.0.6"].into_iter().chain(debris_reused).chain(["10.0.0.8"]).collect();
+        assert_eq!(all, expected, "the NUL-only file was debris");
+        for name in ["10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.8"] {
+            assert!(!s.reserve(ip(name), &Owner::new("c1", "eth0")).unwrap(), "{name}");
+        }
+        assert_eq!(s.reserve(ip("10.0.0.7"), &Owner::new("c1", "eth0")).unwrap(), round == 0);
+        for name in ["10.0.0.4", "10.0.0.8"] {
+            s.release(ip(name)).unwrap();
+        }
+        s.set_pod(ip("10.0.0.6"), None).unwrap();
+        s.commit().unwrap();
+    }
+    assert_eq!(fs::read(t.0.join("10.0.0.4").join("x")).unwrap(), b"keep");
+    assert!(fs::symlink_metadata(t.0.join("10.0.0.8")).unwrap().file_type().is_fifo());
+    assert!(t.0.join("10.0.0.6.pod").is_dir());
+    assert!(!t.0.join("10.0.0.5.pod").exists(), "a garbage record is removed");
 }

@@ -1,0 +1,42 @@
+//! Pod records: `<ip>.pod` beside each sticky lease, a small JSON object naming the pod,
+//! the boot and the state. JSON, so that its content can never equal a container ID in
+//! upstream's directory walks.
+
+use libcni::json;
+use serde_json::{Map, Value};
+
+use crate::store::{parse_rfc3339, rfc3339, LeaseState, Owner, PodRecord};
+
+pub const SUFFIX: &str = ".pod";
+
+pub fn to_json(p: &PodRecord) -> String {
+    let mut m = Map::new();
+    m.insert("containerId".into(), p.owner.container_id.clone().into());
+    m.insert("ifname".into(), p.owner.ifname.clone().into());
+    m.insert("namespace".into(), p.namespace.clone().into());
+    m.insert("name".into(), p.name.clone().into());
+    m.insert("uid".into(), p.uid.clone().into());
+    m.insert("bootId".into(), p.boot_id.clone().into());
+    m.insert("state".into(), (if p.state == LeaseState::Held { "held" } else { "active" }).into());
+    m.insert("since".into(), rfc3339(p.since).into());
+    json::to_go_compact(&Value::Object(m)) + "\n"
+}
+
+/// A record file's content; `None` for anything that is not a complete record.
+pub fn parse(bytes: &[u8]) -> Option<PodRecord> {
+    let v = json::parse(bytes).ok()?;
+    let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    Some(PodRecord {
+        owner: Owner::new(&field("containerId")?, &field("ifname")?),
+        namespace: field("namespace").unwrap_or_default(),
+        name: field("name").unwrap_or_default(),
+        uid: field("uid").unwrap_or_default(),
+        boot_id: field("bootId").unwrap_or_default(),
+        state: match field("state")?.as_str() {
+            "held" => LeaseState::Held,
+            "active" => LeaseState::Active,
+            _ => return None,
+        },
+        since: parse_rfc3339(&field("since")?)?,
+    })
+}
