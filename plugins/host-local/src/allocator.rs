@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use libcni::args::CniArgs;
-use libcni::ip::{go_ip_string, ip_to_u128, next_ip};
+use libcni::ip::{canonical, go_ip_string, ip_to_u128, next_ip};
 use libcni::{Code, Error, Result};
 
 use crate::config::{Sticky, StickyKey};
@@ -24,7 +24,8 @@ pub struct RangeIter<'a> {
 
 impl<'a> RangeIter<'a> {
     pub fn new(set: &'a [Range], last_reserved: Option<IpAddr>) -> Self {
-        match last_reserved.and_then(|ip| set.iter().position(|r| r.contains(ip)).map(|i| (i, ip))) {
+        // An IPv4-mapped cursor walks the IPv4 range, as in Go.
+        match last_reserved.map(canonical).and_then(|ip| set.iter().position(|r| r.contains(ip)).map(|i| (i, ip))) {
             Some((range, ip)) => RangeIter { set, range, cur: Some(ip), start: None },
             None => RangeIter { set, range: 0, cur: None, start: None },
         }
@@ -153,8 +154,11 @@ fn exhausted(set: &[Range]) -> Error {
 
 /// Allocate one address from `req.set` for `req.owner`.
 pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
-    let found =
-        |ip: IpAddr, how| Allocation { ip, range: range_for(req.set, ip).expect("chosen inside the set").clone(), how };
+    // Every path below picks inside the set; a store that says otherwise is not trusted.
+    let found = |ip: IpAddr, how| match range_for(req.set, ip) {
+        Some(range) => Ok(Allocation { ip, range: range.clone(), how }),
+        None => Err(Error::internal(format!("{} was chosen outside range set {}", go_ip_string(ip), describe(req.set)))),
+    };
     let pod_key = req.sticky.zip(req.pod).and_then(|(s, p)| p.key(s.key).map(|k| (s, p, k)));
 
     if let Some(ip) = req.requested {
@@ -189,7 +193,7 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
             store.set_last_reserved(req.index, ip)?;
         }
         record_pod(store, req, ip)?;
-        return Ok(found(ip, how));
+        return found(ip, how);
     }
 
     // A repeated ADD gets what it already has (upstream errors: "duplicate allocation").
@@ -197,17 +201,17 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
         store.find(Query::Owner(req.owner)).into_iter().find(|l| range_for(req.set, l.ip).is_some()).map(|l| l.ip);
     if let Some(ip) = existing {
         record_pod(store, req, ip)?;
-        return Ok(found(ip, How::Existing));
+        return found(ip, How::Existing);
     }
 
     if let Some((sticky, pod, key)) = &pod_key {
         if let Some(ip) = take_held(store, req, pod, key, sticky.key)? {
             record_pod(store, req, ip)?;
-            return Ok(found(ip, How::Sticky));
+            return found(ip, How::Sticky);
         }
         if let Some(ip) = take_marker(store, req, pod)? {
             record_pod(store, req, ip)?;
-            return Ok(found(ip, How::Sticky));
+            return found(ip, How::Sticky);
         }
     }
     if let Some(hold) = req.sticky.and_then(|s| s.hold_duration) {
@@ -225,13 +229,13 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
         if store.reserve(ip, req.owner)? {
             store.set_last_reserved(req.index, ip)?;
             record_pod(store, req, ip)?;
-            return Ok(found(ip, How::RoundRobin));
+            return found(ip, How::RoundRobin);
         }
     }
     if req.sticky.is_some() {
         if let Some(ip) = reclaim_oldest_hold(store, req)? {
             record_pod(store, req, ip)?;
-            return Ok(found(ip, How::Reclaimed));
+            return found(ip, How::Reclaimed);
         }
     }
     Err(exhausted(req.set))

@@ -204,7 +204,7 @@ fn gc(conf: &IpamConfig, args: &CmdArgs) -> Result<Vec<IpAddr>> {
     let stale: Vec<_> = store
         .find(Query::All)
         .into_iter()
-        .filter(|l| !l.is_held() && !is_valid(l.container_id(), l.ifname()))
+        .filter(|l| !l.opaque && !l.is_held() && !is_valid(l.container_id(), l.ifname()))
         .collect();
     let mut errors = Vec::new();
     let mut done = Vec::new();

@@ -130,6 +130,16 @@ fn range_iter_loops_from_beginning_end_and_middle() {
 type RoundRobinCase = (&'static [&'static str], &'static [&'static str], Option<&'static str>, &'static str);
 
 #[test]
+fn a_cursor_that_is_not_an_address_of_the_set_restarts_at_the_start() {
+    let s = set(&["10.1.0.0/29"]);
+    let all = ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6"];
+    assert_eq!(iter_all(&s, Some("::ffff:10.1.0.4")), ["10.1.0.5", "10.1.0.6", "10.1.0.2", "10.1.0.3", "10.1.0.4"]);
+    for outside in ["10.1.0.7", "10.1.0.0", "10.2.0.3", "2001:db8::3", "::ffff:10.1.0.7"] {
+        assert_eq!(iter_all(&s, Some(outside)), all, "{outside}");
+    }
+}
+
+#[test]
 fn round_robin_table_from_upstream() {
     let cases: &[RoundRobinCase] = &[
         (&["10.0.0.0/29"], &[], None, "10.0.0.2"),
