@@ -39,6 +39,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use libcni::ip::{canonical, go_ip_string};
@@ -110,7 +111,7 @@ fn lease_content(bytes: &[u8]) -> Option<String> {
 
 /// What `rollback` must undo.
 enum Undo {
-    Created(IpAddr),
+    Created { ip: IpAddr, ino: u64 },
     Replaced { ip: IpAddr, content: String, pod: Option<PodRecord> },
     Relabelled { ip: IpAddr, pod: Option<PodRecord> },
 }
@@ -164,7 +165,7 @@ impl DiskStore {
     /// and load the view of the store.
     pub fn open(path: &Path, prepare: Prepare) -> Result<DiskStore> {
         let fail = |what: &str, e: io::Error| Error::io(format!("{what} {}: {e}", path.display()));
-        if let Err(e) = std::fs::DirBuilder::new().recursive(true).create(path) {
+        if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o755).create(path) {
             return Err(fail("mkdir", e));
         }
         let dir = Dir::open(path).map_err(|e| match e.raw_os_error() {
@@ -683,7 +684,7 @@ impl Store for DiskStore {
                 Ok((file, ino)) => {
                     let lease = Lease { ip, content: owner.content().to_string(), pod: None, opaque: false };
                     self.view.set(Entry { lease, ino });
-                    self.undo.push(Undo::Created(ip));
+                    self.undo.push(Undo::Created { ip, ino });
                     self.placed(file);
                     return Ok(true);
                 }
@@ -768,10 +769,9 @@ impl Store for DiskStore {
         self.placed.clear();
         while let Some(step) = self.undo.pop() {
             match step {
-                Undo::Created(ip) => {
+                Undo::Created { ip, ino } => {
                     // Only our own file: after a failed sync the lock was let go meanwhile.
-                    let ours = self.view.get_ip(ip).map(|e| e.ino);
-                    if self.dir.stat(&go_ip_string(ip)).ok().map(|m| m.ino) == ours {
+                    if self.dir.stat(&go_ip_string(ip)).is_ok_and(|m| m.ino == ino) {
                         self.release(ip)?;
                     }
                 }
