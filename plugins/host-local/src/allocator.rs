@@ -215,7 +215,7 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
         }
     }
     if let Some(hold) = req.sticky.and_then(|s| s.hold_duration) {
-        release_expired_holds(store, req.set, hold.as_secs(), req.now)?;
+        release_expired_holds(store, req, hold.as_secs())?;
     }
 
     let last = store.last_reserved(req.index);
@@ -294,12 +294,14 @@ fn take_marker(store: &mut dyn Store, req: &Request, pod: &Pod) -> Result<Option
     Ok(None)
 }
 
-fn release_expired_holds(store: &mut dyn Store, set: &[Range], max_age: u64, now: u64) -> Result<()> {
+/// Holds, and leases of sandboxes from earlier boots, older than `holdDuration`.
+fn release_expired_holds(store: &mut dyn Store, req: &Request, max_age: u64) -> Result<()> {
     let expired: Vec<IpAddr> = store
-        .find(Query::Held)
+        .find(Query::Reclaimable { boot_id: req.boot_id })
         .into_iter()
         .filter(|l| {
-            range_for(set, l.ip).is_some() && l.pod.as_ref().is_some_and(|p| now.saturating_sub(p.since) >= max_age)
+            range_for(req.set, l.ip).is_some()
+                && l.pod.as_ref().is_some_and(|p| req.now.saturating_sub(p.since) >= max_age)
         })
         .map(|l| l.ip)
         .collect();
@@ -309,10 +311,11 @@ fn release_expired_holds(store: &mut dyn Store, set: &[Range], max_age: u64, now
     Ok(())
 }
 
-/// When the pool is full, the address held longest goes to the new pod.
+/// When the pool is full, the address held longest goes to the new pod. A lease whose
+/// sandbox belongs to an earlier boot is a hold in all but name.
 fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<IpAddr>> {
     let held = store
-        .find(Query::Held)
+        .find(Query::Reclaimable { boot_id: req.boot_id })
         .into_iter()
         .filter(|l| range_for(req.set, l.ip).is_some())
         .map(|l| (l.pod.as_ref().map_or(0, |p| p.since), ip_to_u128(l.ip), l.ip))

@@ -186,6 +186,7 @@ impl View {
             Query::All => true,
             Query::Owner(_) => needles.iter().any(|n| self.text[row.content.clone()] == **n),
             Query::Held => self.pod_fields(row).is_some_and(|f| f[6] == "held"),
+            Query::Reclaimable { .. } => self.pod_fields(row).is_some_and(|f| f[6] == "held" || f[5] != needles[0]),
             Query::Pod { namespace, uid, .. } => self.pod_fields(row).is_some_and(|f| {
                 (!namespace.is_empty() && f[2] == needles[0] && f[3] == needles[1])
                     || (!uid.is_empty() && f[4] == needles[2])
@@ -198,6 +199,7 @@ impl View {
         let needles: Vec<String> = match query {
             Query::Owner(owner) => vec![escape(owner.content()), escape(&owner.container_id)],
             Query::Pod { namespace, name, uid } => vec![escape(namespace), escape(name), escape(uid)],
+            Query::Reclaimable { boot_id } => vec![escape(boot_id)],
             Query::Held | Query::All => Vec::new(),
         };
         let from_rows = self

@@ -144,6 +144,9 @@ pub enum Query<'a> {
     Pod { namespace: &'a str, name: &'a str, uid: &'a str },
     /// Leases held for a pod whose sandbox is gone.
     Held,
+    /// Leases whose pod's sandbox is gone: held, or set up in an earlier boot than
+    /// `boot_id` and never DELeted (a power cut, or a DEL the cut undid).
+    Reclaimable { boot_id: &'a str },
     /// Every lease.
     All,
 }
@@ -158,6 +161,9 @@ impl Query<'_> {
                     || (!uid.is_empty() && p.uid == *uid)
             }),
             Query::Held => lease.is_held(),
+            Query::Reclaimable { boot_id } => {
+                lease.pod.as_ref().is_some_and(|p| p.state == LeaseState::Held || p.boot_id != *boot_id)
+            }
             Query::All => true,
         }
     }

@@ -105,6 +105,15 @@ fn host_local_bad_input_table() {
     let file = dd.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let huge = format!(r#"{{"name":"n","pad":"{}"}}"#, "x".repeat(5 << 20));
+    // Network directories that are not directories (store_faults.rs has what is inside one).
+    std::fs::create_dir(dd.path().join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(dd.path().join("elsewhere"), dd.path().join("symlinked")).unwrap();
+    std::os::unix::fs::symlink(dd.path().join("nothing"), dd.path().join("dangling")).unwrap();
+    std::fs::write(dd.path().join("plainfile"), "").unwrap();
+    let fifo = std::ffi::CString::new(dd.path().join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let network = |name: &str| good.replace(r#""name":"net""#, &format!(r#""name":"{name}""#)).into_bytes();
+    let del = env("DEL", "c1", "eth0", "/x", "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p");
     let a = add_env();
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
@@ -133,6 +142,12 @@ fn host_local_bad_input_table() {
         ("traversal in the network name", a.clone(), good.replace(r#""name":"net""#, r#""name":"../../etc""#).into_bytes(), 7),
         ("slash in the network name", a.clone(), good.replace(r#""name":"net""#, r#""name":"a/b""#).into_bytes(), 7),
         ("dataDir is a file", a.clone(), good.replace(&d, &file.display().to_string()).into_bytes(), 5),
+        ("network dir is a symlink to a directory", a.clone(), network("symlinked"), 5),
+        ("network dir is a symlink to a directory: DEL", del.clone(), network("symlinked"), 5),
+        ("network dir is a dangling symlink", a.clone(), network("dangling"), 5),
+        ("network dir is a file", a.clone(), network("plainfile"), 5),
+        ("network dir is a FIFO", a.clone(), network("fifo"), 5),
+        ("network dir is a FIFO: DEL", del.clone(), network("fifo"), 5),
         ("malformed CNI_ARGS", env("ADD", "c1", "eth0", "/x", "IP"), good.clone().into_bytes(), 4),
         ("CNI_ARGS bad IP", env("ADD", "c1", "eth0", "/x", "IP=1.2.3.999"), good.clone().into_bytes(), 4),
         ("CNI_ARGS unknown key", env("ADD", "c1", "eth0", "/x", "FOO=bar"), good.clone().into_bytes(), 4),

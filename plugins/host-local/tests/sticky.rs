@@ -95,6 +95,31 @@ fn other_pods_do_not_take_held_addresses_until_the_pool_is_full() {
 }
 
 #[test]
+fn sandboxes_of_an_earlier_boot_are_holds_when_the_pool_is_full_and_expire() {
+    // A power cut: five pods fill a /29 and are never DELeted.
+    let dd = TempDir::new("st-oldboot");
+    let c = net_conf("1.0.0", &dd, r#""subnet":"10.32.0.0/29""#); // .2 - .6
+    let mut before = Vec::new();
+    for i in 0..5 {
+        before.extend(ips(exec(call("ADD", &format!("p{i}"), &format!("a{i}"), &c, "b1"))));
+    }
+    assert!(!exec(call("ADD", "extra", "x1", &c, "b1")).ok(), "full within one boot: live sandboxes are never taken");
+    // After the reboot a new pod comes first: it reclaims the oldest earlier-boot lease,
+    // and the other pods still get theirs back.
+    assert_eq!(ips(exec(call("ADD", "extra", "x2", &c, "b2"))), before[..1]);
+    for i in 1..5 {
+        assert_eq!(ips(exec(call("ADD", &format!("p{i}"), &format!("b{i}"), &c, "b2"))), before[i..=i]);
+    }
+    // holdDuration expires earlier-boot leases as it expires holds.
+    let dd = TempDir::new("st-oldboot-expiry");
+    let c = net_conf("1.0.0", &dd, r#""subnet":"10.33.0.0/29","stickyIPs":{"holdDuration":"1s"}"#);
+    let old = ips(exec(call("ADD", "gone", "g1", &c, "b1")));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    ips(exec(call("ADD", "new", "n1", &c, "b2")));
+    assert!(!leases(&dd.path().join("net")).contains(&old[0].split('/').next().unwrap().to_string()), "expired");
+}
+
+#[test]
 fn dual_stack_and_multiple_interfaces_each_keep_their_address() {
     let dd = TempDir::new("st-multi");
     let c = net_conf("1.0.0", &dd, DUAL);
