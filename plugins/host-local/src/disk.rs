@@ -124,6 +124,8 @@ struct Prepared {
     ino: u64,
     /// Where the filesystem has no `O_TMPFILE`: our named temp file in `.hostlocal/`.
     temp_name: Option<String>,
+    /// Its data is on the device: it may be named.
+    written_out: bool,
 }
 
 /// What a call can write before it takes the lock, and whether it must be durable.
@@ -202,6 +204,11 @@ impl DiskStore {
         if let Some(record) = prepare.record {
             store.prepared_record = Some(store.prepare(record::to_json(record))?);
         }
+        // Wait for the data outside the lock, so that a reboot storm does not queue on it.
+        for p in [&mut store.prepared_lease, &mut store.prepared_record].into_iter().flatten() {
+            sys::write_out(&p.file).map_err(|e| Error::io(format!("write a new file in {}: {e}", path.display())))?;
+            p.written_out = true;
+        }
         store.lock()?;
         if store.private.is_none() {
             store.private = store.open_private();
@@ -275,7 +282,8 @@ impl DiskStore {
         format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.temp_counter)
     }
 
-    /// Write `content` to a new nameless file and start pushing it to the device.
+    /// Write `content` to a new nameless file and start pushing it to the device; it may
+    /// be named once `write_out` has waited for that.
     fn prepare(&mut self, content: String) -> Result<Prepared> {
         let (mut file, temp_name) = match self.dir.create_unnamed(0o600) {
             Ok(file) => (file, None),
@@ -290,9 +298,9 @@ impl DiskStore {
         let written = file.write_all(content.as_bytes()).and_then(|_| sys::start_write_out(&file));
         let ino = written.and_then(|_| file.metadata()).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
         match ino {
-            Ok(ino) => Ok(Prepared { content, file, ino, temp_name }),
+            Ok(ino) => Ok(Prepared { content, file, ino, temp_name, written_out: false }),
             Err(e) => {
-                let prepared = Prepared { content, file, ino: 0, temp_name };
+                let prepared = Prepared { content, file, ino: 0, temp_name, written_out: false };
                 let _ = self.discard(prepared);
                 Err(Error::io(format!("write a new file in {}: {e}", self.path.display())))
             }
@@ -306,7 +314,9 @@ impl DiskStore {
         p: Prepared,
         target: &str,
     ) -> Result<std::result::Result<(File, u64), (Prepared, io::Error)>> {
-        sys::write_out(&p.file).map_err(|e| self.error("write out", target, e))?;
+        if !p.written_out {
+            sys::write_out(&p.file).map_err(|e| self.error("write out", target, e))?;
+        }
         let placed = match &p.temp_name {
             None => self.dir.link_unnamed(&p.file, target),
             Some(temp) => self.dir.rename_new_from(self.temps(), temp, target),
