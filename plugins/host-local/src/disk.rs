@@ -100,13 +100,48 @@ fn read_entry(dir: &Dir, name: &str, limit: usize) -> Content {
     }
 }
 
-/// A lease's content as upstream compares it (`strings.TrimSpace`); `None` for a file
-/// with nothing but whitespace or NULs, which only a crash leaves.
-fn lease_content(bytes: &[u8]) -> Option<String> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace() || *b == 0) {
-        return None;
+/// What an entry named like an address holds.
+enum LeaseFile {
+    Gone,
+    /// Nothing but whitespace or NULs: only a crash leaves that.
+    Debris,
+    /// Its content as upstream compares it, or `None` for an opaque entry.
+    Lease(Option<String>),
+}
+
+impl LeaseFile {
+    fn lease(content: Option<String>, ip: IpAddr) -> Lease {
+        Lease { ip, opaque: content.is_none(), content: content.unwrap_or_default(), pod: None }
     }
-    Some(String::from_utf8_lossy(bytes).trim().to_string())
+}
+
+/// Read the entry `name` (of kind `kind`, if the listing said) as the lease of `ip`.
+/// Anything but a regular file of UTF-8 text of lease size is opaque: it keeps its
+/// address out of the pool and matches no container.
+fn read_lease(dir: &Dir, name: &str, kind: Option<Kind>) -> LeaseFile {
+    let opaque = LeaseFile::Lease(None);
+    if kind.is_some_and(|k| k != Kind::File) {
+        return opaque;
+    }
+    let bytes = match read_entry(dir, name, MAX_ENTRY_READ) {
+        Content::Gone => return LeaseFile::Gone,
+        Content::Opaque => return opaque,
+        Content::Regular(bytes) => bytes,
+    };
+    if bytes.iter().all(|b| b.is_ascii_whitespace() || *b == 0) {
+        return LeaseFile::Debris;
+    }
+    match String::from_utf8(bytes) {
+        // Trimmed as upstream compares it (`strings.TrimSpace`).
+        Ok(text) if text.len() <= MAX_ENTRY_READ => LeaseFile::Lease(Some(text.trim().to_string())),
+        _ => opaque,
+    }
+}
+
+/// Whether the lease file of `ip` still holds what `expected` says.
+fn lease_unchanged(dir: &Dir, ip: IpAddr, expected: &Lease) -> bool {
+    matches!(read_lease(dir, &go_ip_string(ip), None),
+        LeaseFile::Lease(Some(content)) if !expected.opaque && content == expected.content)
 }
 
 /// What `rollback` must undo.
@@ -452,24 +487,16 @@ impl DiskStore {
         for entry in self.dir.list().map_err(|e| self.error("read", ".", e))? {
             let Ok(name) = String::from_utf8(entry.name) else { continue };
             if let Some(ip) = lease_ip(&name) {
-                let kind = entry.kind.or_else(|| self.dir.stat(&name).ok().map(|m| m.kind));
-                let content = match kind {
-                    Some(Kind::File) => read_entry(&self.dir, &name, MAX_ENTRY_READ),
-                    _ => Content::Opaque,
-                };
-                let lease = match content {
-                    Content::Gone => continue,
-                    Content::Opaque => Lease { ip, content: String::new(), pod: None, opaque: true },
-                    Content::Regular(bytes) => match lease_content(&bytes) {
-                        Some(content) => Lease { ip, content, pod: None, opaque: false },
-                        // Upstream creates the file, then writes it, under the lock we hold:
-                        // an empty lease is a crashed call, and would block the address forever.
-                        None if self.dir.remove(&name).is_ok() => {
-                            self.changed = true;
-                            continue;
-                        }
-                        None => Lease { ip, content: String::new(), pod: None, opaque: false },
-                    },
+                let lease = match read_lease(&self.dir, &name, entry.kind) {
+                    LeaseFile::Gone => continue,
+                    LeaseFile::Lease(content) => LeaseFile::lease(content, ip),
+                    // Upstream creates the file, then writes it, under the lock we hold: an
+                    // empty lease is a crashed call, and would block the address forever.
+                    LeaseFile::Debris if self.dir.remove(&name).is_ok() => {
+                        self.changed = true;
+                        continue;
+                    }
+                    LeaseFile::Debris => LeaseFile::lease(None, ip),
                 };
                 leases.insert(name, Entry { lease, ino: entry.ino });
             } else if let Some(ip) = name.strip_suffix(record::SUFFIX).and_then(lease_ip) {
@@ -514,27 +541,74 @@ impl DiskStore {
         }
     }
 
-    /// Put `data` at `target` in place of what is there: a temp file, its data pushed
-    /// to the device, renamed over the target. Returns the new inode.
-    fn replace_file(&mut self, target: &str, data: &[u8]) -> Result<u64> {
-        let temp = self.temp_name();
+    /// Put `data` at `target` in place of what is there, by renaming a complete file over
+    /// it: the file prepared with that content, if any (nothing written early is thrown
+    /// away: on ext4, freeing a written but uncommitted file costs milliseconds), else a new
+    /// temp file. Returns the new inode.
+    fn replace_file(&mut self, target: &str, data: &str) -> Result<u64> {
+        let prepared = [&mut self.prepared_lease, &mut self.prepared_record]
+            .into_iter()
+            .find_map(|slot| slot.take_if(|p| p.content == data));
         let _ = self.private_dir();
-        let placed = self.temps().create_new(&temp, 0o600).and_then(|mut file| {
-            file.write_all(data)?;
-            sys::write_out(&file)?;
-            let ino = std::os::unix::fs::MetadataExt::ino(&file.metadata()?);
-            self.dir.rename_from(self.temps(), &temp, target)?;
-            Ok((file, ino))
+        let temp = self.temp_name();
+        let staged = match prepared {
+            Some(p) => self.stage_prepared(p, &temp),
+            None => self.stage_new(&temp, data),
+        };
+        let renamed = staged.and_then(|(in_private, name, file, ino)| {
+            let from = if in_private { self.temps() } else { &self.dir };
+            match self.dir.rename_from(from, &name, target) {
+                Ok(()) => Ok((file, ino)),
+                Err(e) => {
+                    let _ = from.remove(&name);
+                    Err(e)
+                }
+            }
         });
-        match placed {
+        match renamed {
             Ok((file, ino)) => {
                 self.placed(file);
                 Ok(ino)
             }
-            Err(e) => {
-                let _ = self.temps().remove(&temp);
-                Err(self.error("replace", target, e))
+            Err(e) => Err(self.error("replace", target, e)),
+        }
+    }
+
+    /// Give a prepared file the temp name `temp` (if it has none yet), ready to be renamed.
+    fn stage_prepared(&self, p: Prepared, temp: &str) -> io::Result<(bool, String, File, u64)> {
+        if !p.written_out {
+            sys::write_out(&p.file)?;
+        }
+        match p.temp_name {
+            Some(name) => Ok((self.private.is_some(), name, p.file, p.ino)),
+            None => {
+                let in_private = self.private.is_some() && self.temps().link_unnamed(&p.file, temp).is_ok();
+                if !in_private {
+                    self.dir.link_unnamed(&p.file, temp)?;
+                }
+                Ok((in_private, temp.to_string(), p.file, p.ino))
             }
+        }
+    }
+
+    /// A new temp file holding `data`, its data on the device: in `.hostlocal/`, or in the
+    /// store itself where that cannot take it (read-only, full, broken).
+    fn stage_new(&self, temp: &str, data: &str) -> io::Result<(bool, String, File, u64)> {
+        let create = |dir: &Dir| {
+            let mut file = dir.create_new(temp, 0o600)?;
+            let written = file.write_all(data.as_bytes()).and_then(|_| sys::write_out(&file)).and_then(|_| file.metadata());
+            match written {
+                Ok(meta) => Ok((file, std::os::unix::fs::MetadataExt::ino(&meta))),
+                Err(e) => {
+                    let _ = dir.remove(temp);
+                    Err(e)
+                }
+            }
+        };
+        let in_private = self.private.as_ref().map(create);
+        match in_private {
+            Some(Ok((file, ino))) => Ok((true, temp.to_string(), file, ino)),
+            _ => create(&self.dir).map(|(file, ino)| (false, temp.to_string(), file, ino)),
         }
     }
 
@@ -550,16 +624,17 @@ impl DiskStore {
         };
         let json = record::to_json(record);
         // A new record takes the prepared file; an existing one is replaced below.
-        if let Some(p) = self.prepared_record.take_if(|p| p.content == json) {
+        let exists = self.view.get_ip(ip).is_some_and(|e| e.lease.pod.is_some());
+        if let Some(p) = self.prepared_record.take_if(|p| !exists && p.content == json) {
             match self.place_new(p, &name)? {
                 Ok((file, _)) => {
                     self.placed(file);
                     return Ok(true);
                 }
-                Err((p, _)) => self.discard(p)?,
+                Err((p, _)) => self.prepared_record = Some(p),
             }
         }
-        match self.replace_file(&name, json.as_bytes()) {
+        match self.replace_file(&name, &json) {
             Ok(_) => Ok(true),
             Err(_) if self.dir.stat(&name).is_ok_and(|m| m.kind == Kind::Dir) => {
                 eprintln!(
@@ -574,7 +649,7 @@ impl DiskStore {
     }
 
     fn write_lease(&mut self, ip: IpAddr, content: &str) -> Result<()> {
-        let ino = self.replace_file(&go_ip_string(ip), content.as_bytes())?;
+        let ino = self.replace_file(&go_ip_string(ip), content)?;
         if let Some(mut entry) = self.view.get_ip(ip) {
             (entry.lease.content, entry.ino) = (content.to_string(), ino);
             self.view.set(entry);
@@ -607,10 +682,8 @@ impl DiskStore {
         let entry = self.entry(ip)?;
         let name = go_ip_string(ip);
         let current = self.dir.stat(&name).ok().filter(|m| m.kind == Kind::File);
-        let same = !entry.lease.opaque
-            && current.is_some_and(|m| entry.ino == 0 || m.ino == entry.ino)
-            && matches!(read_entry(&self.dir, &name, MAX_ENTRY_READ),
-                Content::Regular(b) if lease_content(&b).as_deref() == Some(entry.lease.content.as_str()));
+        let same =
+            current.is_some_and(|m| entry.ino == 0 || m.ino == entry.ino) && lease_unchanged(&self.dir, ip, &entry.lease);
         if !same {
             self.rescan()?;
             return Err(Error::new(
@@ -701,13 +774,11 @@ impl Store for DiskStore {
                 Err((prepared, e)) if e.kind() == io::ErrorKind::AlreadyExists => {
                     self.prepared_lease = Some(prepared);
                     // Someone (upstream host-local) created it since the index was written.
-                    let lease = match read_entry(&self.dir, &name, MAX_ENTRY_READ) {
-                        Content::Regular(bytes) => {
-                            Lease { ip, content: lease_content(&bytes).unwrap_or_default(), pod: None, opaque: false }
-                        }
-                        _ => Lease { ip, content: String::new(), pod: None, opaque: true },
+                    let content = match read_lease(&self.dir, &name, None) {
+                        LeaseFile::Lease(content) => content,
+                        LeaseFile::Debris | LeaseFile::Gone => None,
                     };
-                    self.view.set(Entry { lease, ino: 0 });
+                    self.view.set(Entry { lease: LeaseFile::lease(content, ip), ino: 0 });
                     self.index_stale = true;
                     return Ok(false);
                 }
@@ -761,11 +832,7 @@ impl Store for DiskStore {
             // written shows up as a new name or a new inode.
             self.listing_matches(&self.view)?
         } else {
-            hits.iter().all(|ip| {
-                let content = self.view.get_ip(*ip).map(|e| e.lease.content);
-                matches!(read_entry(&self.dir, &go_ip_string(*ip), MAX_ENTRY_READ),
-                    Content::Regular(b) if lease_content(&b) == content)
-            })
+            hits.iter().all(|ip| self.view.get_ip(*ip).is_some_and(|e| lease_unchanged(&self.dir, *ip, &e.lease)))
         };
         if confirmed {
             return Ok(hits);
