@@ -1,11 +1,14 @@
 //! Side-by-side benchmark of our host-local and upstream's, as a runtime calls them:
-//! one process per call, on stores pre-filled with N leases. Prints a Markdown report
-//! with medians and our/upstream ratios. Run through scripts/bench.sh.
+//! one process per call, on stores pre-filled with N leases, against the physical floor
+//! measured in the same rounds: a bare process start (benches/floor_start.c) and one
+//! durable file creation (benches/floor_durable_create.c), both static C programs spawned
+//! exactly like the plugins. Prints a Markdown report with medians, our/upstream and
+//! our/floor ratios, and whether each goal is met. Run through scripts/bench.sh.
 //!
 //! Env: BENCH_UPSTREAM (default /usr/lib/cni/host-local), BENCH_OURS (default the release
 //! build), BENCH_LEASES (default "0,110,10000,60000"), BENCH_QUICK=1 for fewer rounds.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -20,11 +23,15 @@ struct Plugin {
     path: PathBuf,
 }
 
-/// What containerd passes for a pod: with it, our host-local also records the pod.
-const POD_ARGS: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=bench;K8S_POD_UID=u1";
+/// What containerd passes for a pod: with it, our host-local also records the pod, and its
+/// DEL holds the address for the pod's next sandbox.
+const POD_ARGS: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p";
+
+/// The calls of one round of a plugin, in order (see `plugin_round`).
+const VERBS: [&str; 6] = ["ADD", "CHECK", "DEL", "DEL (repeated)", "ADD with pod args", "DEL with pod args"];
 
 fn spawn(plugin: &Path, command: &str, id: &str, conf: &str) -> Child {
-    spawn_with_args(plugin, command, id, conf, "")
+    spawn_program(plugin, &[], command, id, conf, "")
 }
 
 /// The whole environment of a benchmarked call.
@@ -39,15 +46,19 @@ fn plugin_env<'a>(command: &'a str, id: &'a str, args: &'a str) -> [(&'static st
     ]
 }
 
-fn spawn_with_args(plugin: &Path, command: &str, id: &str, conf: &str, args: &str) -> Child {
-    let mut child = Command::new(plugin)
+/// `program` spawned as a runtime spawns a plugin: only the CNI environment, the network
+/// configuration on a stdin pipe, stdout and stderr to /dev/null. `argv` is empty for the
+/// plugins; the floor programs take their arguments there.
+fn spawn_program(program: &Path, argv: &[&OsStr], command: &str, id: &str, conf: &str, args: &str) -> Child {
+    let mut child = Command::new(program)
+        .args(argv)
         .env_clear()
         .envs(plugin_env(command, id, args))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", plugin.display()));
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
     let _ = child.stdin.take().unwrap().write_all(conf.as_bytes());
     child
 }
@@ -65,6 +76,88 @@ fn call(plugin: &Path, command: &str, id: &str, conf: &str, must_succeed: bool) 
     wait(spawn(plugin, command, id, conf), started, must_succeed)
 }
 
+fn call_with_pod_args(plugin: &Path, command: &str, id: &str, conf: &str) -> Duration {
+    let started = Instant::now();
+    wait(spawn_program(plugin, &[], command, id, conf, POD_ARGS), started, true)
+}
+
+/// One round of a plugin's calls, timed, in the order of `VERBS`: ADD, CHECK, DEL and a
+/// repeated DEL of one container, then a pod's sandbox as containerd sets it up and tears
+/// it down. With the pod arguments ours holds the address at DEL and gives it back at the
+/// next round's ADD of the same pod, so the store keeps its size.
+fn plugin_round(plugin: &Path, conf: &str, round: &str) -> [Duration; VERBS.len()] {
+    let (id, pod) = (format!("bench-{round}"), format!("bench-pod-{round}"));
+    [
+        call(plugin, "ADD", &id, conf, true),
+        call(plugin, "CHECK", &id, conf, true),
+        call(plugin, "DEL", &id, conf, true),
+        call(plugin, "DEL", &id, conf, true),
+        call_with_pod_args(plugin, "ADD", &pod, conf),
+        call_with_pod_args(plugin, "DEL", &pod, conf),
+    ]
+}
+
+/// The physical floor: static C programs built from benches/floor_*.c, spawned exactly
+/// like the plugins (`spawn_program`).
+struct Floor {
+    /// Exits at once: the floor of every call.
+    start: PathBuf,
+    /// Creates one small file durably: the floor of a call that records a change.
+    durable_create: PathBuf,
+}
+
+impl Floor {
+    /// Builds the programs with `gcc -O2 -static` into target/tmp/bench-floor.
+    fn build() -> Floor {
+        let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-floor");
+        fs::create_dir_all(&out).unwrap();
+        let build = |name: &str| {
+            let bin = out.join(name.replace('_', "-"));
+            // Built beside and renamed into place: another run may be executing the old one.
+            let tmp = bin.with_extension(std::process::id().to_string());
+            let status = Command::new("gcc")
+                .args(["-O2", "-static", "-o"])
+                .arg(&tmp)
+                .arg(sources.join(format!("{name}.c")))
+                .status()
+                .expect("run gcc");
+            assert!(status.success(), "gcc -O2 -static {name}.c failed");
+            fs::rename(&tmp, &bin).unwrap();
+            bin
+        };
+        Floor { start: build("floor_start"), durable_create: build("floor_durable_create") }
+    }
+
+    fn start(&self, id: &str, conf: &str) -> Duration {
+        call(&self.start, "ADD", id, conf, true)
+    }
+
+    /// Creates `dir/id` durably; the file is removed again outside the timed part, and the
+    /// removal synced, so that no program's sync pays for it.
+    fn durable_create(&self, dir: &Path, id: &str, conf: &str) -> Duration {
+        let argv = [dir.as_os_str(), OsStr::new(id)];
+        let started = Instant::now();
+        let wall = wait(spawn_program(&self.durable_create, &argv, "ADD", id, conf, ""), started, true);
+        fs::remove_file(dir.join(id)).unwrap();
+        fs::File::open(dir).unwrap().sync_all().unwrap();
+        wall
+    }
+}
+
+/// The order of the four programs (0 upstream, 1 ours, 2 floor-start, 3 floor-durable-create)
+/// in round `round`: each of the 24 orders in turn, so that every program takes every place,
+/// and follows every other, equally often.
+fn order(round: usize) -> [usize; 4] {
+    let mut left = vec![0, 1, 2, 3];
+    let mut code = round % 24; // the order's number in the factorial number system
+    [6, 2, 1, 1].map(|place_value| {
+        let next = left.remove(code / place_value);
+        code %= place_value;
+        next
+    })
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -72,6 +165,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
 }
 
 fn conf(data_dir: &Path, version: &str) -> String {
@@ -96,10 +193,58 @@ fn populate(data_dir: &Path, n: usize) {
     }
 }
 
+/// Medians of one operation; `leases` is the store's size, if the operation has one.
 struct Row {
-    what: String,
+    verb: &'static str,
+    leases: Option<usize>,
     upstream: Duration,
     ours: Duration,
+}
+
+impl Row {
+    fn what(&self) -> String {
+        match self.leases {
+            Some(n) => format!("{} @ {n} leases", self.verb),
+            None => self.verb.to_string(),
+        }
+    }
+}
+
+/// Medians of the floor programs, from the rounds of one store size.
+struct FloorRow {
+    leases: usize,
+    start: Duration,
+    durable_create: Duration,
+}
+
+/// One line of the goals table: a ratio of medians, and the bound it should keep.
+struct Goal {
+    what: String,
+    /// None if not measured (a store size left out of BENCH_LEASES).
+    ratio: Option<f64>,
+    bound: Bound,
+}
+
+#[derive(Clone, Copy)]
+enum Bound {
+    Below(f64),
+    AtMost(f64),
+}
+
+impl Bound {
+    fn holds(&self, ratio: f64) -> bool {
+        match *self {
+            Bound::Below(max) => ratio < max,
+            Bound::AtMost(max) => ratio <= max,
+        }
+    }
+
+    fn show(&self) -> String {
+        match self {
+            Bound::Below(max) => format!("< {max}×"),
+            Bound::AtMost(max) => format!("≤ {max}×"),
+        }
+    }
 }
 
 fn main() {
@@ -119,57 +264,64 @@ fn main() {
         .split(',')
         .map(|s| s.trim().parse().expect("BENCH_LEASES: comma-separated numbers"))
         .collect();
+    let floor = Floor::build();
     let scratch = std::env::temp_dir().join(format!("cni-bench-{}", std::process::id()));
     let mut rows = Vec::new();
+    let mut floors = Vec::new();
 
     for &n in &counts {
         let rounds = match n {
-            _ if quick => 5,
+            _ if quick => 41,
             60_000.. => 5,
             10_000.. => 15,
-            _ => 40,
+            _ => 101,
         };
-        // The machine's speed drifts: run both plugins round by round, not one after the other.
         let confs: Vec<String> = plugins
             .iter()
             .map(|plugin| {
                 let data_dir = scratch.join(plugin.name);
                 populate(&data_dir, n);
                 let c = conf(&data_dir, "1.0.0");
-                // Warm-up: page cache, and our index after a foreign-written directory.
-                call(&plugin.path, "ADD", "warm", &c, true);
-                call(&plugin.path, "DEL", "warm", &c, true);
+                // Warm-up: page cache, our index after a foreign-written directory, the hold.
+                plugin_round(&plugin.path, &c, "warm");
                 c
             })
             .collect();
-        let mut results: [[Vec<Duration>; 5]; 2] = Default::default();
+        // The floor creates its files beside the stores, in a directory of the same size.
+        let floor_data_dir = scratch.join("floor");
+        populate(&floor_data_dir, n);
+        let floor_dir = floor_data_dir.join("bench");
+        let floor_conf = conf(&floor_data_dir, "1.0.0");
+        floor.start("warm", &floor_conf);
+        floor.durable_create(&floor_dir, "warm", &floor_conf);
+
+        let mut samples: [[Vec<Duration>; VERBS.len()]; 2] = Default::default();
+        let (mut floor_start, mut floor_create) = (Vec::new(), Vec::new());
         for r in 0..rounds {
-            let id = format!("bench-{r}");
-            for (p, plugin) in plugins.iter().enumerate() {
-                let c = &confs[p];
-                results[p][0].push(call(&plugin.path, "ADD", &id, c, true));
-                results[p][1].push(call(&plugin.path, "CHECK", &id, c, true));
-                results[p][2].push(call(&plugin.path, "DEL", &id, c, true));
-                results[p][3].push(call(&plugin.path, "DEL", &id, c, true));
-                // A pod's sandbox as containerd sets it up; DEL'd without the pod arguments,
-                // so that the address is freed and the store keeps its size.
-                let pod = format!("bench-pod-{r}");
-                let started = Instant::now();
-                results[p][4].push(wait(spawn_with_args(&plugin.path, "ADD", &pod, c, POD_ARGS), started, true));
-                call(&plugin.path, "DEL", &pod, c, true);
+            // The machine's speed drifts, and a sync may pay for the previous program's
+            // unsynced changes: take turns within each round, in a changing order.
+            for program in order(r) {
+                match program {
+                    p @ (0 | 1) => {
+                        let times = plugin_round(&plugins[p].path, &confs[p], &r.to_string());
+                        for (k, t) in times.into_iter().enumerate() {
+                            samples[p][k].push(t);
+                        }
+                    }
+                    2 => floor_start.push(floor.start(&format!("bench-{r}"), &floor_conf)),
+                    _ => floor_create.push(floor.durable_create(&floor_dir, &format!("bench-{r}"), &floor_conf)),
+                }
             }
         }
-        for (k, what) in ["ADD", "CHECK", "DEL", "DEL (repeated)", "ADD with K8S_POD_* args"].iter().enumerate() {
-            rows.push(Row {
-                what: format!("{what} @ {n} leases"),
-                upstream: median(results[0][k].clone()),
-                ours: median(results[1][k].clone()),
-            });
+        let [upstream, ours] = samples;
+        for ((verb, upstream), ours) in VERBS.into_iter().zip(upstream).zip(ours) {
+            rows.push(Row { verb, leases: Some(n), upstream: median(upstream), ours: median(ours) });
         }
+        floors.push(FloorRow { leases: n, start: median(floor_start), durable_create: median(floor_create) });
     }
 
     // Reboot storm: 110 pods come back at once on an empty store.
-    let storm_rounds = if quick { 2 } else { 5 };
+    let storm_rounds = if quick { 5 } else { 7 };
     let mut storm = [Vec::new(), Vec::new()];
     for _ in 0..storm_rounds {
         for (p, plugin) in plugins.iter().enumerate() {
@@ -185,10 +337,11 @@ fn main() {
         }
     }
     let [storm_up, storm_ours] = storm;
-    rows.push(Row { what: "110 concurrent ADDs (wall)".into(), upstream: median(storm_up), ours: median(storm_ours) });
+    let storm_verb = "110 concurrent ADDs (wall)";
+    rows.push(Row { verb: storm_verb, leases: None, upstream: median(storm_up), ours: median(storm_ours) });
 
     // VERSION: process start-up; STATUS: ours only (Debian's upstream predates spec 1.1.0).
-    let version_rounds = if quick { 10 } else { 200 };
+    let version_rounds = if quick { 101 } else { 201 };
     let mut version = [Vec::new(), Vec::new()];
     for _ in 0..version_rounds {
         for (p, plugin) in plugins.iter().enumerate() {
@@ -196,18 +349,13 @@ fn main() {
         }
     }
     let [v_up, v_ours] = version;
-    rows.push(Row { what: "VERSION (start-up)".into(), upstream: median(v_up), ours: median(v_ours) });
+    rows.push(Row { verb: "VERSION (start-up)", leases: None, upstream: median(v_up), ours: median(v_ours) });
     let status_dir = scratch.join("status");
     populate(&status_dir, 110);
     let status_conf = conf(&status_dir, "1.1.0");
     let status =
         median((0..version_rounds).map(|_| call(&plugins[1].path, "STATUS", "", &status_conf, true)).collect());
 
-    // The floor the brief sets: spawning a trivial static binary plus one durable write.
-    let trivial = trivial_static_binary();
-    let spawn_floor =
-        trivial.as_ref().map(|t| median((0..version_rounds).map(|_| call(t, "VERSION", "", "", false)).collect()));
-    let durable_write = durable_write_cost(&scratch);
     // Peak RSS per call at 110 leases: the largest of a few rounds of each verb.
     let rss_verbs = ["ADD", "CHECK", "DEL", "STATUS"];
     let rss: Vec<Vec<Option<u64>>> = plugins
@@ -236,14 +384,16 @@ fn main() {
     println!("| operation | upstream (ms) | ours (ms) | ours / upstream |");
     println!("|---|---:|---:|---:|");
     for r in &rows {
-        println!(
-            "| {} | {} | {} | {:.2}× |",
-            r.what,
-            ms(r.upstream),
-            ms(r.ours),
-            r.ours.as_secs_f64() / r.upstream.as_secs_f64()
-        );
+        println!("| {} | {} | {} | {:.2}× |", r.what(), ms(r.upstream), ms(r.ours), ratio(r.ours, r.upstream));
     }
+    println!();
+    println!("| physical floor, same rounds (ms) | floor-start | floor-durable-create |");
+    println!("|---|---:|---:|");
+    for f in &floors {
+        println!("| @ {} leases | {} | {} |", f.leases, ms(f.start), ms(f.durable_create));
+    }
+    println!();
+    print_goals(&goals(&rows, &floors, storm_verb));
     println!();
     println!("| other | value |");
     println!("|---|---:|");
@@ -251,18 +401,6 @@ fn main() {
     for plugin in &plugins {
         let size = fs::metadata(&plugin.path).map(|m| m.len()).unwrap_or(0);
         println!("| {} binary size (bytes) | {size} |", plugin.name);
-    }
-    println!("| one durable write: write + fdatasync + rename + dir fsync (ms) | {} |", ms(durable_write));
-    if let (Some(floor), Some(t)) = (spawn_floor, trivial) {
-        let add0 = rows.iter().find(|r| r.what == "ADD @ 0 leases").map(|r| r.ours);
-        println!("| spawn of a trivial static binary ({}) (ms) | {} |", t.display(), ms(floor));
-        if let Some(add0) = add0 {
-            let budget = floor + durable_write;
-            println!(
-                "| our ADD @ 0 leases / (spawn + durable write) | {:.2}× |",
-                add0.as_secs_f64() / budget.as_secs_f64()
-            );
-        }
     }
     println!();
     println!("| peak RSS per call @ 110 leases (KiB) | upstream | ours |");
@@ -273,39 +411,55 @@ fn main() {
     }
 }
 
-/// busybox-static's `true` if installed.
-fn trivial_static_binary() -> Option<PathBuf> {
-    let busybox = PathBuf::from("/bin/busybox");
-    busybox.is_file().then(|| {
-        let link = std::env::temp_dir().join(format!("bench-true-{}", std::process::id()));
-        let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(&busybox, &link).unwrap();
-        // busybox picks the applet from argv[0]: a symlink named "true" would be clearer,
-        // but any name that is not an applet runs "busybox" itself, so name it true.
-        let named = link.with_file_name("true");
-        let _ = fs::remove_file(&named);
-        fs::rename(&link, &named).unwrap();
-        named
-    })
+/// The goals, from the medians: against the floor and against upstream at 110 leases,
+/// against upstream at 10,000 leases, and the reboot storm against upstream.
+fn goals(rows: &[Row], floors: &[FloorRow], storm_verb: &str) -> Vec<Goal> {
+    let row = |verb: &str, leases: Option<usize>| rows.iter().find(|r| r.verb == verb && r.leases == leases);
+    let floor = floors.iter().find(|f| f.leases == 110);
+    let mut goals = Vec::new();
+    for verb in ["ADD", "ADD with pod args", "DEL", "DEL with pod args"] {
+        goals.push(Goal {
+            what: format!("{verb} @ 110 leases, ours / floor-durable-create"),
+            ratio: row(verb, Some(110)).zip(floor).map(|(r, f)| ratio(r.ours, f.durable_create)),
+            bound: Bound::AtMost(1.3),
+        });
+    }
+    goals.push(Goal {
+        what: "CHECK @ 110 leases, ours / floor-start".into(),
+        ratio: row("CHECK", Some(110)).zip(floor).map(|(r, f)| ratio(r.ours, f.start)),
+        bound: Bound::AtMost(1.5),
+    });
+    for (leases, bound) in [(110, Bound::Below(1.0)), (10_000, Bound::AtMost(0.1))] {
+        if row(VERBS[0], Some(leases)).is_none() {
+            goals.push(Goal { what: format!("every verb @ {leases} leases, ours / upstream"), ratio: None, bound });
+            continue;
+        }
+        for verb in VERBS {
+            goals.push(Goal {
+                what: format!("{verb} @ {leases} leases, ours / upstream"),
+                ratio: row(verb, Some(leases)).map(|r| ratio(r.ours, r.upstream)),
+                bound,
+            });
+        }
+    }
+    goals.push(Goal {
+        what: format!("{storm_verb}, ours / upstream"),
+        ratio: row(storm_verb, None).map(|r| ratio(r.ours, r.upstream)),
+        bound: Bound::AtMost(0.5),
+    });
+    goals
 }
 
-fn durable_write_cost(scratch: &Path) -> Duration {
-    let dir = scratch.join("durable");
-    fs::create_dir_all(&dir).unwrap();
-    let dir_handle = fs::File::open(&dir).unwrap();
-    let samples: Vec<Duration> = (0..50)
-        .map(|i| {
-            let started = Instant::now();
-            let tmp = dir.join(format!(".tmp{i}"));
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).unwrap();
-            f.write_all(b"c1\r\neth0").unwrap();
-            f.sync_data().unwrap();
-            fs::rename(&tmp, dir.join(format!("10.0.0.{i}"))).unwrap();
-            dir_handle.sync_all().unwrap();
-            started.elapsed()
-        })
-        .collect();
-    median(samples)
+fn print_goals(goals: &[Goal]) {
+    println!("| goal | ratio | target | |");
+    println!("|---|---:|---:|---|");
+    for g in goals {
+        let (ratio, verdict) = match g.ratio {
+            Some(r) => (format!("{r:.2}×"), if g.bound.holds(r) { "met" } else { "missed" }),
+            None => ("—".to_string(), "not measured"),
+        };
+        println!("| {} | {ratio} | {} | {verdict} |", g.what, g.bound.show());
+    }
 }
 
 /// Peak RSS (VmHWM, KiB) of one call, of the plugin's own address space. wait4's ru_maxrss
