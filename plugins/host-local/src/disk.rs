@@ -427,8 +427,9 @@ impl DiskStore {
         if !meta.is_file() || meta.len() > MAX_INDEX_SIZE {
             return false;
         }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        if (&file).read_to_end(&mut bytes).is_err() {
+        // Through `take`: a plain `read_to_end` would stat the file again for a size hint.
+        let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+        if (&file).take(MAX_INDEX_SIZE).read_to_end(&mut bytes).is_err() {
             return false;
         }
         let Some((view, recorded)) = View::parse(bytes) else { return false };
