@@ -147,6 +147,12 @@ pub struct Allocation {
     pub how: How,
 }
 
+/// Whether `ip` may be handed out from `set`: inside one of its ranges, and not that
+/// range's gateway (whatever a file in the store says).
+fn allocatable(set: &[Range], ip: IpAddr) -> bool {
+    range_for(set, ip).is_some_and(|r| r.gateway != canonical(ip))
+}
+
 fn exhausted(set: &[Range]) -> Error {
     // Addresses come back as pods go: the runtime's retry may succeed.
     Error::new(Code::TRY_AGAIN_LATER, format!("no IP addresses available in range set: {}", describe(set)))
@@ -156,8 +162,8 @@ fn exhausted(set: &[Range]) -> Error {
 pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
     // Every path below picks inside the set; a store that says otherwise is not trusted.
     let found = |ip: IpAddr, how| match range_for(req.set, ip) {
-        Some(range) => Ok(Allocation { ip, range: range.clone(), how }),
-        None => Err(Error::internal(format!("{} was chosen outside range set {}", go_ip_string(ip), describe(req.set)))),
+        Some(range) if allocatable(req.set, ip) => Ok(Allocation { ip, range: range.clone(), how }),
+        _ => Err(Error::internal(format!("{} is not allocatable in range set {}", go_ip_string(ip), describe(req.set)))),
     };
     let pod_key = req.sticky.zip(req.pod).and_then(|(s, p)| p.key(s.key).map(|k| (s, p, k)));
 
@@ -197,8 +203,13 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
     }
 
     // A repeated ADD gets what it already has (upstream errors: "duplicate allocation").
-    let existing =
-        store.find(Query::Owner(req.owner)).into_iter().find(|l| range_for(req.set, l.ip).is_some()).map(|l| l.ip);
+    // Only an exact match: an old-format lease names no interface, and two interfaces
+    // of one container must never share an address.
+    let existing = store
+        .find(Query::Owner(req.owner))
+        .into_iter()
+        .find(|l| l.is_owned_by(req.owner) && allocatable(req.set, l.ip))
+        .map(|l| l.ip);
     if let Some(ip) = existing {
         record_pod(store, req, ip)?;
         return found(ip, How::Existing);
@@ -263,7 +274,7 @@ fn take_held(
     let mut holds: Vec<(u64, IpAddr)> = store
         .find(query)
         .into_iter()
-        .filter(|l| range_for(req.set, l.ip).is_some() && is_hold_for(l, key, key_kind, req))
+        .filter(|l| allocatable(req.set, l.ip) && is_hold_for(l, key, key_kind, req))
         .map(|l| (l.pod.as_ref().map_or(0, |p| p.since), l.ip))
         .collect();
     // The most recently released one is the address the cluster last saw for this pod.
@@ -282,7 +293,7 @@ fn take_marker(store: &mut dyn Store, req: &Request, pod: &Pod) -> Result<Option
     let mine: Vec<_> = store
         .markers()
         .iter()
-        .filter(|m| m.namespace == pod.namespace && m.name == pod.name && range_for(req.set, m.ip).is_some())
+        .filter(|m| m.namespace == pod.namespace && m.name == pod.name && allocatable(req.set, m.ip))
         .cloned()
         .collect();
     for marker in mine {
@@ -300,7 +311,7 @@ fn release_expired_holds(store: &mut dyn Store, req: &Request, max_age: u64) -> 
         .find(Query::Reclaimable { boot_id: req.boot_id })
         .into_iter()
         .filter(|l| {
-            range_for(req.set, l.ip).is_some()
+            allocatable(req.set, l.ip)
                 && l.pod.as_ref().is_some_and(|p| req.now.saturating_sub(p.since) >= max_age)
         })
         .map(|l| l.ip)
@@ -317,13 +328,13 @@ fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<Ip
     let held = store
         .find(Query::Reclaimable { boot_id: req.boot_id })
         .into_iter()
-        .filter(|l| range_for(req.set, l.ip).is_some())
+        .filter(|l| allocatable(req.set, l.ip))
         .map(|l| (l.pod.as_ref().map_or(0, |p| p.since), ip_to_u128(l.ip), l.ip))
         .min();
     let marked = store
         .markers()
         .iter()
-        .filter(|m| range_for(req.set, m.ip).is_some() && store.lease(m.ip).is_none())
+        .filter(|m| allocatable(req.set, m.ip) && store.lease(m.ip).is_none())
         .map(|m| (m.since, ip_to_u128(m.ip), m.ip))
         .min();
     match held.into_iter().chain(marked).min() {

@@ -76,7 +76,8 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
     };
     let owner = Owner::new(&args.container_id, &args.ifname);
     let pod = sticky_pod(conf);
-    let boot = if pod.is_some() { boot_id() } else { String::new() };
+    // Also without a pod: reclaiming a hold must tell this boot's sandboxes from earlier ones.
+    let boot = if conf.sticky.is_some() { boot_id() } else { String::new() };
     let now = unix_now();
     // The likely lease and pod record are written and fsynced before taking the lock.
     let record = pod.as_ref().map(|p| p.record(&owner, &boot, LeaseState::Active, now));

@@ -120,6 +120,16 @@ fn sandboxes_of_an_earlier_boot_are_holds_when_the_pool_is_full_and_expire() {
 }
 
 #[test]
+fn an_add_without_pod_arguments_never_takes_a_live_pods_address() {
+    let dd = TempDir::new("st-podless");
+    let c = net_conf("1.0.0", &dd, r#""subnet":"10.34.0.0/30""#); // one address: .2
+    ips(exec(call("ADD", "web-0", "sb1", &c, "b1")));
+    let podless = run(&ours(), &Call::new("ADD", "plain", &c).env("HOST_LOCAL_BOOT_ID", "b1"));
+    assert!(!podless.ok(), "the only address belongs to a live sandbox: {podless:?}");
+    assert!(exec(call("CHECK", "web-0", "sb1", &c, "b1")).ok());
+}
+
+#[test]
 fn dual_stack_and_multiple_interfaces_each_keep_their_address() {
     let dd = TempDir::new("st-multi");
     let c = net_conf("1.0.0", &dd, DUAL);

@@ -269,6 +269,39 @@ fn a_repeated_add_returns_the_existing_address() {
     assert_ne!(allocate(&mut store, &plain(&s, &Owner::new("c1", "net1"))).unwrap().ip, first.ip);
 }
 
+#[test]
+fn an_old_format_lease_is_never_an_existing_allocation() {
+    // `c1` names no interface: reusing it would give eth0 and eth1 one address (upstream
+    // refuses the ADD as a duplicate instead).
+    let s = set(&["10.0.0.0/29"]);
+    let mut store = MemoryStore::default();
+    assert!(store.reserve(ip("10.0.0.2"), &Owner::new("c1", "")).unwrap());
+    store.leases.get_mut("10.0.0.2").unwrap().content = "c1".into();
+    let eth0 = allocate(&mut store, &plain(&s, &Owner::new("c1", "eth0"))).unwrap();
+    let eth1 = allocate(&mut store, &plain(&s, &Owner::new("c1", "eth1"))).unwrap();
+    assert_eq!((eth0.how, eth1.how), (How::RoundRobin, How::RoundRobin));
+    assert!(eth0.ip != eth1.ip && eth0.ip != ip("10.0.0.2"));
+}
+
+#[test]
+fn the_gateway_is_never_handed_out_whatever_the_store_says() {
+    let s = set(&["10.0.0.0/29"]); // gateway .1, addresses .2 - .6
+    let owner = Owner::new("c1", "eth0");
+    // A lease of this very container at the gateway (planted).
+    let mut store = MemoryStore::default();
+    assert!(store.reserve(ip("10.0.0.1"), &owner).unwrap());
+    assert_eq!(allocate(&mut store, &plain(&s, &owner)).unwrap().ip, ip("10.0.0.2"));
+    // An OpenYurt marker for this pod at the gateway.
+    let web = pod("web-0");
+    let marker = Marker { ip: ip("10.0.0.1"), namespace: "default".into(), name: "web-0".into(), since: 1 };
+    let mut store = MemoryStore { markers: vec![marker.clone()], ..MemoryStore::default() };
+    assert_eq!(allocate(&mut store, &sticky(&s, &owner, &web, "b1")).unwrap().ip, ip("10.0.0.2"));
+    // A full pool with another pod's marker at the gateway: nothing to reclaim there.
+    let mut store = MemoryStore::with_taken(&["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
+    store.markers = vec![Marker { name: "other".into(), ..marker }];
+    assert!(allocate(&mut store, &sticky(&s, &owner, &web, "b1")).is_err());
+}
+
 // ---- stickiness ----
 
 const STICKY: Sticky = Sticky { key: StickyKey::NamespaceName, hold_duration: None };
