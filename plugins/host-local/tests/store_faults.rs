@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{net_conf, ours, upstream, upstream_view, Call, Outcome, TempDir};
+use common::{net_conf, ours, spawn, upstream, upstream_view, Call, Outcome, TempDir};
 
 // ---------------------------------------------------------------------------------------
 // Running the plugins
@@ -33,20 +33,7 @@ const HANG: Duration = Duration::from_secs(20);
 
 /// Run `binary` as a runtime would; `None` if it hung (it is killed).
 fn run_timed(binary: &Path, call: &Call) -> Option<Outcome> {
-    let mut child = Command::new(binary)
-        .env_clear()
-        .env("CNI_COMMAND", &call.command)
-        .env("CNI_CONTAINERID", &call.container_id)
-        .env("CNI_NETNS", &call.netns)
-        .env("CNI_IFNAME", &call.ifname)
-        .env("CNI_ARGS", &call.args)
-        .env("CNI_PATH", "/opt/cni/bin")
-        .envs(call.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+    let mut child = spawn(binary, call);
     let mut stdin = child.stdin.take().unwrap();
     let input = call.stdin.clone().into_bytes();
     let writer = std::thread::spawn(move || {

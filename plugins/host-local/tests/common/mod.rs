@@ -101,8 +101,9 @@ impl Outcome {
     }
 }
 
-pub fn run(binary: &Path, call: &Call) -> Outcome {
-    let mut child = Command::new(binary)
+/// `binary` started as a runtime starts a plugin for `call`, its stdio piped.
+pub fn spawn(binary: &Path, call: &Call) -> std::process::Child {
+    Command::new(binary)
         .env_clear()
         .env("CNI_COMMAND", &call.command)
         .env("CNI_CONTAINERID", &call.container_id)
@@ -115,7 +116,11 @@ pub fn run(binary: &Path, call: &Call) -> Outcome {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()))
+}
+
+pub fn run(binary: &Path, call: &Call) -> Outcome {
+    let mut child = spawn(binary, call);
     // A plugin may reject its environment and exit before reading stdin.
     let _ = child.stdin.take().unwrap().write_all(call.stdin.as_bytes());
     let out = child.wait_with_output().unwrap();
