@@ -22,6 +22,10 @@ export E2E_PYTHON="$PWD/target/e2e/venv/bin/python"
 echo "==> benchmark smoke run (full run: scripts/bench.sh)"
 scripts/bench.sh --quick
 
+echo "==> fuzzing, ${CI_FUZZ_SECONDS:-15}s per target (long run: FUZZ_SECONDS=3600 scripts/fuzz.sh)"
+fuzz_status=0
+FUZZ_SECONDS="${CI_FUZZ_SECONDS:-15}" FUZZ_SANITIZER=none scripts/fuzz.sh || fuzz_status=$?
+
 echo "==> tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -30,4 +34,5 @@ cargo test --workspace --release --no-fail-fast -- --include-ignored 2>&1 | tee 
 # One closing line for the whole run (cargo prints one "test result" per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }' "$log" || status=1
+[ "$fuzz_status" -eq 0 ] || status=1  # its crashes were reported above
 exit "$status"
