@@ -15,11 +15,12 @@
 //!   `rename` (replacements). A name therefore never appears without its data, whatever
 //!   journal commit carries it.
 //! - What ADD reports is durable before it returns: after the lock is released, each file
-//!   it placed and the directory are fsynced, in parallel. Files are synced *after* they
-//!   have their names: btrfs ignores an fsync of a nameless (`O_TMPFILE`) inode, and a
-//!   directory fsync alone then brings the name back with no data. If a sync fails, the
-//!   call takes the lock again, undoes its changes and fails. DEL and GC are not synced
-//!   (README: "What a power cut can undo").
+//!   it named is fsynced, in parallel, which makes the name durable with it. Files are
+//!   synced *after* they have their names: btrfs ignores an fsync of a nameless
+//!   (`O_TMPFILE`) inode. The directory is never fsynced: on btrfs that would log every new
+//!   name in it, also other calls' not yet synced ones, with no data (see `sync_placed`).
+//!   If a sync fails, the call takes the lock again, undoes its changes and fails. DEL and
+//!   GC are not synced (README: "What a power cut can undo").
 //! - Entries that are not what we write (non-UTF-8 or oversized leases, directories,
 //!   FIFOs, sockets, symlinks, garbage records or cursors) never fail a call: an odd entry
 //!   named like an address keeps that address out of the pool, as with upstream; a
@@ -695,15 +696,17 @@ impl DiskStore {
         Ok(entry)
     }
 
-    /// Sync what this call placed, and the directory, in parallel.
+    /// Sync what this call named, in parallel. Each file's fsync makes its name durable
+    /// too: the name was given in the same (ext4, xfs) or an earlier (f2fs checkpoint)
+    /// transaction, and btrfs logs the names of a new inode with it. The directory itself
+    /// is never fsynced: on btrfs that logs every new name in it, also other calls' whose
+    /// files are not logged yet, and those would come back empty after a crash.
     fn sync_placed(&mut self) -> io::Result<()> {
         let files = std::mem::take(&mut self.placed);
-        let dir = &self.dir;
         std::thread::scope(|scope| {
-            let dir_synced = scope.spawn(|| dir.sync());
             let others: Vec<_> = files.iter().skip(1).map(|f| scope.spawn(move || f.sync_all())).collect();
             let mut result = files.first().map_or(Ok(()), |f| f.sync_all());
-            for handle in others.into_iter().chain([dir_synced]) {
+            for handle in others {
                 let synced = handle.join().unwrap_or_else(|_| Err(io::Error::other("sync thread panicked")));
                 result = result.and(synced);
             }
@@ -877,7 +880,7 @@ impl Store for DiskStore {
         if self.changed || self.index_stale {
             self.write_index();
         }
-        let must_sync = self.durable && (self.changed || !self.placed.is_empty());
+        let must_sync = self.durable && !self.placed.is_empty();
         (self.changed, self.index_stale) = (false, false);
         // Nothing below needs the lock: let the next call in while we wait for the disk.
         self.unlock()?;
@@ -897,7 +900,6 @@ impl Store for DiskStore {
         let undone = self.rollback();
         self.write_index();
         self.unlock()?;
-        let _ = self.dir.sync();
         undone.map_err(|u| Error::io(format!("{}; undoing them failed too: {u}", failure.msg)))?;
         Err(failure)
     }

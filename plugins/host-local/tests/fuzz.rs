@@ -236,7 +236,9 @@ fn fuzz_results_and_conversions() {
                 let printed = converted.to_wire();
                 let reparsed = libcni::json::parse(printed.as_bytes()).expect("we print valid JSON");
                 let back = AnyResult::from_json(version, &reparsed).expect("we parse what we print");
-                assert_eq!(back, converted, "print/parse round trip in {version}");
+                // Printing is Go's, which is not injective (an IPv4-mapped /120 prints as the
+                // IPv4 /24): what we print must read back to the same text.
+                assert_eq!(back.to_wire(), printed, "print/parse round trip in {version}");
             }
         }
     });

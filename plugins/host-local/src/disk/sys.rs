@@ -264,12 +264,6 @@ impl Dir {
             }
         }
     }
-
-    /// Flush the directory's entries to stable storage.
-    pub fn sync(&self) -> io::Result<()> {
-        // SAFETY: a valid descriptor.
-        check(unsafe { libc::fsync(self.fd()) })
-    }
 }
 
 pub fn fstat(fd: RawFd) -> io::Result<Meta> {
