@@ -183,7 +183,7 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
             .as_ref()
             .is_some_and(|(s, _, key)| store.lease(ip).is_some_and(|l| is_hold_for(&l, key, s.key, req)))
         {
-            store.take_over(ip, req.owner)?;
+            store.take_over(ip, req.owner, pod_record(req).as_ref())?;
             How::Sticky
         } else {
             return Err(Error::new(
@@ -280,7 +280,7 @@ fn take_held(
     // The most recently released one is the address the cluster last saw for this pod.
     holds.sort();
     let Some((_, ip)) = holds.pop() else { return Ok(None) };
-    store.take_over(ip, req.owner)?;
+    store.take_over(ip, req.owner, pod_record(req).as_ref())?;
     // Older holds of the same pod and interface would never be used again.
     for (_, stale) in holds {
         store.release(stale)?;
@@ -340,7 +340,7 @@ fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<Ip
     match held.into_iter().chain(marked).min() {
         None => Ok(None),
         Some((_, _, ip)) if store.lease(ip).is_some() => {
-            store.take_over(ip, req.owner)?;
+            store.take_over(ip, req.owner, pod_record(req).as_ref())?;
             Ok(Some(ip))
         }
         Some((_, _, ip)) => {
@@ -356,12 +356,17 @@ fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<Ip
     }
 }
 
-/// Record (or clear) which pod an address now belongs to.
-fn record_pod(store: &mut dyn Store, req: &Request, ip: IpAddr) -> Result<()> {
-    let record = match (req.sticky, req.pod) {
+/// The pod record this request gives its address: `None` without stickiness or a pod.
+fn pod_record(req: &Request) -> Option<PodRecord> {
+    match (req.sticky, req.pod) {
         (Some(_), Some(pod)) => Some(pod.record(req.owner, req.boot_id, LeaseState::Active, req.now)),
         _ => None,
-    };
+    }
+}
+
+/// Record (or clear) which pod an address now belongs to.
+fn record_pod(store: &mut dyn Store, req: &Request, ip: IpAddr) -> Result<()> {
+    let record = pod_record(req);
     let current = store.lease(ip).and_then(|l| l.pod.clone());
     let unchanged = match (&current, &record) {
         (Some(c), Some(r)) => {

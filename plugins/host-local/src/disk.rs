@@ -198,6 +198,18 @@ pub struct DiskStore {
     temp_counter: u32,
 }
 
+impl Prepared {
+    /// Give a not yet named file other content, in place.
+    fn rewrite(&mut self, content: String) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(content.as_bytes(), 0)?;
+        self.file.set_len(content.len() as u64)?;
+        sys::start_write_out(&self.file)?;
+        (self.content, self.written_out) = (content, false);
+        Ok(())
+    }
+}
+
 impl DiskStore {
     /// Create the directory if needed, write what can be written early, take the lock,
     /// and load the view of the store.
@@ -513,13 +525,19 @@ impl DiskStore {
         }
         for (ip, name) in records {
             let record = match read_entry(&self.dir, &name, MAX_ENTRY_READ) {
-                Content::Regular(bytes) => record::parse(&bytes),
+                Content::Regular(bytes) => record::parse_replacing(&bytes),
                 // Not a file we wrote: leave it alone, and never read it.
                 Content::Opaque | Content::Gone => continue,
             };
             match (leases.get_mut(&go_ip_string(ip)), record) {
-                (Some(e), Some(record)) if !e.lease.opaque && record.owner.content() == e.lease.content => {
+                (Some(e), Some((record, _))) if !e.lease.opaque && record.owner.content() == e.lease.content => {
                     e.lease.pod = Some(record)
+                }
+                // A take-over cut short between its two renames: the lease is still the
+                // old sandbox's, of the same pod.
+                (Some(e), Some((record, Some(replaced)))) if !e.lease.opaque && replaced == e.lease.content => {
+                    let owner = Owner::new(e.lease.container_id(), &record.owner.ifname);
+                    e.lease.pod = Some(PodRecord { owner, ..record })
                 }
                 // The lease is gone or was replaced by another tool, or the record is
                 // garbage: it no longer applies.
@@ -543,10 +561,10 @@ impl DiskStore {
         }
     }
 
-    /// Put `data` at `target` in place of what is there, by renaming a complete file over
-    /// it: the file prepared with that content, if any (nothing written early is thrown
-    /// away: on ext4, freeing a written but uncommitted file costs milliseconds), else a new
-    /// temp file. Returns the new inode.
+    /// Put `data` at `target` in place of what is there, by renaming a complete, synced
+    /// file over it: the file prepared with that content, if any (nothing written early is
+    /// thrown away: on ext4, freeing a written but uncommitted file costs milliseconds),
+    /// else a new temp file. Returns the new inode.
     fn replace_file(&mut self, target: &str, data: &str) -> Result<u64> {
         let prepared = [&mut self.prepared_lease, &mut self.prepared_record]
             .into_iter()
@@ -559,7 +577,10 @@ impl DiskStore {
         };
         let renamed = staged.and_then(|(in_private, name, file, ino)| {
             let from = if in_private { self.temps() } else { &self.dir };
-            match self.dir.rename_from(from, &name, target) {
+            // Synced before it replaces anything. btrfs logs the removal of a recently
+            // synced file's name at once, and the new name only for a file it has logged:
+            // without this, another call's sync could make the removal durable alone.
+            match file.sync_all().and_then(|_| self.dir.rename_from(from, &name, target)) {
                 Ok(()) => Ok((file, ino)),
                 Err(e) => {
                     let _ = from.remove(&name);
@@ -615,8 +636,9 @@ impl DiskStore {
     }
 
     /// Write (or remove) the pod record of `ip`; `Ok(false)` if something that is not a
-    /// file occupies its name, so there can be no record.
-    fn write_record(&mut self, ip: IpAddr, pod: Option<&PodRecord>) -> Result<bool> {
+    /// file occupies its name, so there can be no record. `replaces`: the lease content a
+    /// take-over is about to replace.
+    fn write_record(&mut self, ip: IpAddr, pod: Option<&PodRecord>, replaces: Option<&str>) -> Result<bool> {
         let name = format!("{}{}", go_ip_string(ip), record::SUFFIX);
         let Some(record) = pod else {
             if self.dir.stat(&name).is_ok_and(|m| m.kind == Kind::File) {
@@ -624,10 +646,18 @@ impl DiskStore {
             }
             return Ok(true);
         };
-        let json = record::to_json(record);
+        let json = record::to_json_replacing(record, replaces);
+        if let Some(p) = self.prepared_record.as_mut().filter(|p| p.content != json) {
+            // Rewritten rather than thrown away (see `replace_file`).
+            p.rewrite(json.clone()).map_err(|e| Error::io(format!("rewrite a new file: {e}")))?;
+        }
         // A new record takes the prepared file; an existing one is replaced below.
         let exists = self.view.get_ip(ip).is_some_and(|e| e.lease.pod.is_some());
-        if let Some(p) = self.prepared_record.take_if(|p| !exists && p.content == json) {
+        if !exists {
+            let p = match self.prepared_record.take_if(|p| p.content == json) {
+                Some(p) => p,
+                None => self.prepare(json.clone())?,
+            };
             match self.place_new(p, &name)? {
                 Ok((file, _)) => {
                     self.placed(file);
@@ -793,9 +823,16 @@ impl Store for DiskStore {
         }
     }
 
-    fn take_over(&mut self, ip: IpAddr, owner: &Owner) -> Result<()> {
+    fn take_over(&mut self, ip: IpAddr, owner: &Owner, pod: Option<&PodRecord>) -> Result<()> {
         let previous = self.confirm(ip)?.lease;
+        // The record first, naming the lease it replaces: a crash between the two renames
+        // then leaves the old lease still recognised as this pod's (see `rescan`), never a
+        // new lease whose record names another sandbox.
+        let written = self.write_record(ip, pod, Some(&previous.content))?;
         self.write_lease(ip, owner.content())?;
+        let mut entry = self.entry(ip)?;
+        entry.lease.pod = pod.filter(|_| written).cloned();
+        self.view.set(entry);
         self.undo.push(Undo::Replaced { ip, content: previous.content, pod: previous.pod });
         Ok(())
     }
@@ -806,14 +843,14 @@ impl Store for DiskStore {
             return Ok(()); // not ours to remove
         }
         self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
-        self.write_record(ip, None)?;
+        self.write_record(ip, None, None)?;
         self.view.remove(ip);
         Ok(())
     }
 
     fn set_pod(&mut self, ip: IpAddr, pod: Option<PodRecord>) -> Result<()> {
         let mut entry = self.entry(ip)?;
-        let pod = if self.write_record(ip, pod.as_ref())? { pod } else { None };
+        let pod = if self.write_record(ip, pod.as_ref(), None)? { pod } else { None };
         self.undo.push(Undo::Relabelled { ip, pod: std::mem::replace(&mut entry.lease.pod, pod) });
         self.view.set(entry);
         Ok(())
@@ -858,14 +895,14 @@ impl Store for DiskStore {
                 }
                 Undo::Replaced { ip, content, pod } => {
                     self.write_lease(ip, &content)?;
-                    self.write_record(ip, pod.as_ref())?;
+                    self.write_record(ip, pod.as_ref(), None)?;
                     let mut entry = self.entry(ip)?;
                     entry.lease.pod = pod;
                     self.view.set(entry);
                 }
                 Undo::Relabelled { ip, pod } => {
                     if let Ok(mut entry) = self.entry(ip) {
-                        self.write_record(ip, pod.as_ref())?;
+                        self.write_record(ip, pod.as_ref(), None)?;
                         entry.lease.pod = pod;
                         self.view.set(entry);
                     }

@@ -151,7 +151,7 @@ fn hold(store: &mut DiskStore, ip: IpAddr, lease: &Lease, owner: &Owner, record:
     if !lease.is_owned_by(owner) {
         // A pre-ifname lease: rewrite it in the current format, or the pod record (which
         // names the ifname) would not match it.
-        store.take_over(ip, owner)?;
+        return store.take_over(ip, owner, Some(record));
     }
     store.set_pod(ip, Some(record.clone()))
 }

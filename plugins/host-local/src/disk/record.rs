@@ -10,6 +10,13 @@ use crate::store::{parse_rfc3339, rfc3339, LeaseState, Owner, PodRecord};
 pub const SUFFIX: &str = ".pod";
 
 pub fn to_json(p: &PodRecord) -> String {
+    to_json_replacing(p, None)
+}
+
+/// A record written while its pod's new sandbox takes over the lease: `replaces` is the
+/// lease content being replaced. The record is renamed into place before the lease is, so
+/// after a crash between the two the old lease is still recognised as the pod's.
+pub fn to_json_replacing(p: &PodRecord, replaces: Option<&str>) -> String {
     let mut m = Map::new();
     m.insert("containerId".into(), p.owner.container_id.clone().into());
     m.insert("ifname".into(), p.owner.ifname.clone().into());
@@ -19,14 +26,22 @@ pub fn to_json(p: &PodRecord) -> String {
     m.insert("bootId".into(), p.boot_id.clone().into());
     m.insert("state".into(), (if p.state == LeaseState::Held { "held" } else { "active" }).into());
     m.insert("since".into(), rfc3339(p.since).into());
+    if let Some(replaces) = replaces {
+        m.insert("replaces".into(), replaces.into());
+    }
     json::to_go_compact(&Value::Object(m)) + "\n"
 }
 
 /// A record file's content; `None` for anything that is not a complete record.
 pub fn parse(bytes: &[u8]) -> Option<PodRecord> {
+    parse_replacing(bytes).map(|(record, _)| record)
+}
+
+/// A record, and the lease content it replaces if it was written for a take-over.
+pub fn parse_replacing(bytes: &[u8]) -> Option<(PodRecord, Option<String>)> {
     let v = json::parse(bytes).ok()?;
     let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    Some(PodRecord {
+    let record = PodRecord {
         owner: Owner::new(&field("containerId")?, &field("ifname")?),
         namespace: field("namespace").unwrap_or_default(),
         name: field("name").unwrap_or_default(),
@@ -38,5 +53,6 @@ pub fn parse(bytes: &[u8]) -> Option<PodRecord> {
             _ => return None,
         },
         since: parse_rfc3339(&field("since")?)?,
-    })
+    };
+    Some((record, field("replaces")))
 }

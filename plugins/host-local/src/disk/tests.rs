@@ -170,7 +170,7 @@ fn symlinks_in_the_store_are_never_followed() {
     fs::File::options().write(true).open(&old_temp).unwrap().set_modified(old).unwrap();
     let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert!(s.reserve(ip("10.0.0.5"), &Owner::new("c3", "eth0")).unwrap());
-    s.take_over(ip("10.0.0.5"), &Owner::new("c4", "eth0")).unwrap();
+    s.take_over(ip("10.0.0.5"), &Owner::new("c4", "eth0"), None).unwrap();
     s.refresh().unwrap();
     s.commit().unwrap();
     assert_eq!(names(&elsewhere), [".tmp-1-1"], "nothing was written or removed outside the store");
@@ -208,7 +208,7 @@ fn pod_records_round_trip_and_rollback_restores_everything() {
     assert_eq!(s.lease(ip("10.0.0.2")).unwrap().pod, Some(record.clone()), "from the record file");
 
     let new = Owner::new("new", "eth0");
-    s.take_over(ip("10.0.0.2"), &new).unwrap();
+    s.take_over(ip("10.0.0.2"), &new, None).unwrap();
     s.set_pod(ip("10.0.0.2"), None).unwrap();
     assert!(s.reserve(ip("10.0.0.3"), &new).unwrap());
     s.rollback().unwrap();
