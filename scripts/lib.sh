@@ -6,6 +6,7 @@ DEB_PACKAGES=(
   golang-go golang-github-appc-cni-dev   # upstream Go libcni, for the Go-side test driver
   iproute2 jq strace file
   containerd runc busybox-static  # the CRI end-to-end test: a real node runtime, and a pause image
+  qemu-system-x86 kmod e2fsprogs xfsprogs btrfs-progs f2fs-tools  # power-cut test (scripts/powercut): VM, depmod, mkfs.*
 )
 
 need_root() {

@@ -1,0 +1,667 @@
+#!/usr/bin/env python3
+"""Power-cut test: does what host-local ADD acknowledged survive a pulled plug?
+
+For each cut, on a fresh raw disk image (ext4, xfs, btrfs or f2fs, made on the host):
+
+1. boot 1 (workload): a qemu VM (TCG) mounts the disk and runs several workers doing host-local
+   ADD / DEL storms with K8S_POD_* CNI_ARGS on a store on that disk. The guest prints
+   "ACK ADD pod-i <container> <ip>" on the serial console after every call that returned
+   success. The host reads the console as it streams and SIGKILLs qemu at a random moment
+   (seeded) after START: the plug is pulled. The disk is attached with cache=none, so
+   whatever the guest had not flushed is lost, as on a real machine;
+2. boot 2 (check): the same image is mounted again (journal/log replay), the store is dumped
+   byte for byte before any plugin runs, then every pod is re-ADDed with a new container id
+   as a new boot (HOST_LOCAL_BOOT_ID=boot2), then the store is dumped again;
+3. verdict, on the host:
+   (a) every acknowledged ADD that is its pod's last one: the lease file <ip> exists and holds
+       exactly "<container>\\r\\neth0" of that pod's acknowledged sandbox, or of a later one
+       whose call was in flight at the cut (a DEL keeps the lease in ours: it marks it held);
+   (b) no empty or partial file: every file named like an IP holds a complete
+       "<container>\\r\\neth0" of a container the workload used, every <ip>.pod parses as JSON;
+       other odd entries are reported;
+   (c) every pod with an acknowledged ADD gets its last acknowledged address back in boot 2;
+   (d) no two pods got the same address in boot 2.
+
+--plugin upstream runs Debian's upstream host-local (dynamic; its ld-linux and libc are
+copied into the VM). It ignores the pod keys and frees on DEL, so (a)/(b) are judged only for
+pods whose last acknowledged call was an ADD (with no DEL of it started), and (c) is expected
+to fail: upstream only reports its figures, the exit status is 0 unless the harness broke.
+
+Exit status: 0 all verdicts hold (or --plugin upstream), 1 a verdict failed, 2 harness error
+(VM did not boot, qemu hung, missing tools).
+
+  scripts/powercut/powercut.py --fs ext4 --cuts 3 --plugin ours [--seed N]
+  scripts/powercut/powercut.py --fs all --cuts 50          # a longer run
+
+Needs root only for nothing in particular; needs qemu-system-x86, busybox-static, kmod,
+e2fsprogs, xfsprogs, btrfs-progs, f2fs-tools and (for upstream) containernetworking-plugins.
+The Debian kernels are downloaded into target/powercut/ on first use (apt-get download).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+import kernel as kernels  # noqa: E402
+
+CACHE = REPO / "target" / "powercut"
+UPSTREAM = Path("/usr/lib/cni/host-local")
+FILESYSTEMS = ("ext4", "xfs", "btrfs", "f2fs")
+FLAVOUR = {"ext4": "cloud", "xfs": "cloud", "btrfs": "cloud", "f2fs": "generic"}
+MKFS = {
+    "ext4": ["mkfs.ext4", "-q", "-F"],
+    "xfs": ["mkfs.xfs", "-q", "-f"],
+    "btrfs": ["mkfs.btrfs", "-q", "-f"],
+    "f2fs": ["mkfs.f2fs", "-q", "-f"],
+}
+IMAGE_MB = 320  # mkfs.xfs wants at least 300 MB
+SUBNET = "10.9.0.0/24"
+NET_CONF = {
+    "cniVersion": "1.0.0",
+    "name": "pc",
+    "ipam": {"type": "host-local", "subnet": SUBNET, "dataDir": "/mnt/cni"},
+}
+
+OP_RE = re.compile(r"(BEGIN|ACK|FAIL) (ADD|DEL) pod-(\d+) (p(\d+)s(\d+))(?: (.*))?")
+ENTRY_RE = re.compile(r"ENTRY (before|after) (\S+) ([nh]):(\S+) (\S+) (\d+) x([0-9a-f]*)")
+READD_RE = re.compile(r"READD pod-(\d+) (\S+) (\S*)")
+READDFAIL_RE = re.compile(r"READDFAIL pod-(\d+) (\S+) ?(.*)")
+IP_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+LEASE_RE = re.compile(rb"p(\d+)s(\d+)\r\neth0")
+
+
+class HarnessError(Exception):
+    pass
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The VM: initramfs, disk, qemu
+
+
+def need_tools(fss, plugin):
+    missing = []
+    for tool, pkg in [("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static"), ("depmod", "kmod")]:
+        if shutil.which(tool) is None:
+            missing.append(f"{tool} (apt-get install {pkg})")
+    pkgs = {"ext4": "e2fsprogs", "xfs": "xfsprogs", "btrfs": "btrfs-progs", "f2fs": "f2fs-tools"}
+    for fs in fss:
+        if shutil.which(MKFS[fs][0]) is None:
+            missing.append(f"{MKFS[fs][0]} (apt-get install {pkgs[fs]})")
+    if plugin == "upstream" and not UPSTREAM.is_file():
+        missing.append(f"{UPSTREAM} (apt-get install containernetworking-plugins)")
+    if missing:
+        raise HarnessError("missing: " + ", ".join(missing) + " (scripts/lib.sh DEB_PACKAGES lists them)")
+    bb = shutil.which("busybox")
+    if _is_dynamic(bb):
+        raise HarnessError(f"{bb} is dynamically linked: apt-get install busybox-static")
+
+
+def _is_dynamic(path):
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head[:4] != b"\x7fELF":
+        return False
+    # PT_INTERP in the program headers (ELF64 little endian)
+    phoff = int.from_bytes(head[32:40], "little")
+    phentsize = int.from_bytes(head[54:56], "little")
+    phnum = int.from_bytes(head[56:58], "little")
+    with open(path, "rb") as f:
+        f.seek(phoff)
+        ph = f.read(phentsize * phnum)
+    return any(int.from_bytes(ph[i * phentsize : i * phentsize + 4], "little") == 3 for i in range(phnum))
+
+
+def _copy_with_libs(binary: Path, root: Path, dest: str):
+    """Copy binary to root/dest; if it is dynamic, also its ld-linux and libraries (ldd)."""
+    target = root / dest.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(binary, target)
+    os.chmod(target, 0o755)
+    if not _is_dynamic(binary):
+        return []
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    libs = []
+    for line in out.splitlines():
+        m = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
+        if m:
+            libs.append(m.group(1))
+    for lib in libs:
+        t = root / lib.lstrip("/")
+        t.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(lib, t)  # follows symlinks: the real file under the name the loader asks for
+    return libs
+
+
+def build_initrd(work: Path, kernel, fs, binary: Path, tag: str) -> Path:
+    stage = work / f"initrd-{tag}"
+    for d in ("bin", "dev", "proc", "sys", "tmp", "mnt", "modules", "plugin"):
+        (stage / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy(shutil.which("busybox"), stage / "bin" / "busybox")
+    shutil.copy(HERE / "guest-init.sh", stage / "init")
+    os.chmod(stage / "init", 0o755)
+    libs = _copy_with_libs(binary, stage, "/plugin/host-local")
+    (stage / "net.conf").write_text(json.dumps(NET_CONF))
+    wanted = ["virtio_pci", "virtio_blk"]
+    if not kernel.has_module_or_builtin(fs):
+        raise HarnessError(f"kernel {kernel.release} has no {fs} (neither built in nor a module)")
+    wanted.append(fs)
+    order = kernel.module_order(wanted)
+    lines = []
+    for kind, path in order:
+        name = kernels._modname(str(path)) + ".ko"
+        (stage / "modules" / name).write_bytes(kernels.module_bytes(path))
+        lines.append(f"{kind} {name}")
+    (stage / "modules.order").write_text("\n".join(lines) + "\n")
+    files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*"))
+    out = work / f"initrd-{tag}.cpio"
+    with open(out, "wb") as f:
+        subprocess.run(
+            ["busybox", "cpio", "-o", "-H", "newc"],
+            input=("\n".join(["."] + files) + "\n").encode(),
+            stdout=f,
+            stderr=subprocess.DEVNULL,
+            cwd=stage,
+            check=True,
+        )
+    shutil.rmtree(stage)
+    mods = " ".join(f"{k[0]}:{kernels._modname(str(p))}" for k, p in order)
+    log(f"powercut: initramfs {tag}: kernel {kernel.release}, modules [{mods}]" + (f", libs {libs}" if libs else ""))
+    return out
+
+
+def make_image(path: Path, fs):
+    with open(path, "wb") as f:
+        f.truncate(IMAGE_MB << 20)
+    res = subprocess.run(MKFS[fs] + [str(path)], capture_output=True, text=True, timeout=120)
+    if res.returncode != 0:
+        raise HarnessError(f"{' '.join(MKFS[fs])} failed: {res.stdout}{res.stderr}")
+
+
+class Vm:
+    """One qemu run whose serial console is read line by line as it streams."""
+
+    def __init__(self, args, kernel, initrd, image, append):
+        self.cmd = [
+            "qemu-system-x86_64", "-nographic", "-no-reboot", "-m", "512",
+            "-accel", "tcg", "-smp", str(args.smp), "-nic", "none",
+            "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
+            "-append", f"console=ttyS0 panic=-1 quiet {append}",
+            "-drive", f"file={image},format=raw,if=virtio,cache=none",
+        ]  # fmt: skip
+        self.lines = []  # (seconds since start, text): complete lines only
+
+    def run(self, timeout, cut_after=None, end_marker=None):
+        """Run until qemu exits, or SIGKILL it cut_after seconds after START, or after timeout.
+
+        Returns (cut_at, timed_out): cut_at is the START-relative moment of the SIGKILL."""
+        p = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        fd = p.stdout.fileno()
+        t0 = time.monotonic()
+        buf = b""
+        kill_at = start = cut_at = end_seen = None
+        timed_out = killed = False
+        killed_at = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                if not killed:
+                    if kill_at is not None and now >= kill_at:
+                        p.kill()  # SIGKILL: the plug
+                        killed = True
+                        cut_at = now - start
+                    elif now - t0 > timeout:
+                        p.kill()
+                        killed = timed_out = True
+                    elif end_seen is not None and now - end_seen > 30:
+                        p.kill()  # the guest did not power off: no matter, it is done
+                        killed = True
+                    if killed:
+                        killed_at = now
+                elif now - killed_at > 20:
+                    break  # qemu died but its output never ended: do not hang
+                wait = 0.5
+                if kill_at is not None and cut_at is None:
+                    wait = max(0.0, min(wait, kill_at - now))
+                r, _, _ = select.select([fd], [], [], wait)
+                if not r:
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break  # qemu is gone; everything it wrote has been read
+                buf += chunk
+                *complete, buf = buf.split(b"\n")
+                for raw in complete:
+                    text = raw.decode("utf-8", "replace").rstrip("\r")
+                    self.lines.append((time.monotonic() - t0, text))
+                    if text == "START" and cut_after is not None and start is None:
+                        start = time.monotonic()
+                        kill_at = start + cut_after
+                    if end_marker is not None and text == end_marker and end_seen is None:
+                        end_seen = time.monotonic()
+        finally:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            p.stdout.close()
+        return cut_at, timed_out
+
+    def log_text(self):
+        return "".join(f"{t:8.3f} {text}\n" for t, text in self.lines)
+
+    def texts(self):
+        return [t for _, t in self.lines]
+
+    def guest_errors(self):
+        return [t for t in self.texts() if t.startswith("GUEST-ERROR")]
+
+    def tail(self, n=25):
+        return "\n".join("    | " + t for t in self.texts()[-n:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdict
+
+
+class Pod:
+    def __init__(self):
+        self.last_ack_add = None  # (container, k, ip)
+        self.last_ack_op = None
+        self.del_begun_after_ack = False
+        self.max_k = 0
+        self.acked_adds = 0
+
+
+def parse_workload(texts):
+    pods = {}
+    used = set()
+    fails = []
+    for t in texts:
+        m = OP_RE.fullmatch(t)
+        if not m:
+            continue
+        kind, verb, pod, cid, cpod, k, rest = m.groups()
+        pod, k = int(pod), int(k)
+        if int(cpod) != pod:
+            continue
+        st = pods.setdefault(pod, Pod())
+        used.add(cid)
+        st.max_k = max(st.max_k, k)
+        if kind == "BEGIN" and verb == "DEL" and st.last_ack_op == "ADD":
+            st.del_begun_after_ack = True
+        if kind == "ACK":
+            st.last_ack_op = verb
+            if verb == "ADD":
+                ip = (rest or "").strip()
+                st.last_ack_add = (cid, k, ip)
+                st.del_begun_after_ack = False
+                st.acked_adds += 1
+        if kind == "FAIL":
+            fails.append(t)
+    return pods, used, fails
+
+
+def parse_dump(texts, which):
+    """{(rel dir, name): (type, size, bytes)} of one dump, or None if it never completed."""
+    entries, begun, ended, nodir = {}, False, False, set()
+    for t in texts:
+        if t == f"DUMP-BEGIN {which}":
+            begun = True
+        elif t == f"DUMP-END {which}":
+            ended = True
+        elif t.startswith(f"DUMP-NODIR {which} "):
+            nodir.add(t.split()[2])
+        else:
+            m = ENTRY_RE.fullmatch(t)
+            if m and m.group(1) == which:
+                _, rel, enc, name, ftype, size, hexdata = m.groups()
+                if enc == "h":
+                    name = bytes.fromhex(name).decode("utf-8", "replace")
+                if ftype == "regular_empty_file":  # busybox stat's %F for an empty file
+                    ftype = "regular_file"
+                entries[(rel, name)] = (ftype, int(size), bytes.fromhex(hexdata))
+    if not (begun and ended):
+        return None, nodir
+    return entries, nodir
+
+
+class Verdict:
+    def __init__(self):
+        self.acked_adds = 0
+        self.pods_checked = 0  # pods judged for (a)
+        self.lost = []  # (a)
+        self.bad_files = []  # (b) empty / partial / unknown-container lease files
+        self.bad_records = []  # (b) .pod files that are not JSON
+        self.odd = []  # reported only
+        self.back = 0  # (c)
+        self.readd_pods = 0
+        self.not_back = []
+        self.dupes = []  # (d)
+        self.skipped = 0  # upstream: pods whose last acked op was a DEL (or with a DEL begun)
+        self.errors = []  # check boot broke (e.g. mount failed): counts as failure
+        self.failed_calls = 0  # workload calls that returned an error (reported only)
+
+    def failed(self):
+        return bool(self.lost or self.bad_files or self.bad_records or self.not_back or self.dupes or self.errors)
+
+
+def _lease_owner(data):
+    m = LEASE_RE.fullmatch(data)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _read_lease(ftype, size, data):
+    """(owner, None) for a complete lease file, else (None, what is wrong with it)."""
+    if ftype != "regular_file":
+        return None, f"is a {ftype}"
+    if size == 0:
+        return None, "empty"
+    owner = _lease_owner(data)
+    if owner is None:
+        return None, f"partial or garbage {data!r}"
+    return owner, None
+
+
+def judge(plugin, workload_texts, check_texts):
+    v = Verdict()
+    pods, used, fails = parse_workload(workload_texts)
+    v.acked_adds = sum(p.acked_adds for p in pods.values())
+    v.failed_calls = len(fails)
+    before, nodir = parse_dump(check_texts, "before")
+    if before is None:
+        errs = [t for t in check_texts if t.startswith("GUEST-ERROR")]
+        v.errors.append("check boot gave no store dump" + (f": {errs[0]}" if errs else ""))
+        return v, pods
+    files = {name: e for (rel, name), e in before.items() if rel == "/"}
+
+    def plausible(pod, k):  # a container of this pod the workload used (or was starting)
+        st = pods.get(pod)
+        return st is not None and 1 <= k <= st.max_k + 1
+
+    # (a)
+    for pod, st in sorted(pods.items()):
+        if st.last_ack_add is None:
+            continue
+        cid, k, ip = st.last_ack_add
+        if plugin == "upstream" and (st.last_ack_op != "ADD" or st.del_begun_after_ack):
+            v.skipped += 1
+            continue
+        v.pods_checked += 1
+        e = files.get(ip)
+        if e is None:
+            v.lost.append(f"pod-{pod}: acked {cid} -> {ip}, lease file missing")
+            continue
+        owner, problem = _read_lease(*e)
+        if problem:
+            v.lost.append(f"pod-{pod}: acked {cid} -> {ip}, {problem}")
+        elif owner[0] != pod or not (k <= owner[1] <= st.max_k + 1):
+            v.lost.append(f"pod-{pod}: acked {cid} -> {ip}, lease holds p{owner[0]}s{owner[1]}")
+
+    # (b)
+    for name, (ftype, size, data) in sorted(files.items()):
+        if IP_RE.fullmatch(name):
+            owner, problem = _read_lease(ftype, size, data)
+            if problem:
+                v.bad_files.append(f"{name}: {problem}")
+            elif not plausible(*owner):
+                v.bad_files.append(f"{name}: container p{owner[0]}s{owner[1]} the workload never used")
+        elif name.endswith(".pod") and IP_RE.fullmatch(name[:-4]):
+            try:
+                json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as e:
+                v.bad_records.append(f"{name}: not JSON ({e}): {data[:80]!r}")
+        elif name == "lock" or name == ".hostlocal":
+            pass
+        elif name.startswith("last_reserved_ip."):
+            if not IP_RE.fullmatch(data.decode("latin-1")):
+                v.odd.append(f"{name}: {data[:40]!r}")
+        else:
+            v.odd.append(f"{name}: {ftype}, {size} bytes")
+    for (rel, name), (ftype, size, data) in sorted(before.items()):
+        if rel != "/.hostlocal":
+            continue
+        if name == "index" and ftype == "regular_file":
+            if not data.startswith(b"host-local-index"):
+                what = "empty" if not data else "all zero bytes" if not data.strip(b"\0") else f"{data[:24]!r}"
+                v.odd.append(f".hostlocal/index: {size} bytes, {what} (a cache: the plugin must reject it)")
+        else:
+            v.odd.append(f".hostlocal/{name}: {ftype}, {size} bytes")
+    if "/" in nodir and any(p.last_ack_add for p in pods.values()):
+        v.odd.append("the store directory itself is missing")
+
+    # (c), (d)
+    readd = {}
+    for t in check_texts:
+        m = READD_RE.fullmatch(t)
+        if m:
+            readd[int(m.group(1))] = m.group(3)
+        m = READDFAIL_RE.fullmatch(t)
+        if m:
+            readd[int(m.group(1))] = "FAILED: " + m.group(3)
+    if "CHECK-END" not in check_texts:
+        v.errors.append("check boot did not finish (no CHECK-END)")
+    for pod, st in sorted(pods.items()):
+        if st.last_ack_add is None:
+            continue
+        v.readd_pods += 1
+        got = readd.get(pod, "no answer")
+        if got == st.last_ack_add[2]:
+            v.back += 1
+        else:
+            v.not_back.append(f"pod-{pod}: acked {st.last_ack_add[0]} -> {st.last_ack_add[2]}, boot 2 got {got}")
+    owners = {}
+    for pod, ip in readd.items():
+        if IP_RE.fullmatch(ip):
+            owners.setdefault(ip, []).append(pod)
+    for ip, ps in sorted(owners.items()):
+        if len(ps) > 1:
+            v.dupes.append(f"{ip}: pods {', '.join(f'pod-{p}' for p in sorted(ps))}")
+    return v, pods
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+class Totals:
+    def __init__(self):
+        self.cuts = self.acked = self.checked = self.lost = self.bad = self.records = 0
+        self.back = self.readd = self.dupes = self.odd = self.failed_cuts = self.errors = self.skipped = 0
+
+    def add(self, v: Verdict, failed: bool):
+        self.cuts += 1
+        self.acked += v.acked_adds
+        self.checked += v.pods_checked
+        self.lost += len(v.lost)
+        self.bad += len(v.bad_files)
+        self.records += len(v.bad_records)
+        self.back += v.back
+        self.readd += v.readd_pods
+        self.dupes += len(v.dupes)
+        self.odd += len(v.odd)
+        self.skipped += v.skipped
+        self.errors += len(v.errors)
+        self.failed_cuts += failed
+
+
+def summary(v: Verdict, plugin):
+    s = (
+        f"acked ADDs {v.acked_adds}, leases lost {len(v.lost)}/{v.pods_checked}, "
+        f"empty/partial files {len(v.bad_files)}, bad pod records {len(v.bad_records)}, odd {len(v.odd)}, "
+        f"address back {v.back}/{v.readd_pods}, duplicates {len(v.dupes)}"
+    )
+    if v.failed_calls:
+        s += f", workload calls that failed {v.failed_calls}"
+    if plugin == "upstream":
+        s += f", not judged (last acked op DEL) {v.skipped}"
+    return s
+
+
+def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
+    rng = random.Random(cut_seed)
+    cut_after = rng.uniform(args.min_cut, args.max_cut)
+    image = work / f"disk-{fs}-{cut_seed}.img"
+    common = f"pcfs={fs} pcseed={cut_seed} pcpods={args.pods} pcworkers={args.workers}"
+    attempts = 3  # TCG on a loaded host occasionally stalls a boot: retry what is safe to retry
+    try:
+        for attempt in range(1, attempts + 1):
+            make_image(image, fs)  # fresh: nothing has run on it
+            vm1 = Vm(args, kernel, initrd, image, f"pcmode=workload {common}")
+            cut_at, timed_out = vm1.run(args.boot_timeout + args.max_cut, cut_after=cut_after)
+            if logdir:
+                (logdir / f"{fs}-{args.plugin}-seed{cut_seed}.workload.log").write_text(vm1.log_text())
+            if cut_at is not None:
+                break
+            why = "timed out before START" if timed_out else "qemu exited before the cut"
+            errs = vm1.guest_errors()
+            msg = f"workload boot {why}{': ' + errs[0] if errs else ''}"
+            if attempt == attempts or (errs and not timed_out):
+                raise HarnessError(f"{msg}\n{vm1.tail()}")
+            log(f"powercut: {fs} seed={cut_seed}: {msg} (attempt {attempt}), retrying on a fresh image")
+        for attempt in range(1, attempts + 1):
+            vm2 = Vm(args, kernel, initrd, image, f"pcmode=check {common}")
+            _, timed_out = vm2.run(args.check_timeout, end_marker="CHECK-END")
+            if logdir:
+                (logdir / f"{fs}-{args.plugin}-seed{cut_seed}.check.log").write_text(vm2.log_text())
+            if not timed_out or "CHECK-END" in vm2.texts():
+                break
+            # Retry only a boot that hung before it mounted: the disk is still as the cut left it.
+            if attempt == attempts or any(t.startswith("GUEST-MOUNTED") for t in vm2.texts()):
+                raise HarnessError(f"check boot timed out after {args.check_timeout}s\n{vm2.tail()}")
+            log(f"powercut: {fs} seed={cut_seed}: check boot hung before mounting (attempt {attempt}), retrying")
+    finally:
+        image.unlink(missing_ok=True)
+    v, pods = judge(args.plugin, vm1.texts(), vm2.texts())
+    failed = v.failed()
+    tag = "report" if args.plugin == "upstream" else ("FAIL" if failed else "PASS")
+    log(f"cut {index + 1}/{args.cuts} {fs} {args.plugin} seed={cut_seed} cut={cut_at:.2f}s after START: {summary(v, args.plugin)} -> {tag}")
+    details = [("lost", v.lost), ("bad file", v.bad_files), ("bad record", v.bad_records), ("odd", v.odd),
+               ("not back", v.not_back), ("duplicate", v.dupes), ("error", v.errors)]  # fmt: skip
+    for label, items in details:
+        limit = args.details
+        for item in items[:limit]:
+            log(f"    {label}: {item}")
+        if len(items) > limit:
+            log(f"    {label}: ... {len(items) - limit} more")
+    if v.errors or args.verbose:
+        for t in vm2.texts():
+            if t.startswith(("KMSG", "GUEST-")):
+                log(f"    console: {t}")
+    return v, failed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fs", action="append", help="ext4, xfs, btrfs, f2fs, or all (repeatable, or comma-separated)")
+    ap.add_argument("--cuts", type=int, default=3, help="power cuts per filesystem (default 3)")
+    ap.add_argument("--plugin", choices=["ours", "upstream"], default="ours")
+    ap.add_argument("--binary", type=Path, help="our host-local (default target/release/host-local)")
+    ap.add_argument("--seed", type=int, help="first cut's seed (cut i uses seed+i); random if absent")
+    ap.add_argument("--pods", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--min-cut", type=float, default=0.5, help="earliest cut, seconds after START")
+    ap.add_argument("--max-cut", type=float, default=8.0, help="latest cut, seconds after START")
+    ap.add_argument("--smp", type=int, default=2, help="guest CPUs (default 2)")
+    ap.add_argument("--boot-timeout", type=float, default=90, help="seconds for the workload boot to START")
+    ap.add_argument("--check-timeout", type=float, default=300, help="seconds for the whole check boot")
+    ap.add_argument("--log-dir", type=Path, help="keep every console log there")
+    ap.add_argument("--details", type=int, default=8, help="failure lines printed per kind and cut")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+
+    fss = []
+    for item in args.fs or ["ext4"]:
+        for fs in item.split(","):
+            fs = fs.strip()
+            if fs == "all":
+                fss.extend(FILESYSTEMS)
+            elif fs in FILESYSTEMS:
+                fss.append(fs)
+            else:
+                ap.error(f"unknown filesystem {fs!r}")
+    fss = list(dict.fromkeys(fss))
+    if args.cuts < 1 or args.pods < 1 or args.workers < 1 or not (0 <= args.min_cut <= args.max_cut):
+        ap.error("need --cuts >= 1, --pods >= 1, --workers >= 1, 0 <= --min-cut <= --max-cut")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1 << 30)
+
+    try:
+        need_tools(fss, args.plugin)
+        if args.plugin == "ours":
+            binary = (args.binary or REPO / "target" / "release" / "host-local").resolve()
+            if not binary.is_file():
+                raise HarnessError(f"{binary} is missing: cargo build --release -p host-local")
+        else:
+            binary = UPSTREAM
+        digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
+        log(f"powercut: plugin {args.plugin} ({binary}, sha256 {digest}...), filesystems {' '.join(fss)}, {args.cuts} cut(s) each, "
+            f"seed {seed} (replay one cut: --seed <its seed> --cuts 1)")  # fmt: skip
+        CACHE.mkdir(parents=True, exist_ok=True)
+        if args.log_dir:
+            args.log_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=CACHE))
+        # One snapshot for the whole run: the binary may be rebuilt meanwhile.
+        snapshot = work / "host-local"
+        shutil.copy(binary, snapshot)
+    except (HarnessError, kernels.KernelError) as e:
+        log(f"powercut: error: {e}")
+        return 2
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    totals = {}
+    status = 0
+    t_start = time.monotonic()
+    try:
+        for fs in fss:
+            t_fs = time.monotonic()
+            kernel = kernels.get_kernel(CACHE, FLAVOUR[fs], log=log)
+            initrd = build_initrd(work, kernel, fs, snapshot, f"{fs}-{args.plugin}")
+            tot = totals[fs] = Totals()
+            for i in range(args.cuts):
+                v, failed = run_cut(args, work, kernel, initrd, fs, seed + i, i, args.log_dir)
+                tot.add(v, failed)
+            initrd.unlink(missing_ok=True)
+            log(f"total {fs} {args.plugin}: {tot.cuts} cuts, acked ADDs {tot.acked}, leases lost {tot.lost}/{tot.checked}, "
+                f"empty/partial files {tot.bad}, bad pod records {tot.records}, odd {tot.odd}, "
+                f"address back {tot.back}/{tot.readd}, duplicates {tot.dupes}, failed cuts {tot.failed_cuts} "
+                f"({time.monotonic() - t_fs:.0f}s)")  # fmt: skip
+    except (HarnessError, kernels.KernelError) as e:
+        log(f"powercut: error: {e}")
+        status = 2
+    except KeyboardInterrupt:
+        log("powercut: interrupted")
+        status = 2
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    failed = sum(t.failed_cuts for t in totals.values())
+    log(f"powercut: {args.plugin}: {sum(t.cuts for t in totals.values())} cuts, {failed} with a failed verdict, "
+        f"{time.monotonic() - t_start:.0f}s")  # fmt: skip
+    if status:
+        return status
+    if args.plugin == "ours" and failed:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
