@@ -313,3 +313,31 @@ fn odd_entries_named_like_addresses_keep_their_address_and_are_never_touched() {
     assert!(t.0.join("10.0.0.6.pod").is_dir());
     assert!(!t.0.join("10.0.0.5.pod").exists(), "a garbage record is removed");
 }
+
+#[test]
+fn a_take_over_cut_short_between_its_renames_leaves_the_old_lease_the_pods() {
+    // The record was renamed into place (naming the lease it replaces), the lease was not.
+    let t = TempDir::new("cut-take-over");
+    fs::create_dir_all(&t.0).unwrap();
+    fs::write(t.0.join("10.0.0.2"), "old\r\neth0").unwrap();
+    let record = PodRecord {
+        owner: Owner::new("new", "eth0"),
+        namespace: "default".into(),
+        name: "web-0".into(),
+        uid: "u1".into(),
+        boot_id: "b1".into(),
+        state: LeaseState::Active,
+        since: 1_700_000_000,
+    };
+    fs::write(t.0.join("10.0.0.2.pod"), record::to_json_replacing(&record, Some("old\r\neth0"))).unwrap();
+    let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
+    let pod = s.lease(ip("10.0.0.2")).unwrap().pod.expect("the record applies to the old lease");
+    assert_eq!((pod.owner, pod.name.as_str()), (Owner::new("old", "eth0"), "web-0"));
+    drop(s);
+    // Upstream gave the address to someone else meanwhile: the record does not apply.
+    fs::write(t.0.join("10.0.0.2"), "other\r\neth0").unwrap();
+    fs::write(t.0.join("10.0.0.2.pod"), record::to_json_replacing(&record, Some("old\r\neth0"))).unwrap();
+    let _ = fs::remove_dir_all(t.0.join(".hostlocal"));
+    let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
+    assert_eq!(s.lease(ip("10.0.0.2")).unwrap().pod, None);
+}
