@@ -697,7 +697,9 @@ impl DiskStore {
             let text = self.view.render(mtime);
             let mut file = self.private.as_ref().expect("just opened").open_write(INDEX_FILE, 0o600)?;
             file.write_all(text.as_bytes())?;
-            file.set_len(text.len() as u64)
+            file.set_len(text.len() as u64)?;
+            // As for the cursor: a power cut then rarely costs the next call a rescan.
+            sys::start_write_out(&file)
         });
         if let Err(e) = written {
             // Losing the cache costs a rescan next time, nothing more.
@@ -774,7 +776,13 @@ impl Store for DiskStore {
         let written = self
             .dir
             .open_write(&format!("{LAST_RESERVED_PREFIX}{range_set}"), 0o600)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.set_len(text.len() as u64)));
+            .and_then(|mut f| {
+                f.write_all(text.as_bytes())?;
+                f.set_len(text.len() as u64)?;
+                // On its way to the device before this call's sync commits the new size,
+                // so that a power cut leaves the old or the new cursor, not zeros.
+                sys::start_write_out(&f)
+            });
         if let Err(e) = written {
             eprintln!("host-local: could not record the last reserved address in {}: {e}", self.path.display());
         }
