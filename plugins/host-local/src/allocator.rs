@@ -163,7 +163,9 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
     // Every path below picks inside the set; a store that says otherwise is not trusted.
     let found = |ip: IpAddr, how| match range_for(req.set, ip) {
         Some(range) if allocatable(req.set, ip) => Ok(Allocation { ip, range: range.clone(), how }),
-        _ => Err(Error::internal(format!("{} is not allocatable in range set {}", go_ip_string(ip), describe(req.set)))),
+        _ => {
+            Err(Error::internal(format!("{} is not allocatable in range set {}", go_ip_string(ip), describe(req.set))))
+        }
     };
     let pod_key = req.sticky.zip(req.pod).and_then(|(s, p)| p.key(s.key).map(|k| (s, p, k)));
 
@@ -311,8 +313,7 @@ fn release_expired_holds(store: &mut dyn Store, req: &Request, max_age: u64) -> 
         .find(Query::Reclaimable { boot_id: req.boot_id })
         .into_iter()
         .filter(|l| {
-            allocatable(req.set, l.ip)
-                && l.pod.as_ref().is_some_and(|p| req.now.saturating_sub(p.since) >= max_age)
+            allocatable(req.set, l.ip) && l.pod.as_ref().is_some_and(|p| req.now.saturating_sub(p.since) >= max_age)
         })
         .map(|l| l.ip)
         .collect();

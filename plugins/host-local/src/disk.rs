@@ -173,6 +173,10 @@ pub struct Prepare<'a> {
     pub lease: Option<&'a Owner>,
     /// The pod record it will most likely write.
     pub record: Option<&'a PodRecord>,
+    /// CHECK and DEL: the answers they act on are checked against the files themselves
+    /// (`owned_by`), so an index written within the tick of its last change is used
+    /// without first comparing it with the listing (an index they write says so).
+    pub lookup: bool,
 }
 
 pub struct DiskStore {
@@ -190,6 +194,7 @@ pub struct DiskStore {
     changed: bool,
     index_stale: bool,
     durable: bool,
+    lookup: bool,
     undo: Vec<Undo>,
     prepared_lease: Option<Prepared>,
     prepared_record: Option<Prepared>,
@@ -240,6 +245,7 @@ impl DiskStore {
             changed: false,
             index_stale: false,
             durable: prepare.durable,
+            lookup: prepare.lookup,
             undo: Vec::new(),
             prepared_lease: None,
             prepared_record: None,
@@ -450,17 +456,22 @@ impl DiskStore {
             return false;
         }
         use std::os::unix::fs::MetadataExt;
-        if (meta.mtime(), meta.mtime_nsec()) <= recorded {
+        let mut view = view;
+        let racy = (meta.mtime(), meta.mtime_nsec()) <= recorded;
+        if (racy || !view.verified) && !self.lookup {
             // Written in the tick of our last change: a foreign change later in that tick
             // kept the mtime. Only the listing can tell.
             if !self.listing_matches(&view).unwrap_or(false) {
                 return false;
             }
+            view.verified = true;
             if sys::coarse_now() > recorded {
                 // That tick is over, and the lock kept everyone out since the listing:
                 // from now on the mtime alone tells.
                 let _ = sys::touch(&file);
             }
+        } else if racy {
+            view.verified = false;
         }
         self.view = view;
         true
@@ -619,7 +630,8 @@ impl DiskStore {
     fn stage_new(&self, temp: &str, data: &str) -> io::Result<(bool, String, File, u64)> {
         let create = |dir: &Dir| {
             let mut file = dir.create_new(temp, 0o600)?;
-            let written = file.write_all(data.as_bytes()).and_then(|_| sys::write_out(&file)).and_then(|_| file.metadata());
+            let written =
+                file.write_all(data.as_bytes()).and_then(|_| sys::write_out(&file)).and_then(|_| file.metadata());
             match written {
                 Ok(meta) => Ok((file, std::os::unix::fs::MetadataExt::ino(&meta))),
                 Err(e) => {
@@ -697,9 +709,7 @@ impl DiskStore {
             let text = self.view.render(mtime);
             let mut file = self.private.as_ref().expect("just opened").open_write(INDEX_FILE, 0o600)?;
             file.write_all(text.as_bytes())?;
-            file.set_len(text.len() as u64)?;
-            // As for the cursor: a power cut then rarely costs the next call a rescan.
-            sys::start_write_out(&file)
+            file.set_len(text.len() as u64)
         });
         if let Err(e) = written {
             // Losing the cache costs a rescan next time, nothing more.
@@ -716,8 +726,8 @@ impl DiskStore {
         let entry = self.entry(ip)?;
         let name = go_ip_string(ip);
         let current = self.dir.stat(&name).ok().filter(|m| m.kind == Kind::File);
-        let same =
-            current.is_some_and(|m| entry.ino == 0 || m.ino == entry.ino) && lease_unchanged(&self.dir, ip, &entry.lease);
+        let same = current.is_some_and(|m| entry.ino == 0 || m.ino == entry.ino)
+            && lease_unchanged(&self.dir, ip, &entry.lease);
         if !same {
             self.rescan()?;
             return Err(Error::new(
@@ -776,13 +786,7 @@ impl Store for DiskStore {
         let written = self
             .dir
             .open_write(&format!("{LAST_RESERVED_PREFIX}{range_set}"), 0o600)
-            .and_then(|mut f| {
-                f.write_all(text.as_bytes())?;
-                f.set_len(text.len() as u64)?;
-                // On its way to the device before this call's sync commits the new size,
-                // so that a power cut leaves the old or the new cursor, not zeros.
-                sys::start_write_out(&f)
-            });
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.set_len(text.len() as u64)));
         if let Err(e) = written {
             eprintln!("host-local: could not record the last reserved address in {}: {e}", self.path.display());
         }

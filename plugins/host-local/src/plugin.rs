@@ -81,7 +81,7 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
     let now = unix_now();
     // The likely lease and pod record are written and fsynced before taking the lock.
     let record = pod.as_ref().map(|p| p.record(&owner, &boot, LeaseState::Active, now));
-    let early = Prepare { durable: true, lease: Some(&owner), record: record.as_ref() };
+    let early = Prepare { durable: true, lease: Some(&owner), record: record.as_ref(), lookup: false };
     let mut store = DiskStore::open(&conf.store_dir(), early)?;
     let allocations = match allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, now) {
         Ok(a) => a,
@@ -118,7 +118,7 @@ fn del(conf: &IpamConfig, args: &CmdArgs, log: &Log) -> Result<Vec<(IpAddr, &'st
     let owner = Owner::new(&args.container_id, &args.ifname);
     let mut done = Vec::new();
     let held = sticky_pod(conf).map(|pod| pod.record(&owner, &boot_id(), LeaseState::Held, unix_now()));
-    let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
+    let mut store = DiskStore::open(&conf.store_dir(), Prepare { lookup: true, ..Prepare::default() })?;
     for ip in store.owned_by(&owner)? {
         let lease = store.lease(ip).expect("owned_by returns leases");
         match &held {
@@ -158,7 +158,7 @@ fn hold(store: &mut DiskStore, ip: IpAddr, lease: &Lease, owner: &Owner, record:
 
 fn check(conf: &IpamConfig, args: &CmdArgs) -> Result<()> {
     let owner = Owner::new(&args.container_id, &args.ifname);
-    let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
+    let mut store = DiskStore::open(&conf.store_dir(), Prepare { lookup: true, ..Prepare::default() })?;
     let mut held: Vec<IpAddr> = store.owned_by(&owner)?;
     held.retain(|ip| store.lease(*ip).is_some_and(|l| !l.is_held()));
     store.commit()?;

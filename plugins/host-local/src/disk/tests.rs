@@ -341,3 +341,23 @@ fn a_take_over_cut_short_between_its_renames_leaves_the_old_lease_the_pods() {
     let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert_eq!(s.lease(ip("10.0.0.2")).unwrap().pod, None);
 }
+
+#[test]
+fn an_index_written_by_a_lookup_from_an_unchecked_view_is_checked_by_the_next_call() {
+    // Upstream adds 10.0.0.3 within the tick of our last write, and our index was written
+    // in that tick too. A DEL (lookup) trusts it unchecked and rewrites it, with a new mtime.
+    let t = changed_within_one_tick("unverified", |dir| fs::write(dir.join("10.0.0.3"), "c2\r\neth0").unwrap());
+    let dir_mtime = fs::metadata(&t.0).unwrap();
+    set_mtime(&t.0.join(".hostlocal/index"), (dir_mtime.mtime(), dir_mtime.mtime_nsec()));
+    let mut s = DiskStore::open(&t.0, Prepare { lookup: true, ..Prepare::default() }).unwrap();
+    assert!(!s.fresh && s.lease(ip("10.0.0.3")).is_none(), "used unchecked");
+    s.release(ip("10.0.0.2")).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    // Even once the index looks written after the directory's last change, it is checked.
+    let dir_mtime = fs::metadata(&t.0).unwrap();
+    set_mtime(&t.0.join(".hostlocal/index"), (dir_mtime.mtime() + 1, 0));
+    let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
+    assert!(s.fresh, "the listing gave the foreign lease away");
+    assert_eq!(s.lease(ip("10.0.0.3")).unwrap().content, "c2\r\neth0");
+}
