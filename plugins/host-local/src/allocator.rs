@@ -207,11 +207,15 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
     // A repeated ADD gets what it already has (upstream errors: "duplicate allocation").
     // Only an exact match: an old-format lease names no interface, and two interfaces
     // of one container must never share an address.
-    let existing = store
-        .find(Query::Owner(req.owner))
-        .into_iter()
-        .find(|l| l.is_owned_by(req.owner) && allocatable(req.set, l.ip))
-        .map(|l| l.ip);
+    let mine = |store: &dyn Store| {
+        store.find(Query::Owner(req.owner)).into_iter().find(|l| l.is_owned_by(req.owner) && allocatable(req.set, l.ip))
+    };
+    let mut existing = mine(store).map(|l| l.ip);
+    if let Some(ip) = existing {
+        if !store.verify(ip)? {
+            existing = mine(store).map(|l| l.ip); // the store has read its directory again
+        }
+    }
     if let Some(ip) = existing {
         record_pod(store, req, ip)?;
         return found(ip, How::Existing);

@@ -26,12 +26,14 @@
 //!   named like an address keeps that address out of the pool, as with upstream; a
 //!   garbage record or cursor is ignored; empty leases and old temp files are crash
 //!   debris and are removed.
-//! - The index is only a cache (see [`crate::index`]): it is trusted when its checksum
-//!   holds and the directory's mtime is the one recorded after our last change. When the
-//!   index was written within the same clock tick as that mtime, a foreign change in the
-//!   rest of the tick would not move it, so the directory listing is compared first.
-//!   Answers that must be certain (what does this container hold? may this lease be
-//!   replaced?) are checked against the files themselves.
+//! - The index is only a cache (see [`crate::index`]), used while its checksum holds and
+//!   the directory's mtime is the one recorded after our last change. A foreign change
+//!   within the clock tick of that change does not move the mtime, so the index only
+//!   helps to find leases: every answer that matters is checked against the files. What
+//!   does this container hold (hits re-read, a miss compared with the listing)? Is this
+//!   repeated ADD's lease still its own (re-read)? May this lease be taken over (inode
+//!   and content re-checked; if not, the directory is read again and the allocation made
+//!   again)? Is this address free (`link` fails on a taken name)?
 
 pub mod record;
 mod sys;
@@ -173,10 +175,6 @@ pub struct Prepare<'a> {
     pub lease: Option<&'a Owner>,
     /// The pod record it will most likely write.
     pub record: Option<&'a PodRecord>,
-    /// CHECK and DEL: the answers they act on are checked against the files themselves
-    /// (`owned_by`), so an index written within the tick of its last change is used
-    /// without first comparing it with the listing (an index they write says so).
-    pub lookup: bool,
 }
 
 pub struct DiskStore {
@@ -194,7 +192,9 @@ pub struct DiskStore {
     changed: bool,
     index_stale: bool,
     durable: bool,
-    lookup: bool,
+    /// The view turned out stale (a foreign change within our clock tick) and was read
+    /// again: the allocation should be made again.
+    stale: bool,
     undo: Vec<Undo>,
     prepared_lease: Option<Prepared>,
     prepared_record: Option<Prepared>,
@@ -245,7 +245,7 @@ impl DiskStore {
             changed: false,
             index_stale: false,
             durable: prepare.durable,
-            lookup: prepare.lookup,
+            stale: false,
             undo: Vec::new(),
             prepared_lease: None,
             prepared_record: None,
@@ -455,24 +455,10 @@ impl DiskStore {
         if self.dir_mtime().ok() != Some(recorded) {
             return false;
         }
-        use std::os::unix::fs::MetadataExt;
-        let mut view = view;
-        let racy = (meta.mtime(), meta.mtime_nsec()) <= recorded;
-        if (racy || !view.verified) && !self.lookup {
-            // Written in the tick of our last change: a foreign change later in that tick
-            // kept the mtime. Only the listing can tell.
-            if !self.listing_matches(&view).unwrap_or(false) {
-                return false;
-            }
-            view.verified = true;
-            if sys::coarse_now() > recorded {
-                // That tick is over, and the lock kept everyone out since the listing:
-                // from now on the mtime alone tells.
-                let _ = sys::touch(&file);
-            }
-        } else if racy {
-            view.verified = false;
-        }
+        // An index written within the clock tick of our last change does not show a
+        // foreign change later in that tick (the mtime did not move). It is still only
+        // used to find leases: every answer that matters is checked against the files
+        // (`owned_by`, `verify`, `confirm`, and `link` failing on a taken name).
         self.view = view;
         true
     }
@@ -730,12 +716,19 @@ impl DiskStore {
             && lease_unchanged(&self.dir, ip, &entry.lease);
         if !same {
             self.rescan()?;
+            self.stale = true;
             return Err(Error::new(
                 Code::TRY_AGAIN_LATER,
                 format!("lease {name} changed while it was being taken over; try again"),
             ));
         }
         Ok(entry)
+    }
+
+    /// Whether an allocation failed on a view that was stale and has been read again
+    /// since (then it should be made again); clears the flag.
+    pub fn take_stale(&mut self) -> bool {
+        std::mem::take(&mut self.stale)
     }
 
     /// Sync what this call named, in parallel. Each file's fsync makes its name durable
@@ -833,6 +826,14 @@ impl Store for DiskStore {
                 Err((_, e)) => return Err(self.error("link", &name, e)),
             }
         }
+    }
+
+    fn verify(&mut self, ip: IpAddr) -> Result<bool> {
+        let known = self.view.get_ip(ip).is_some_and(|e| lease_unchanged(&self.dir, ip, &e.lease));
+        if !known {
+            self.rescan()?;
+        }
+        Ok(known)
     }
 
     fn take_over(&mut self, ip: IpAddr, owner: &Owner, pod: Option<&PodRecord>) -> Result<()> {

@@ -5,8 +5,7 @@
 //! Index format (one file, lines sorted by lease file name):
 //!
 //! ```text
-//! host-local-index v2 <dir mtime s> <dir mtime ns> <verified: 1, or 0 when written from a
-//!                                                   view not checked against the listing>
+//! host-local-index v2 <dir mtime s> <dir mtime ns>
 //! L <ip> <inode> <content>
 //! P <ip> <containerId> <ifname> <namespace> <name> <uid> <bootId> active|held <since>
 //! M <ip> <namespace> <name> <since>
@@ -53,16 +52,12 @@ pub struct View {
     /// This call's changes (`None`: removed) or, after a directory scan, everything.
     changed: BTreeMap<String, Option<Entry>>,
     pub markers: Vec<Marker>,
-    /// Known to match the directory (read from it, or compared with its listing). An
-    /// index written from an unverified view is checked against the listing when loaded.
-    pub verified: bool,
 }
 
 impl View {
     /// A view built from a directory scan.
     pub fn from_entries(entries: BTreeMap<String, Entry>, markers: Vec<Marker>) -> View {
-        let changed = entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
-        View { changed, markers, verified: true, ..View::default() }
+        View { changed: entries.into_iter().map(|(k, v)| (k, Some(v))).collect(), markers, ..View::default() }
     }
 
     /// Index an index file; also returns the directory mtime it was written for.
@@ -83,11 +78,6 @@ impl View {
         let body_start = text.find('\n')? + 1;
         let mut header = text[..body_start - 1].strip_prefix(HEADER)?.strip_prefix(' ')?.split(' ');
         let mtime = (header.next()?.parse().ok()?, header.next()?.parse().ok()?);
-        let verified = match header.next()? {
-            "1" => true,
-            "0" => false,
-            _ => return None,
-        };
         if header.next().is_some() {
             return None;
         }
@@ -125,7 +115,7 @@ impl View {
             }
             pos = end;
         }
-        Some((View { text, rows, changed: BTreeMap::new(), markers, verified }, mtime))
+        Some((View { text, rows, changed: BTreeMap::new(), markers }, mtime))
     }
 
     fn row_name(&self, row: &Row) -> &str {
@@ -259,7 +249,7 @@ impl View {
     /// The index file for this view, written for the directory mtime `mtime`.
     pub fn render(&self, mtime: (i64, i64)) -> String {
         let mut out = String::with_capacity(self.text.len() + self.changed.len() * 96 + 64);
-        out.push_str(&format!("{HEADER} {} {} {}\n", mtime.0, mtime.1, u8::from(self.verified)));
+        out.push_str(&format!("{HEADER} {} {}\n", mtime.0, mtime.1));
         let mut changes = self.changed.iter().peekable();
         for row in &self.rows {
             let name = self.row_name(row);
@@ -467,10 +457,10 @@ mod tests {
         assert!(View::parse(good.clone().into_bytes()).is_some());
         let (head, _) = good.split_once("end ").unwrap();
         for bad in [
-            sealed("host-local-index v2 1 2 1\nX 1\n"),
-            sealed("host-local-index v2 1 2 1\nL 10.0.0.2 1\n"),
-            sealed("host-local-index v2 1 2 1\nL 10.0.0.3 1 a\nL 10.0.0.2 1 b\n"),
-            sealed("host-local-index v2 1 2 1\nP 10.0.0.2 a b c d e f active 1\n"),
+            sealed("host-local-index v2 1 2\nX 1\n"),
+            sealed("host-local-index v2 1 2\nL 10.0.0.2 1\n"),
+            sealed("host-local-index v2 1 2\nL 10.0.0.3 1 a\nL 10.0.0.2 1 b\n"),
+            sealed("host-local-index v2 1 2\nP 10.0.0.2 a b c d e f active 1\n"),
             sealed("host-local-index v2 1 2 2\n"),
             sealed("host-local-index v1 1 2\n"),
             sealed("host-local-index v2 1\n"),

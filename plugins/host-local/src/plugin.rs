@@ -81,9 +81,15 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
     let now = unix_now();
     // The likely lease and pod record are written and fsynced before taking the lock.
     let record = pod.as_ref().map(|p| p.record(&owner, &boot, LeaseState::Active, now));
-    let early = Prepare { durable: true, lease: Some(&owner), record: record.as_ref(), lookup: false };
+    let early = Prepare { durable: true, lease: Some(&owner), record: record.as_ref() };
     let mut store = DiskStore::open(&conf.store_dir(), early)?;
-    let allocations = match allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, now) {
+    let mut allocated = allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, now);
+    if allocated.is_err() && store.take_stale() {
+        // A foreign change within our clock tick: the store has read the directory again.
+        store.rollback()?;
+        allocated = allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, now);
+    }
+    let allocations = match allocated {
         Ok(a) => a,
         Err(e) => {
             // Undo only what this call did; earlier allocations of this container stay.
@@ -118,7 +124,7 @@ fn del(conf: &IpamConfig, args: &CmdArgs, log: &Log) -> Result<Vec<(IpAddr, &'st
     let owner = Owner::new(&args.container_id, &args.ifname);
     let mut done = Vec::new();
     let held = sticky_pod(conf).map(|pod| pod.record(&owner, &boot_id(), LeaseState::Held, unix_now()));
-    let mut store = DiskStore::open(&conf.store_dir(), Prepare { lookup: true, ..Prepare::default() })?;
+    let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
     for ip in store.owned_by(&owner)? {
         let lease = store.lease(ip).expect("owned_by returns leases");
         match &held {
@@ -158,7 +164,7 @@ fn hold(store: &mut DiskStore, ip: IpAddr, lease: &Lease, owner: &Owner, record:
 
 fn check(conf: &IpamConfig, args: &CmdArgs) -> Result<()> {
     let owner = Owner::new(&args.container_id, &args.ifname);
-    let mut store = DiskStore::open(&conf.store_dir(), Prepare { lookup: true, ..Prepare::default() })?;
+    let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
     let mut held: Vec<IpAddr> = store.owned_by(&owner)?;
     held.retain(|ip| store.lease(*ip).is_some_and(|l| !l.is_held()));
     store.commit()?;

@@ -180,6 +180,9 @@ pub trait Store {
     fn set_last_reserved(&mut self, range_set: usize, ip: IpAddr) -> Result<()>;
     /// Create the lease if `ip` is free; `Ok(false)` if a lease file already exists.
     fn reserve(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool>;
+    /// Whether the lease of `ip` still holds what `lease()` says; if not, the store reads
+    /// its directory again.
+    fn verify(&mut self, ip: IpAddr) -> Result<bool>;
     /// Give an existing lease to `owner` (atomically replacing the file), with the pod
     /// record it will have (`None`: none).
     fn take_over(&mut self, ip: IpAddr, owner: &Owner, pod: Option<&PodRecord>) -> Result<()>;

@@ -287,21 +287,6 @@ pub fn write_out(file: &File) -> io::Result<()> {
     check(unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, all) })
 }
 
-/// Set a file's mtime to the kernel's current time.
-pub fn touch(file: &File) -> io::Result<()> {
-    let now = libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW };
-    // SAFETY: a valid descriptor and two timespecs.
-    check(unsafe { libc::futimens(file.as_raw_fd(), [now, now].as_ptr()) })
-}
-
-/// The coarse wall clock the kernel stamps file times with on most filesystems.
-pub fn coarse_now() -> (i64, i64) {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
-    (ts.tv_sec, ts.tv_nsec)
-}
-
 /// Whether `dir` can take new leases now: writable, not read-only, space and inodes left.
 pub fn writable_with_space(dir: &Path) -> Result<(), String> {
     let c = cstr(dir.as_os_str()).map_err(|e| e.to_string())?;
