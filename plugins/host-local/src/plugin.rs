@@ -79,7 +79,8 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
     // Also without a pod: reclaiming a hold must tell this boot's sandboxes from earlier ones.
     let boot = if conf.sticky.is_some() { boot_id() } else { String::new() };
     let now = unix_now();
-    // The likely lease and pod record are written and fsynced before taking the lock.
+    // The likely lease and pod record are written, and their data pushed to the device, before
+    // the lock is taken.
     let record = pod.as_ref().map(|p| p.record(&owner, &boot, LeaseState::Active, now));
     let early = Prepare { durable: true, lease: Some(&owner), record: record.as_ref() };
     let mut store = DiskStore::open(&conf.store_dir(), early)?;
