@@ -33,6 +33,11 @@ pub mod api {
         View::parse(bytes.to_vec())
     }
 
+    /// A `.hostlocal/clock` file's content: the boots it lists.
+    pub fn parse_clock(bytes: &[u8]) -> Vec<(String, u64)> {
+        host_local::clock::NodeClock::parse(bytes)
+    }
+
     /// A `last_reserved_ip.<n>` file's content.
     pub fn parse_last_reserved(bytes: &[u8]) -> Option<IpAddr> {
         host_local::disk::parse_last_reserved(bytes)

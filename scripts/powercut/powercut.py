@@ -438,10 +438,10 @@ def judge(plugin, workload_texts, check_texts):
     for (rel, name), (ftype, size, data) in sorted(before.items()):
         if rel != "/.hostlocal":
             continue
-        if name == "index" and ftype == "regular_file":
-            if not data.startswith(b"host-local-index"):
+        if name in ("index", "clock") and ftype == "regular_file":
+            if not data.startswith(b"host-local-" + name.encode()):
                 what = "empty" if not data else "all zero bytes" if not data.strip(b"\0") else f"{data[:24]!r}"
-                v.odd.append(f".hostlocal/index: {size} bytes, {what} (a cache: the plugin must reject it)")
+                v.odd.append(f".hostlocal/{name}: {size} bytes, {what} (checksummed: the plugin must reject it)")
         else:
             v.odd.append(f".hostlocal/{name}: {ftype}, {size} bytes")
     if "/" in nodir and any(p.last_ack_add for p in pods.values()):

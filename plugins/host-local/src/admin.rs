@@ -14,9 +14,10 @@ use libcni::json;
 use libcni::{Error, Result};
 use serde_json::{Map, Value};
 
+use crate::clock::running_boot_id;
 use crate::config::{parse_duration, DEFAULT_DATA_DIR};
 use crate::disk::{DiskStore, Prepare};
-use crate::store::{rfc3339, unix_now, LeaseState, Query, Store};
+use crate::store::{rfc3339, unix_now, PodRecord, Query, Store};
 
 const USAGE: &str = "\
 host-local: the host-local CNI IPAM plugin (runtimes call it with CNI_COMMAND set).
@@ -305,16 +306,28 @@ fn gc(opts: &Options) -> Result<String> {
         }
     };
     let mut store = open_network(&data_dir(opts), network)?;
-    let now = unix_now();
-    let old_enough = |since: u64| now.saturating_sub(since) >= min_age;
+    // How long an address has been held is node time (see `clock`): a clock that jumped
+    // frees nothing early. OpenYurt markers only have their file time.
+    let boot = running_boot_id();
+    let clock = store.clock(&boot)?;
+    let held_long_enough = |p: &PodRecord| {
+        clock
+            .reclaimable_since(p, &boot)
+            .is_some_and(|since| clock.now().saturating_sub(since) >= min_age.saturating_mul(1_000_000))
+    };
     let held: Vec<IpAddr> = store
         .find(Query::Held)
         .into_iter()
-        .filter(|l| l.pod.as_ref().is_some_and(|p| p.state == LeaseState::Held && old_enough(p.since)))
+        .filter(|l| l.pod.as_ref().is_some_and(held_long_enough))
         .map(|l| l.ip)
         .collect();
-    let markers: Vec<_> =
-        store.markers().iter().filter(|m| store.lease(m.ip).is_none() && old_enough(m.since)).cloned().collect();
+    let now = unix_now();
+    let markers: Vec<_> = store
+        .markers()
+        .iter()
+        .filter(|m| store.lease(m.ip).is_none() && now.saturating_sub(m.since) >= min_age)
+        .cloned()
+        .collect();
     let mut out = String::new();
     for ip in held {
         store.release(ip)?;

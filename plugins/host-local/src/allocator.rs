@@ -9,9 +9,10 @@ use libcni::args::CniArgs;
 use libcni::ip::{canonical, go_ip_string, ip_to_u128, next_ip};
 use libcni::{Code, Error, Result};
 
+use crate::clock::NodeClock;
 use crate::config::{Sticky, StickyKey};
 use crate::range::{describe, range_for, Range};
-use crate::store::{Lease, LeaseState, Owner, PodRecord, Query, Store};
+use crate::store::{Lease, LeaseState, Marker, Owner, PodRecord, Query, Store};
 
 /// Upstream's `RangeIter`: starts after the last reserved address (or at the first
 /// range's start), walks every range of the set once, skips each range's gateway.
@@ -100,15 +101,18 @@ impl Pod {
         Pod { namespace: record.namespace.clone(), name: record.name.clone(), uid: record.uid.clone() }.key(key)
     }
 
-    pub fn record(&self, owner: &Owner, boot_id: &str, state: LeaseState, now: u64) -> PodRecord {
+    /// The record of this pod's new sandbox `owner`, added at wall time `wall` and node time `node_time`.
+    pub fn record(&self, owner: &Owner, boot_id: &str, wall: u64, node_time: u64) -> PodRecord {
         PodRecord {
             owner: owner.clone(),
             namespace: self.namespace.clone(),
             name: self.name.clone(),
             uid: self.uid.clone(),
             boot_id: boot_id.to_string(),
-            state,
-            since: now,
+            state: LeaseState::Active,
+            since: wall,
+            added_at: node_time,
+            changed_at: node_time,
         }
     }
 }
@@ -123,8 +127,10 @@ pub struct Request<'a> {
     pub sticky: Option<&'a Sticky>,
     pub pod: Option<&'a Pod>,
     pub boot_id: &'a str,
-    /// Unix seconds for records written by this call.
+    /// Wall clock (Unix seconds) for records written by this call: for people only.
     pub now: u64,
+    /// Node time: what orders and ages holds (a default clock without stickiness).
+    pub clock: &'a NodeClock,
 }
 
 /// Why an address was chosen: kept for logs and tests.
@@ -145,6 +151,8 @@ pub struct Allocation {
     pub ip: IpAddr,
     pub range: Range,
     pub how: How,
+    /// The pod whose hold a requested address overrode (it is logged).
+    pub overrode_hold_of: Option<String>,
 }
 
 /// Whether `ip` may be handed out from `set`: inside one of its ranges, and not that
@@ -162,7 +170,9 @@ fn exhausted(set: &[Range]) -> Error {
 pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
     // Every path below picks inside the set; a store that says otherwise is not trusted.
     let found = |ip: IpAddr, how| match range_for(req.set, ip) {
-        Some(range) if allocatable(req.set, ip) => Ok(Allocation { ip, range: range.clone(), how }),
+        Some(range) if allocatable(req.set, ip) => {
+            Ok(Allocation { ip, range: range.clone(), how, overrode_hold_of: None })
+        }
         _ => {
             Err(Error::internal(format!("{} is not allocatable in range set {}", go_ip_string(ip), describe(req.set))))
         }
@@ -176,17 +186,22 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
         if ip == range.gateway {
             return Err(Error::config(format!("requested ip {} is subnet's gateway", go_ip_string(ip))));
         }
-        let mine = store.lease(ip).map(|l| l.is_owned_by(req.owner));
-        let how = if mine == Some(true) {
+        let lease = store.lease(ip);
+        let mut overrode_hold_of = None;
+        let how = if lease.as_ref().is_some_and(|l| l.is_owned_by(req.owner)) {
             How::Existing
         } else if store.reserve(ip, req.owner)? {
             How::Requested
-        } else if pod_key
-            .as_ref()
-            .is_some_and(|(s, _, key)| store.lease(ip).is_some_and(|l| is_hold_for(&l, key, s.key, req)))
-        {
+        } else if let Some(lease) = lease.filter(|l| is_reclaimable(l, req)) {
+            // The pod's own hold, or another pod's: an explicit request outranks a hold.
+            let own = pod_key.as_ref().is_some_and(|(s, _, key)| is_hold_for(&lease, key, s.key, req));
             store.take_over(ip, req.owner, pod_record(req).as_ref())?;
-            How::Sticky
+            if own {
+                How::Sticky
+            } else {
+                overrode_hold_of = lease.pod.map(|p| p.pod_name());
+                How::Requested
+            }
         } else {
             return Err(Error::new(
                 Code::TRY_AGAIN_LATER,
@@ -199,9 +214,10 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
         };
         if how == How::Requested {
             store.set_last_reserved(req.index, ip)?;
+            overrode_hold_of = overrode_hold_of.or(drop_markers_of_others(store, req, ip)?);
         }
         record_pod(store, req, ip)?;
-        return found(ip, how);
+        return found(ip, how).map(|a| Allocation { overrode_hold_of, ..a });
     }
 
     // A repeated ADD gets what it already has (upstream errors: "duplicate allocation").
@@ -232,7 +248,7 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
         }
     }
     if let Some(hold) = req.sticky.and_then(|s| s.hold_duration) {
-        release_expired_holds(store, req, hold.as_secs())?;
+        release_expired_holds(store, req, hold.as_micros() as u64)?;
     }
 
     let last = store.last_reserved(req.index);
@@ -249,13 +265,36 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
             return found(ip, How::RoundRobin);
         }
     }
-    if req.sticky.is_some() {
-        if let Some(ip) = reclaim_oldest_hold(store, req)? {
-            record_pod(store, req, ip)?;
-            return found(ip, How::Reclaimed);
-        }
+    if let Some(ip) = reclaim_oldest_hold(store, req)? {
+        record_pod(store, req, ip)?;
+        return found(ip, How::Reclaimed);
     }
     Err(exhausted(req.set))
+}
+
+/// Whether `lease`'s sandbox is gone, so that its address may be given to another: a
+/// hold, or (with stickiness on, where boots are known) a sandbox of an earlier boot.
+/// With stickiness off, holds left from when it was on are ordinary reclaimable addresses.
+fn is_reclaimable(lease: &Lease, req: &Request) -> bool {
+    lease.pod.as_ref().is_some_and(|p| match req.sticky {
+        Some(_) => req.clock.reclaimable_since(p, req.boot_id).is_some(),
+        None => p.state == LeaseState::Held,
+    })
+}
+
+/// A requested address is this pod's now: other pods' OpenYurt markers for it no longer
+/// apply. Returns the pod of one it dropped.
+fn drop_markers_of_others(store: &mut dyn Store, req: &Request, ip: IpAddr) -> Result<Option<String>> {
+    let others: Vec<Marker> = store
+        .markers()
+        .iter()
+        .filter(|m| m.ip == ip && !req.pod.is_some_and(|p| p.namespace == m.namespace && p.name == m.name))
+        .cloned()
+        .collect();
+    for marker in &others {
+        store.remove_marker(marker)?;
+    }
+    Ok(others.first().map(|m| format!("{}/{}", m.namespace, m.name)))
 }
 
 /// Whether `lease` is this pod's and may move to the new sandbox: it is held, or its
@@ -277,13 +316,14 @@ fn take_held(
     key_kind: StickyKey,
 ) -> Result<Option<IpAddr>> {
     let query = Query::Pod { namespace: &pod.namespace, name: &pod.name, uid: &pod.uid };
-    let mut holds: Vec<(u64, IpAddr)> = store
+    let mut holds: Vec<((u64, u64), IpAddr)> = store
         .find(query)
         .into_iter()
         .filter(|l| allocatable(req.set, l.ip) && is_hold_for(l, key, key_kind, req))
-        .map(|l| (l.pod.as_ref().map_or(0, |p| p.since), l.ip))
+        .map(|l| (l.pod.as_ref().map_or((0, 0), |p| (p.added_at, p.since)), l.ip))
         .collect();
-    // The most recently released one is the address the cluster last saw for this pod.
+    // The address of the pod's newest sandbox is the one the cluster last saw. (Records
+    // from before node time carry 0 and are ordered by the wall clock among themselves.)
     holds.sort();
     let Some((_, ip)) = holds.pop() else { return Ok(None) };
     store.take_over(ip, req.owner, pod_record(req).as_ref())?;
@@ -311,13 +351,16 @@ fn take_marker(store: &mut dyn Store, req: &Request, pod: &Pod) -> Result<Option
     Ok(None)
 }
 
-/// Holds, and leases of sandboxes from earlier boots, older than `holdDuration`.
+/// Holds, and leases of sandboxes from earlier boots, free for longer than `holdDuration`
+/// (`max_age`, µs of node time).
 fn release_expired_holds(store: &mut dyn Store, req: &Request, max_age: u64) -> Result<()> {
     let expired: Vec<IpAddr> = store
         .find(Query::Reclaimable { boot_id: req.boot_id })
         .into_iter()
+        .filter(|l| allocatable(req.set, l.ip))
         .filter(|l| {
-            allocatable(req.set, l.ip) && l.pod.as_ref().is_some_and(|p| req.now.saturating_sub(p.since) >= max_age)
+            let since = l.pod.as_ref().and_then(|p| req.clock.reclaimable_since(p, req.boot_id));
+            since.is_some_and(|since| req.clock.now().saturating_sub(since) >= max_age)
         })
         .map(|l| l.ip)
         .collect();
@@ -327,20 +370,27 @@ fn release_expired_holds(store: &mut dyn Store, req: &Request, max_age: u64) -> 
     Ok(())
 }
 
-/// When the pool is full, the address held longest goes to the new pod. A lease whose
-/// sandbox belongs to an earlier boot is a hold in all but name.
+/// When the pool is full, the address free for longest goes to the new pod. OpenYurt
+/// markers come first: they were left before this store kept any hold.
 fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<IpAddr>> {
+    let query = if req.sticky.is_some() { Query::Reclaimable { boot_id: req.boot_id } } else { Query::Held };
     let held = store
-        .find(Query::Reclaimable { boot_id: req.boot_id })
+        .find(query)
         .into_iter()
-        .filter(|l| allocatable(req.set, l.ip))
-        .map(|l| (l.pod.as_ref().map_or(0, |p| p.since), ip_to_u128(l.ip), l.ip))
+        .filter(|l| allocatable(req.set, l.ip) && is_reclaimable(l, req))
+        .filter_map(|l| {
+            let since = match req.sticky {
+                Some(_) => req.clock.reclaimable_since(l.pod.as_ref()?, req.boot_id)?,
+                None => l.pod.as_ref()?.changed_at,
+            };
+            Some(((1, since), ip_to_u128(l.ip), l.ip))
+        })
         .min();
     let marked = store
         .markers()
         .iter()
-        .filter(|m| allocatable(req.set, m.ip) && store.lease(m.ip).is_none())
-        .map(|m| (m.since, ip_to_u128(m.ip), m.ip))
+        .filter(|m| req.sticky.is_some() && allocatable(req.set, m.ip) && store.lease(m.ip).is_none())
+        .map(|m| ((0, m.since), ip_to_u128(m.ip), m.ip))
         .min();
     match held.into_iter().chain(marked).min() {
         None => Ok(None),
@@ -364,7 +414,7 @@ fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<Ip
 /// The pod record this request gives its address: `None` without stickiness or a pod.
 fn pod_record(req: &Request) -> Option<PodRecord> {
     match (req.sticky, req.pod) {
-        (Some(_), Some(pod)) => Some(pod.record(req.owner, req.boot_id, LeaseState::Active, req.now)),
+        (Some(_), Some(pod)) => Some(pod.record(req.owner, req.boot_id, req.now, req.clock.now())),
         _ => None,
     }
 }

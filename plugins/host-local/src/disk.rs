@@ -48,6 +48,7 @@ use std::path::{Path, PathBuf};
 use libcni::ip::{canonical, go_ip_string};
 use libcni::{Code, Error, Result};
 
+use crate::clock::NodeClock;
 use crate::index::{Entry, View};
 use crate::store::{matching, Lease, Marker, Owner, PodRecord, Query, Store};
 use sys::{Dir, Kind};
@@ -56,6 +57,9 @@ pub use sys::writable_with_space;
 
 const PRIVATE_DIR: &str = ".hostlocal";
 const INDEX_FILE: &str = "index";
+const CLOCK_FILE: &str = "clock";
+/// A clock file lists at most 64 boots.
+const MAX_CLOCK_SIZE: usize = 8192;
 const TEMP_PREFIX: &str = ".tmp-";
 const LOCK_FILE: &str = "lock";
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
@@ -152,6 +156,8 @@ enum Undo {
     Created { ip: IpAddr, ino: u64 },
     Replaced { ip: IpAddr, content: String, pod: Option<PodRecord> },
     Relabelled { ip: IpAddr, pod: Option<PodRecord> },
+    Released { ip: IpAddr, content: String, pod: Option<PodRecord> },
+    MarkerRemoved(Marker),
 }
 
 /// A complete file waiting for its name: written before the lock is taken, its data
@@ -173,8 +179,9 @@ pub struct Prepare<'a> {
     pub durable: bool,
     /// The lease this call will most likely create.
     pub lease: Option<&'a Owner>,
-    /// The pod record it will most likely write.
-    pub record: Option<&'a PodRecord>,
+    /// The boot this call runs in, and the pod record it will most likely write given the
+    /// call's node time: written early when the store's clock knows this boot already.
+    pub record: Option<(&'a str, &'a dyn Fn(u64) -> PodRecord)>,
 }
 
 pub struct DiskStore {
@@ -201,6 +208,8 @@ pub struct DiskStore {
     /// Files this call named, to be synced before `commit` returns.
     placed: Vec<File>,
     temp_counter: u32,
+    /// Node time, once this call has asked for it: one instant per call.
+    clock: Option<NodeClock>,
 }
 
 impl Prepared {
@@ -251,12 +260,20 @@ impl DiskStore {
             prepared_record: None,
             placed: Vec::new(),
             temp_counter: 0,
+            clock: None,
         };
         if let Some(owner) = prepare.lease {
             store.prepared_lease = Some(store.prepare(owner.content().to_string())?);
         }
-        if let Some(record) = prepare.record {
-            store.prepared_record = Some(store.prepare(record::to_json(record))?);
+        if let Some((boot_id, record)) = prepare.record {
+            // Read without the lock: a clock that knows this boot only changes if its file
+            // is lost, and then the stamps still order this boot's calls.
+            store.private = store.dir.open_dir(PRIVATE_DIR).ok();
+            let boots = store.read_clock_file();
+            if let Some(clock) = NodeClock::running(boots, boot_id, sys::boottime_us()) {
+                store.prepared_record = Some(store.prepare(record::to_json(&record(clock.now())))?);
+                store.clock = Some(clock);
+            }
         }
         // Wait for the data outside the lock, so that a reboot storm does not queue on it.
         for p in [&mut store.prepared_lease, &mut store.prepared_record].into_iter().flatten() {
@@ -687,6 +704,73 @@ impl DiskStore {
         Ok(())
     }
 
+    /// The boots `.hostlocal/clock` lists (none if it is missing or not whole).
+    fn read_clock_file(&self) -> Vec<(String, u64)> {
+        match self.private.as_ref().map(|p| read_entry(p, CLOCK_FILE, MAX_CLOCK_SIZE)) {
+            Some(Content::Regular(bytes)) => NodeClock::parse(&bytes),
+            _ => Vec::new(),
+        }
+    }
+
+    fn write_clock_file(&mut self, clock: &NodeClock) {
+        // Like the index, rewritten in place and never synced: a torn or lost file only
+        // starts the running boot again after the store's newest stamp.
+        let text = clock.render();
+        let written = self.private_dir().and_then(|private| private.open_write(CLOCK_FILE, 0o600)).and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.set_len(text.len() as u64)
+        });
+        if let Err(e) = written {
+            eprintln!("host-local: could not write the clock in {}: {e}", self.path.join(PRIVATE_DIR).display());
+        }
+    }
+
+    /// Remove a lease file and its record (no undo: `release` and `rollback` use it).
+    fn remove_lease(&mut self, ip: IpAddr) -> Result<()> {
+        let name = go_ip_string(ip);
+        self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
+        self.write_record(ip, None, None)?;
+        self.view.remove(ip);
+        Ok(())
+    }
+
+    /// Put back a lease this call released.
+    fn restore_lease(&mut self, ip: IpAddr, content: String, pod: Option<PodRecord>) -> Result<()> {
+        let name = go_ip_string(ip);
+        let prepared = self.prepare(content.clone())?;
+        let ino = match self.place_new(prepared, &name)? {
+            Ok((file, ino)) => {
+                self.placed(file);
+                ino
+            }
+            // Taken again meanwhile (only after a failed sync let go of the lock): theirs now.
+            Err((p, e)) if e.kind() == io::ErrorKind::AlreadyExists => return self.discard(p),
+            Err((_, e)) => return Err(self.error("restore", &name, e)),
+        };
+        let written = self.write_record(ip, pod.as_ref(), None)?;
+        let lease = Lease { ip, content, pod: pod.filter(|_| written), opaque: false };
+        self.view.set(Entry { lease, ino });
+        Ok(())
+    }
+
+    /// Put back an OpenYurt marker this call removed, with its time.
+    fn restore_marker(&mut self, marker: Marker) -> Result<()> {
+        let name = marker.file_name();
+        let restored = self
+            .dir
+            .create_new(&name, 0o600)
+            .and_then(|f| f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(marker.since)));
+        match restored {
+            Ok(()) => self.changed = true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(self.error("restore", &name, e)),
+        }
+        if !self.view.markers.contains(&marker) {
+            self.view.markers.push(marker);
+        }
+        Ok(())
+    }
+
     fn write_index(&mut self) {
         // A cache: no fsync, and rewritten in place; the checksum catches a torn write.
         // Creating .hostlocal changes the directory: do it before reading its mtime.
@@ -851,13 +935,12 @@ impl Store for DiskStore {
     }
 
     fn release(&mut self, ip: IpAddr) -> Result<()> {
-        let name = go_ip_string(ip);
-        if self.view.get(&name).is_some_and(|e| e.lease.opaque) {
+        let Some(entry) = self.view.get_ip(ip) else { return Ok(()) };
+        if entry.lease.opaque {
             return Ok(()); // not ours to remove
         }
-        self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
-        self.write_record(ip, None, None)?;
-        self.view.remove(ip);
+        self.remove_lease(ip)?;
+        self.undo.push(Undo::Released { ip, content: entry.lease.content, pod: entry.lease.pod });
         Ok(())
     }
 
@@ -873,7 +956,34 @@ impl Store for DiskStore {
         let name = marker.file_name();
         self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
         self.view.markers.retain(|m| m != marker);
+        self.undo.push(Undo::MarkerRemoved(marker.clone()));
         Ok(())
+    }
+
+    fn clock(&mut self, boot_id: &str) -> Result<NodeClock> {
+        if let Some(clock) = &self.clock {
+            return Ok(clock.clone());
+        }
+        let boots = self.read_clock_file();
+        let boottime = sys::boottime_us();
+        let clock = match NodeClock::running(boots.clone(), boot_id, boottime) {
+            Some(clock) => clock,
+            None => {
+                // The first call of this boot (once per boot: every record is read).
+                let latest = self
+                    .view
+                    .find(Query::All)
+                    .iter()
+                    .filter_map(|l| l.pod.as_ref())
+                    .map(|p| p.changed_at.max(p.added_at))
+                    .max();
+                let clock = NodeClock::start_boot(boots, boot_id, boottime, latest.unwrap_or(0));
+                self.write_clock_file(&clock);
+                clock
+            }
+        };
+        self.clock = Some(clock.clone());
+        Ok(clock)
     }
 
     fn owned_by(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
@@ -903,7 +1013,7 @@ impl Store for DiskStore {
                 Undo::Created { ip, ino } => {
                     // Only our own file: after a failed sync the lock was let go meanwhile.
                     if self.dir.stat(&go_ip_string(ip)).is_ok_and(|m| m.ino == ino) {
-                        self.release(ip)?;
+                        self.remove_lease(ip)?;
                     }
                 }
                 Undo::Replaced { ip, content, pod } => {
@@ -920,6 +1030,8 @@ impl Store for DiskStore {
                         self.view.set(entry);
                     }
                 }
+                Undo::Released { ip, content, pod } => self.restore_lease(ip, content, pod)?,
+                Undo::MarkerRemoved(marker) => self.restore_marker(marker)?,
             }
         }
         Ok(())

@@ -5,9 +5,9 @@
 //! Index format (one file, lines sorted by lease file name):
 //!
 //! ```text
-//! host-local-index v2 <dir mtime s> <dir mtime ns>
+//! host-local-index v3 <dir mtime s> <dir mtime ns>
 //! L <ip> <inode> <content>
-//! P <ip> <containerId> <ifname> <namespace> <name> <uid> <bootId> active|held <since>
+//! P <ip> <containerId> <ifname> <namespace> <name> <uid> <bootId> active|held <since> <addedAt> <changedAt>
 //! M <ip> <namespace> <name> <since>
 //! end <number of bytes before this line> <FNV-1a 64 of those bytes, hex>
 //! ```
@@ -101,7 +101,7 @@ impl View {
                 }
                 "P" => {
                     let row = rows.last_mut()?;
-                    if fields.next()? != &text[row.name.clone()] || row.pod.is_some() || fields.clone().count() != 8 {
+                    if fields.next()? != &text[row.name.clone()] || row.pod.is_some() || fields.clone().count() != 10 {
                         return None;
                     }
                     row.pod = Some(pos..end);
@@ -143,6 +143,8 @@ impl View {
                 boot_id: unescape(f[5])?,
                 state: if f[6] == "held" { LeaseState::Held } else { LeaseState::Active },
                 since: f[7].parse().ok()?,
+                added_at: f[8].parse().ok()?,
+                changed_at: f[9].parse().ok()?,
             }),
         };
         let ip = self.row_name(row).parse().ok()?;
@@ -288,11 +290,11 @@ impl View {
     }
 }
 
-const HEADER: &str = "host-local-index v2";
+const HEADER: &str = "host-local-index v3";
 const OPAQUE: &str = "%";
 
 /// FNV-1a, 64 bits: enough to tell a torn write from a whole one.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
@@ -315,8 +317,11 @@ fn render_entry(out: &mut String, name: &str, e: &Entry) {
             out.push(' ');
             escape_into(out, field);
         }
-        out.push_str(if p.state == LeaseState::Held { " held " } else { " active " });
-        out.push_str(&p.since.to_string());
+        out.push_str(if p.state == LeaseState::Held { " held" } else { " active" });
+        for number in [p.since, p.added_at, p.changed_at] {
+            out.push(' ');
+            out.push_str(&number.to_string());
+        }
         out.push('\n');
     }
 }
@@ -380,6 +385,8 @@ mod tests {
                 boot_id: "b".into(),
                 state,
                 since: 7,
+                added_at: 8,
+                changed_at: 9,
             }),
             opaque: false,
         };

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod allocator;
+pub mod clock;
 pub mod config;
 pub mod disk;
 pub mod dns;

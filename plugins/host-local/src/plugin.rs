@@ -10,23 +10,15 @@ use libcni::{Code, Error, Result};
 use serde_json::Value;
 
 use crate::allocator::{allocate, Allocation, How, Pod, Request};
+use crate::clock::{running_boot_id, NodeClock};
 use crate::config::{self, IpamConfig};
 use crate::disk::{DiskStore, Prepare};
 use crate::dns::parse_resolv_conf;
 use crate::range::range_for;
-use crate::store::{unix_now, Lease, LeaseState, Owner, PodRecord, Query, Store};
+use crate::store::{unix_now, Lease, Owner, PodRecord, Query, Store};
 use libcni::log::Log;
 
 pub struct HostLocal;
-
-/// The kernel's ID for this boot: a sandbox recorded under another boot is dead.
-/// `HOST_LOCAL_BOOT_ID` overrides it, for tests that simulate a reboot without one.
-fn boot_id() -> String {
-    if let Some(id) = std::env::var("HOST_LOCAL_BOOT_ID").ok().filter(|v| !v.is_empty()) {
-        return id;
-    }
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
-}
 
 fn load(args: &CmdArgs) -> Result<IpamConfig> {
     config::load(&args.conf, &args.args)
@@ -44,8 +36,9 @@ fn allocate_all(
     owner: &Owner,
     pod: Option<&Pod>,
     boot_id: &str,
-    now: u64,
+    clock: &NodeClock,
 ) -> Result<Vec<Allocation>> {
+    let now = unix_now();
     // Each requested address is used by the first range set that contains it.
     let mut requested: Vec<IpAddr> = Vec::new();
     for ip in &conf.requested {
@@ -56,7 +49,8 @@ fn allocate_all(
     let mut allocations = Vec::with_capacity(conf.ranges.len());
     for (index, set) in conf.ranges.iter().enumerate() {
         let wanted = requested.iter().position(|ip| range_for(set, *ip).is_some()).map(|i| requested.remove(i));
-        let req = Request { index, set, owner, requested: wanted, sticky: conf.sticky.as_ref(), pod, boot_id, now };
+        let req =
+            Request { index, set, owner, requested: wanted, sticky: conf.sticky.as_ref(), pod, boot_id, now, clock };
         allocations
             .push(allocate(store, &req).map_err(|e| e.context(format!("failed to allocate for range {index}")))?);
     }
@@ -77,18 +71,24 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
     let owner = Owner::new(&args.container_id, &args.ifname);
     let pod = sticky_pod(conf);
     // Also without a pod: reclaiming a hold must tell this boot's sandboxes from earlier ones.
-    let boot = if conf.sticky.is_some() { boot_id() } else { String::new() };
-    let now = unix_now();
+    let boot = if conf.sticky.is_some() { running_boot_id() } else { String::new() };
     // The likely lease and pod record are written, and their data pushed to the device, before
     // the lock is taken.
-    let record = pod.as_ref().map(|p| p.record(&owner, &boot, LeaseState::Active, now));
-    let early = Prepare { durable: true, lease: Some(&owner), record: record.as_ref() };
+    let wall = unix_now();
+    let record = |node_time| pod.as_ref().map(|p| p.record(&owner, &boot, wall, node_time));
+    let early_record = |node_time| record(node_time).expect("only with a pod");
+    let early = Prepare {
+        durable: true,
+        lease: Some(&owner),
+        record: pod.as_ref().map(|_| (boot.as_str(), &early_record as &dyn Fn(u64) -> PodRecord)),
+    };
     let mut store = DiskStore::open(&conf.store_dir(), early)?;
-    let mut allocated = allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, now);
+    let clock = if conf.sticky.is_some() { store.clock(&boot)? } else { NodeClock::default() };
+    let mut allocated = allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, &clock);
     if allocated.is_err() && store.take_stale() {
         // A foreign change within our clock tick: the store has read the directory again.
         store.rollback()?;
-        allocated = allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, now);
+        allocated = allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, &clock);
     }
     let allocations = match allocated {
         Ok(a) => a,
@@ -124,8 +124,15 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
 fn del(conf: &IpamConfig, args: &CmdArgs, log: &Log) -> Result<Vec<(IpAddr, &'static str)>> {
     let owner = Owner::new(&args.container_id, &args.ifname);
     let mut done = Vec::new();
-    let held = sticky_pod(conf).map(|pod| pod.record(&owner, &boot_id(), LeaseState::Held, unix_now()));
     let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
+    let held = match sticky_pod(conf) {
+        Some(pod) => {
+            let boot = running_boot_id();
+            let node_time = store.clock(&boot)?.now();
+            Some(pod.record(&owner, &boot, unix_now(), node_time))
+        }
+        None => None,
+    };
     for ip in store.owned_by(&owner)? {
         let lease = store.lease(ip).expect("owned_by returns leases");
         match &held {
@@ -153,8 +160,11 @@ fn del(conf: &IpamConfig, args: &CmdArgs, log: &Log) -> Result<Vec<(IpAddr, &'st
     Ok(done)
 }
 
-/// Mark `ip` held for the pod of `record`.
+/// Mark `ip` held for the pod of `record` (a record of the sandbox being deleted, as of now).
 fn hold(store: &mut DiskStore, ip: IpAddr, lease: &Lease, owner: &Owner, record: &PodRecord) -> Result<()> {
+    // The sandbox was added when its record says; a lease upstream wrote has no record: oldest.
+    let added_at = lease.pod.as_ref().map_or(0, |p| p.added_at);
+    let record = &PodRecord { added_at, ..record.held_at(record.since, record.changed_at) };
     if !lease.is_owned_by(owner) {
         // A pre-ifname lease: rewrite it in the current format, or the pod record (which
         // names the ifname) would not match it.
@@ -209,17 +219,22 @@ fn gc(conf: &IpamConfig, args: &CmdArgs) -> Result<Vec<IpAddr>> {
     let is_valid = |id: &str, ifname: Option<&str>| {
         valid.iter().any(|(v_id, v_if)| v_id == id && ifname.is_none_or(|i| i == v_if))
     };
+    // With stickiness on, holds are kept for their pods; with it off they are ordinary stale leases.
     let stale: Vec<_> = store
         .find(Query::All)
         .into_iter()
-        .filter(|l| !l.opaque && !l.is_held() && !is_valid(l.container_id(), l.ifname()))
+        .filter(|l| !(l.opaque || conf.sticky.is_some() && l.is_held() || is_valid(l.container_id(), l.ifname())))
         .collect();
+    let node_time = match (&conf.sticky, stale.iter().any(|l| l.pod.is_some())) {
+        (Some(_), true) => store.clock(&running_boot_id())?.now(),
+        _ => 0,
+    };
     let mut errors = Vec::new();
     let mut done = Vec::new();
     for lease in stale {
         let outcome = match (&conf.sticky, &lease.pod) {
             // Its pod may come back (a GC after reboot lists only the new sandboxes).
-            (Some(_), Some(record)) => store.set_pod(lease.ip, Some(record.held_now())),
+            (Some(_), Some(record)) => store.set_pod(lease.ip, Some(record.held_at(unix_now(), node_time))),
             _ => store.release(lease.ip),
         };
         match outcome {
@@ -268,6 +283,15 @@ impl Plugin for HostLocal {
         let conf = load(args)?;
         let log = op_log(&conf, args);
         let outcome = logged(&log, add(&conf, args), |(_, allocations)| {
+            for a in allocations {
+                if let Some(pod) = &a.overrode_hold_of {
+                    let fields = [("ip", go_ip_string(a.ip)), ("heldFor", pod.clone())];
+                    log.warn(
+                        "requested address was held for another pod: the request wins, the hold is dropped",
+                        &fields,
+                    );
+                }
+            }
             let how: Vec<String> = allocations.iter().map(|a| format!("{:?}", a.how).to_lowercase()).collect();
             vec![("ips", addresses(allocations.iter().map(|a| &a.ip))), ("how", how.join(","))]
         });

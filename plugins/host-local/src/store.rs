@@ -8,6 +8,8 @@
 use std::net::IpAddr;
 
 use libcni::ip::go_ip_string;
+
+use crate::clock::NodeClock;
 pub use libcni::time::{parse_rfc3339, rfc3339, unix_now};
 use libcni::Result;
 
@@ -53,14 +55,29 @@ pub struct PodRecord {
     /// The kernel boot in which the owning sandbox was set up.
     pub boot_id: String,
     pub state: LeaseState,
-    /// Unix seconds of the last state change.
+    /// Wall clock (Unix seconds) of the last state change: for people only. Order and
+    /// age come from node time ([`crate::clock`]), which a wrong or jumping clock can't move.
     pub since: u64,
+    /// Node time when the sandbox that owns the address was added: a pod's newest sandbox
+    /// is the one whose address the cluster last saw.
+    pub added_at: u64,
+    /// Node time of the last state change (added, or held).
+    pub changed_at: u64,
 }
 
 impl PodRecord {
     /// The same pod's record, now holding the address for its next sandbox.
-    pub fn held_now(&self) -> PodRecord {
-        PodRecord { state: LeaseState::Held, since: unix_now(), ..self.clone() }
+    pub fn held_at(&self, wall: u64, node_time: u64) -> PodRecord {
+        PodRecord { state: LeaseState::Held, since: wall, changed_at: node_time, ..self.clone() }
+    }
+
+    /// `namespace/name`, or the UID: who the address is recorded for.
+    pub fn pod_name(&self) -> String {
+        if self.name.is_empty() {
+            self.uid.clone()
+        } else {
+            format!("{}/{}", self.namespace, self.name)
+        }
     }
 }
 
@@ -170,7 +187,8 @@ impl Query<'_> {
 }
 
 /// Storage as the allocator sees it. Every mutation is durable once `commit` returns;
-/// `rollback` undoes what this process reserved, took over or re-labelled.
+/// `rollback` undoes everything this call changed: what it reserved, took over,
+/// re-labelled, released, and the markers it consumed.
 pub trait Store {
     /// Leases matching `query`, in upstream's lexical file-name order.
     fn find(&self, query: Query) -> Vec<Lease>;
@@ -186,11 +204,14 @@ pub trait Store {
     /// Give an existing lease to `owner` (atomically replacing the file), with the pod
     /// record it will have (`None`: none).
     fn take_over(&mut self, ip: IpAddr, owner: &Owner, pod: Option<&PodRecord>) -> Result<()>;
-    /// Remove the lease and its pod record.
+    /// Remove the lease and its pod record (`rollback` puts them back).
     fn release(&mut self, ip: IpAddr) -> Result<()>;
     /// Write or remove the pod record of an existing lease.
     fn set_pod(&mut self, ip: IpAddr, pod: Option<PodRecord>) -> Result<()>;
+    /// Remove an OpenYurt marker (`rollback` puts it back).
     fn remove_marker(&mut self, marker: &Marker) -> Result<()>;
+    /// The store's node time, for a call in boot `boot_id` (see [`crate::clock`]).
+    fn clock(&mut self, boot_id: &str) -> Result<NodeClock>;
     /// Leases of `owner` for DEL and CHECK, where a miss must be certain: exact matches,
     /// else upstream's old-format fallback.
     fn owned_by(&mut self, owner: &Owner) -> Result<Vec<IpAddr>>;

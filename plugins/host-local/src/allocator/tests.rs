@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use libcni::ip::IpNet;
 
 use super::*;
+use crate::clock::NodeClock;
 use crate::config::Sticky;
 use crate::range::{canonicalize_set, RangeSpec};
 use crate::store::{matching, Lease, Marker, Query};
@@ -79,6 +80,9 @@ impl Store for MemoryStore {
         self.markers.retain(|m| m != marker);
         Ok(())
     }
+    fn clock(&mut self, boot_id: &str) -> Result<NodeClock> {
+        Ok(clock(boot_id, NOW).clone())
+    }
     fn owned_by(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
         Ok(matching(self.leases.values(), owner))
     }
@@ -109,8 +113,17 @@ fn set(subnets: &[&str]) -> Vec<Range> {
     .unwrap()
 }
 
+/// Node time of the calls below: an hour into the store's first boot.
+const NOW: u64 = 3_600_000_000;
+
+/// The clock of a store whose first boot is `boot`, at node time `now`.
+fn clock(boot: &str, now: u64) -> &'static NodeClock {
+    Box::leak(Box::new(NodeClock::start_boot(Vec::new(), boot, now - 1, 0)))
+}
+
 fn plain<'a>(set: &'a [Range], owner: &'a Owner) -> Request<'a> {
-    Request { index: 0, set, owner, requested: None, sticky: None, pod: None, boot_id: "boot-1", now: 1_000 }
+    let clock = clock("boot-1", NOW);
+    Request { index: 0, set, owner, requested: None, sticky: None, pod: None, boot_id: "boot-1", now: 1_000, clock }
 }
 
 fn iter_all(set: &[Range], last: Option<&str>) -> Vec<String> {
@@ -316,14 +329,16 @@ fn pod(name: &str) -> Pod {
 }
 
 fn sticky<'a>(set: &'a [Range], owner: &'a Owner, pod: &'a Pod, boot: &'a str) -> Request<'a> {
-    Request { sticky: Some(&STICKY), pod: Some(pod), boot_id: boot, ..plain(set, owner) }
+    Request { sticky: Some(&STICKY), pod: Some(pod), boot_id: boot, clock: clock(boot, NOW), ..plain(set, owner) }
 }
 
 /// What the plugin's DEL does with a sticky lease: keep the file, mark it held.
 fn del_hold(store: &mut MemoryStore, owner: &Owner, pod: &Pod) {
     for ip in store.owned_by(owner).unwrap() {
         let boot = store.lease(ip).unwrap().pod.as_ref().map(|p| p.boot_id.clone()).unwrap_or_default();
-        store.set_pod(ip, Some(pod.record(owner, &boot, LeaseState::Held, 2_000))).unwrap();
+        let added_at = store.lease(ip).unwrap().pod.as_ref().map_or(0, |p| p.added_at);
+        let held = PodRecord { added_at, ..pod.record(owner, &boot, 2_000, NOW).held_at(2_000, NOW) };
+        store.set_pod(ip, Some(held)).unwrap();
     }
 }
 
@@ -387,13 +402,21 @@ fn a_full_pool_reclaims_the_oldest_hold() {
         let owner = Owner::new(&format!("c{i}"), "eth0");
         allocate(&mut store, &sticky(&s, &owner, p, "b1")).unwrap();
         del_hold(&mut store, &owner, p);
-        store.leases.get_mut(&format!("10.0.0.{}", i + 2)).unwrap().pod.as_mut().unwrap().since = 100 + i as u64;
+        let hold = store.leases.get_mut(&format!("10.0.0.{}", i + 2)).unwrap().pod.as_mut().unwrap();
+        // Node time orders holds; the wall clock (here running backwards) does not.
+        (hold.changed_at, hold.since) = (100 + i as u64, 1_000 - i as u64);
     }
     // p3's hold is made the oldest.
-    store.leases.get_mut("10.0.0.5").unwrap().pod.as_mut().unwrap().since = 1;
+    store.leases.get_mut("10.0.0.5").unwrap().pod.as_mut().unwrap().changed_at = 1;
     let got = allocate(&mut store, &sticky(&s, &Owner::new("n", "eth0"), &pod("newcomer"), "b1")).unwrap();
     assert_eq!((got.ip, got.how), (ip("10.0.0.5"), How::Reclaimed));
-    // Without stickiness a full pool is full, as upstream.
+    // Without stickiness, holds left from when it was on are ordinary reclaimable
+    // addresses, oldest first; once none is left, a full pool is full, as upstream.
+    for (i, expected) in ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.6"].into_iter().enumerate() {
+        let got = allocate(&mut store, &plain(&s, &Owner::new(&format!("m{i}"), "eth0"))).unwrap();
+        assert_eq!((got.ip, got.how), (ip(expected), How::Reclaimed));
+        assert_eq!(store.lease(got.ip).unwrap().pod, None, "no pod record without stickiness");
+    }
     let e = allocate(&mut store, &plain(&s, &Owner::new("m", "eth0"))).unwrap_err();
     assert!(e.msg.starts_with("no IP addresses available"));
 }
@@ -454,7 +477,9 @@ fn expired_holds_are_released() {
     let web = pod("web-0");
     allocate(&mut store, &Request { sticky: Some(&short), ..sticky(&s, &old, &web, "b1") }).unwrap();
     del_hold(&mut store, &old, &web);
-    store.leases.get_mut("10.0.0.2").unwrap().pod.as_mut().unwrap().since = 0;
+    // Held for 60 s of node time (the wall clock says it was just now).
+    let hold = store.leases.get_mut("10.0.0.2").unwrap().pod.as_mut().unwrap();
+    (hold.changed_at, hold.since) = (NOW - 60_000_000, 9_999_999_999);
     let got = allocate(
         &mut store,
         &Request { sticky: Some(&short), ..sticky(&s, &Owner::new("n", "eth0"), &pod("other"), "b1") },
@@ -471,4 +496,40 @@ fn rollback_restores_the_store() {
     allocate(&mut store, &plain(&s, &Owner::new("c", "eth0"))).unwrap();
     store.rollback().unwrap();
     assert!(store.leases.is_empty());
+}
+
+#[test]
+fn a_requested_address_takes_another_pods_hold_but_not_a_live_sandbox() {
+    let s = set(&["10.0.0.0/28"]);
+    let mut store = MemoryStore::default();
+    let (old_pod, new_pod, third) = (pod("old"), pod("new"), pod("third"));
+    let (old, c2, c3) = (Owner::new("c1", "eth0"), Owner::new("c2", "eth0"), Owner::new("c3", "eth0"));
+    let asked = |owner, p| Request { requested: Some(ip("10.0.0.5")), ..sticky(&s, owner, p, "b1") };
+    allocate(&mut store, &asked(&old, &old_pod)).unwrap();
+    del_hold(&mut store, &old, &old_pod);
+    let got = allocate(&mut store, &asked(&c2, &new_pod)).unwrap();
+    assert_eq!(
+        (got.ip, got.how, got.overrode_hold_of.as_deref()),
+        (ip("10.0.0.5"), How::Requested, Some("default/old"))
+    );
+    assert_eq!(store.lease(got.ip).unwrap().pod.unwrap().name, "new");
+    let e = allocate(&mut store, &asked(&c3, &third)).unwrap_err();
+    assert_eq!(e.code, Code::TRY_AGAIN_LATER);
+}
+
+#[test]
+fn of_a_pods_leases_its_newest_sandboxs_wins_whatever_the_wall_clock() {
+    let s = set(&["10.0.0.0/28"]);
+    let mut store = MemoryStore::default();
+    let web = pod("web");
+    for (sandbox, added_at, wall) in [("a", 10, 2_000), ("b", 20, 1_000)] {
+        let owner = Owner::new(sandbox, "eth0");
+        let got = allocate(&mut store, &sticky(&s, &owner, &web, "b1")).unwrap();
+        let record = store.leases.get_mut(&got.ip.to_string()).unwrap().pod.as_mut().unwrap();
+        (record.added_at, record.since) = (added_at, wall);
+    }
+    del_hold(&mut store, &Owner::new("a", "eth0"), &web);
+    let got = allocate(&mut store, &sticky(&s, &Owner::new("c", "eth0"), &web, "b2")).unwrap();
+    assert_eq!((got.ip, got.how), (ip("10.0.0.3"), How::Sticky));
+    assert!(store.lease(ip("10.0.0.2")).is_none(), "the older sandbox's hold is released");
 }

@@ -1,6 +1,7 @@
 //! Pod records: `<ip>.pod` beside each sticky lease, a small JSON object naming the pod,
 //! the boot and the state. JSON, so that its content can never equal a container ID in
-//! upstream's directory walks.
+//! upstream's directory walks. `since` is the wall clock, for people; `addedAt` and
+//! `changedAt` are node time (`crate::clock`), which orders and ages holds.
 
 use libcni::json;
 use serde_json::{Map, Value};
@@ -26,6 +27,8 @@ pub fn to_json_replacing(p: &PodRecord, replaces: Option<&str>) -> String {
     m.insert("bootId".into(), p.boot_id.clone().into());
     m.insert("state".into(), (if p.state == LeaseState::Held { "held" } else { "active" }).into());
     m.insert("since".into(), rfc3339(p.since).into());
+    m.insert("addedAt".into(), p.added_at.into());
+    m.insert("changedAt".into(), p.changed_at.into());
     if let Some(replaces) = replaces {
         m.insert("replaces".into(), replaces.into());
     }
@@ -41,6 +44,10 @@ pub fn parse(bytes: &[u8]) -> Option<PodRecord> {
 pub fn parse_replacing(bytes: &[u8]) -> Option<(PodRecord, Option<String>)> {
     let v = json::parse(bytes).ok()?;
     let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let number = |k: &str| match v.get(k) {
+        None => Some(0),
+        Some(n) => n.as_u64(),
+    };
     let record = PodRecord {
         owner: Owner::new(&field("containerId")?, &field("ifname")?),
         namespace: field("namespace").unwrap_or_default(),
@@ -53,6 +60,9 @@ pub fn parse_replacing(bytes: &[u8]) -> Option<(PodRecord, Option<String>)> {
             _ => return None,
         },
         since: parse_rfc3339(&field("since")?)?,
+        // Node time (µs, see `crate::clock`); 0 in records written before it was kept.
+        added_at: number("addedAt")?,
+        changed_at: number("changedAt")?,
     };
     Some((record, field("replaces")))
 }

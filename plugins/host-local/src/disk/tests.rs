@@ -193,6 +193,8 @@ fn pod_records_round_trip_and_rollback_restores_everything() {
         boot_id: "b1".into(),
         state: LeaseState::Held,
         since: 1_700_000_000,
+        added_at: 5,
+        changed_at: 6,
     };
     let mut s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     s.reserve(ip("10.0.0.2"), &owner).unwrap();
@@ -233,6 +235,8 @@ fn a_record_for_a_replaced_lease_is_dropped() {
         boot_id: "b".into(),
         state: LeaseState::Active,
         since: 1,
+        added_at: 5,
+        changed_at: 6,
     };
     s.set_pod(ip("10.0.0.2"), Some(record)).unwrap();
     s.commit().unwrap();
@@ -323,6 +327,8 @@ fn a_take_over_cut_short_between_its_renames_leaves_the_old_lease_the_pods() {
         boot_id: "b1".into(),
         state: LeaseState::Active,
         since: 1_700_000_000,
+        added_at: 5,
+        changed_at: 6,
     };
     fs::write(t.0.join("10.0.0.2.pod"), record::to_json_replacing(&record, Some("old\r\neth0"))).unwrap();
     let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
