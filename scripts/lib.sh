@@ -32,12 +32,13 @@ install_deps() {
   fi
 }
 
-# Python with grpcio for the CRI client of the end-to-end test (scripts/e2e).
+# Python for the tests: grpcio for the CRI client of the end-to-end test (scripts/e2e),
+# prometheus_client's text parser to validate `host-local metrics`.
 build_e2e_venv() {
-  if [ ! -x target/e2e/venv/bin/python ] || ! target/e2e/venv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
+  if [ ! -x target/e2e/venv/bin/python ] || ! target/e2e/venv/bin/python -c "import grpc, grpc_tools, prometheus_client" 2>/dev/null; then
     mkdir -p target/e2e
     python3 -m venv target/e2e/venv
-    target/e2e/venv/bin/pip install --quiet --disable-pip-version-check grpcio grpcio-tools
+    target/e2e/venv/bin/pip install --quiet --disable-pip-version-check grpcio grpcio-tools prometheus_client
   fi
 }
 

@@ -20,7 +20,10 @@ For each cut, on a fresh raw disk image (ext4, xfs, btrfs or f2fs, made on the h
        "<container>\\r\\neth0" of a container the workload used, every <ip>.pod parses as JSON;
        other odd entries are reported;
    (c) every pod with an acknowledged ADD gets its last acknowledged address back in boot 2;
-   (d) no two pods got the same address in boot 2.
+   (d) no two pods got the same address in boot 2;
+   (e) ours: node time moved forward across the cut: every pod record boot 2 wrote was added
+       after every stamp of the records the cut left (the uptime restarted, and the store's
+       .hostlocal/clock may be lost).
 
 --plugin upstream runs Debian's upstream host-local (dynamic; its ld-linux and libc are
 copied into the VM). It ignores the pod keys and frees on DEL, so (a)/(b) are judged only for
@@ -355,12 +358,16 @@ class Verdict:
         self.readd_pods = 0
         self.not_back = []
         self.dupes = []  # (d)
+        self.clock_back = []  # (e)
+        self.clock_checked = 0
         self.skipped = 0  # upstream: pods whose last acked op was a DEL (or with a DEL begun)
         self.errors = []  # check boot broke (e.g. mount failed): counts as failure
         self.failed_calls = 0  # workload calls that returned an error (reported only)
 
     def failed(self):
-        return bool(self.lost or self.bad_files or self.bad_records or self.not_back or self.dupes or self.errors)
+        return bool(
+            self.lost or self.bad_files or self.bad_records or self.not_back or self.dupes or self.clock_back or self.errors
+        )
 
 
 def _lease_owner(data):
@@ -438,7 +445,7 @@ def judge(plugin, workload_texts, check_texts):
     for (rel, name), (ftype, size, data) in sorted(before.items()):
         if rel != "/.hostlocal":
             continue
-        if name in ("index", "clock") and ftype == "regular_file":
+        if name in ("index", "clock", "counters") and ftype == "regular_file":
             if not data.startswith(b"host-local-" + name.encode()):
                 what = "empty" if not data else "all zero bytes" if not data.strip(b"\0") else f"{data[:24]!r}"
                 v.odd.append(f".hostlocal/{name}: {size} bytes, {what} (checksummed: the plugin must reject it)")
@@ -474,7 +481,29 @@ def judge(plugin, workload_texts, check_texts):
     for ip, ps in sorted(owners.items()):
         if len(ps) > 1:
             v.dupes.append(f"{ip}: pods {', '.join(f'pod-{p}' for p in sorted(ps))}")
+
+    # (e)
+    if plugin == "ours":
+        after, _ = parse_dump(check_texts, "after")
+        stamps = [(name, r) for name, r in _records(files)]
+        latest = max((max(r.get("addedAt", 0), r.get("changedAt", 0)) for _, r in stamps), default=0)
+        for name, r in _records({n: e for (rel, n), e in (after or {}).items() if rel == "/"}):
+            if r.get("bootId") != "boot2":
+                continue
+            v.clock_checked += 1
+            if r.get("addedAt", 0) <= latest:
+                v.clock_back.append(f"{name}: addedAt {r.get('addedAt')} <= {latest}, the newest stamp before the cut")
     return v, pods
+
+
+def _records(files):
+    """(name, record) for every pod record among `files` that parses."""
+    for name, (ftype, size, data) in sorted(files.items()):
+        if name.endswith(".pod") and IP_RE.fullmatch(name[:-4]):
+            try:
+                yield name, json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                continue
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,6 +541,8 @@ def summary(v: Verdict, plugin):
         s += f", workload calls that failed {v.failed_calls}"
     if plugin == "upstream":
         s += f", not judged (last acked op DEL) {v.skipped}"
+    else:
+        s += f", node time forward {v.clock_checked - len(v.clock_back)}/{v.clock_checked} records"
     return s
 
 
@@ -554,7 +585,8 @@ def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
     tag = "report" if args.plugin == "upstream" else ("FAIL" if failed else "PASS")
     log(f"cut {index + 1}/{args.cuts} {fs} {args.plugin} seed={cut_seed} cut={cut_at:.2f}s after START: {summary(v, args.plugin)} -> {tag}")
     details = [("lost", v.lost), ("bad file", v.bad_files), ("bad record", v.bad_records), ("odd", v.odd),
-               ("not back", v.not_back), ("duplicate", v.dupes), ("error", v.errors)]  # fmt: skip
+               ("not back", v.not_back), ("duplicate", v.dupes), ("clock went back", v.clock_back),
+               ("error", v.errors)]  # fmt: skip
     for label, items in details:
         limit = args.details
         for item in items[:limit]:

@@ -4,6 +4,7 @@
 //!   host-local leases  [--data-dir D] [--network N] [--json]
 //!   host-local release --network N [--data-dir D] IP
 //!   host-local gc      --network N [--data-dir D] [--older-than DURATION]
+//!   host-local metrics [--data-dir D] [--network N] [--conf-dir C]
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use serde_json::{Map, Value};
 use crate::clock::running_boot_id;
 use crate::config::{parse_duration, DEFAULT_DATA_DIR};
 use crate::disk::{DiskStore, Prepare};
+use crate::metrics::{configured_ranges, Metrics};
 use crate::store::{rfc3339, unix_now, PodRecord, Query, Store};
 
 const USAGE: &str = "\
@@ -29,6 +31,8 @@ Run with a command, it inspects and maintains the lease store:
       free an address held for a pod (not one in use)
   host-local gc      --network NAME [--data-dir DIR] [--older-than DURATION]
       free held addresses, or only those held longer than DURATION (e.g. 72h)
+  host-local metrics [--data-dir DIR] [--network NAME] [--conf-dir CONFDIR]
+      each network's pool in the Prometheus text format
 
 DIR defaults to /var/lib/cni/networks; each network's store is DIR/NAME.
 `host-local COMMAND --help` describes one command.
@@ -57,6 +61,17 @@ host-local gc --network NAME [--data-dir DIR] [--older-than DURATION]
 
 Frees every address held for a pod, or with --older-than only those held for longer than
 DURATION (e.g. 90m, 72h, 7d). Leases in use are never touched. Prints what was freed.
+";
+
+const METRICS_HELP: &str = "\
+host-local metrics [--data-dir DIR] [--network NAME] [--conf-dir CONFDIR]
+
+Prints, in the Prometheus text format, for every network under DIR (default
+/var/lib/cni/networks) or for NAME only, and each of its range sets: the addresses in
+total, active, held and free; how long the oldest hold has been held; and the store's
+counters of holds reclaimed, ADDs refused for a full range set, and crash debris removed.
+The ranges come from the network's configuration in CONFDIR (default /etc/cni/net.d);
+without one, only active and held addresses are reported (range_set=\"unknown\").
 ";
 
 /// One row of `host-local leases`.
@@ -92,6 +107,7 @@ struct Options {
     network: Option<String>,
     json: bool,
     older_than: Option<String>,
+    conf_dir: Option<PathBuf>,
     help: bool,
     positional: Vec<String>,
 }
@@ -105,6 +121,7 @@ fn parse_options(args: &[String]) -> std::result::Result<Options, String> {
             "--data-dir" => o.data_dir = Some(value("--data-dir")?.into()),
             "--network" => o.network = Some(value("--network")?),
             "--older-than" => o.older_than = Some(value("--older-than")?),
+            "--conf-dir" => o.conf_dir = Some(value("--conf-dir")?.into()),
             "--json" => o.json = true,
             "-h" | "--help" => o.help = true,
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
@@ -124,6 +141,7 @@ pub fn main(args: &[String]) -> ExitCode {
         "leases" => LEASES_HELP,
         "release" => RELEASE_HELP,
         "gc" => GC_HELP,
+        "metrics" => METRICS_HELP,
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -147,6 +165,7 @@ pub fn main(args: &[String]) -> ExitCode {
     let outcome = match command {
         "leases" => leases(&opts),
         "release" => release(&opts),
+        "metrics" => metrics(&opts),
         _ => gc(&opts),
     };
     match outcome {
@@ -212,22 +231,25 @@ fn rows_of(store: &DiskStore, network: &str) -> Vec<Row> {
     rows
 }
 
+/// `network`, or every network that has a store under `dir`.
+fn networks(dir: &Path, network: Option<&str>) -> Result<Vec<String>> {
+    if let Some(n) = network {
+        return Ok(vec![n.to_string()]);
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("read {}: {e}", dir.display())))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| libcni::validate::network_name(n).is_ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 fn leases(opts: &Options) -> Result<String> {
     let dir = data_dir(opts);
-    let networks: Vec<String> = match &opts.network {
-        Some(n) => vec![n.clone()],
-        None => {
-            let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("read {}: {e}", dir.display())))?;
-            let mut names: Vec<String> = entries
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| libcni::validate::network_name(n).is_ok())
-                .collect();
-            names.sort();
-            names
-        }
-    };
+    let networks = networks(&dir, opts.network.as_deref())?;
     let mut rows = Vec::new();
     for network in &networks {
         rows.extend(rows_of(&open_network(&dir, network)?, network));
@@ -339,4 +361,23 @@ fn gc(opts: &Options) -> Result<String> {
     }
     store.commit()?;
     Ok(out)
+}
+
+fn metrics(opts: &Options) -> Result<String> {
+    let dir = data_dir(opts);
+    let conf_dir = opts.conf_dir.clone().unwrap_or_else(|| "/etc/cni/net.d".into());
+    let mut out = Metrics::new();
+    for network in networks(&dir, opts.network.as_deref())? {
+        let mut store = open_network(&dir, &network)?;
+        let sets = configured_ranges(&conf_dir, &network);
+        if sets.is_none() {
+            eprintln!(
+                "host-local metrics: no host-local configuration for {network:?} in {}: totals unknown",
+                conf_dir.display()
+            );
+        }
+        out.add_network(&network, &mut store, sets.as_deref())?;
+        store.commit()?;
+    }
+    Ok(out.render())
 }

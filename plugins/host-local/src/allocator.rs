@@ -161,9 +161,17 @@ fn allocatable(set: &[Range], ip: IpAddr) -> bool {
     range_for(set, ip).is_some_and(|r| r.gateway != canonical(ip))
 }
 
+/// Upstream's text for a full range set.
+const EXHAUSTED: &str = "no IP addresses available in range set";
+
 fn exhausted(set: &[Range]) -> Error {
     // Addresses come back as pods go: the runtime's retry may succeed.
-    Error::new(Code::TRY_AGAIN_LATER, format!("no IP addresses available in range set: {}", describe(set)))
+    Error::new(Code::TRY_AGAIN_LATER, format!("{EXHAUSTED}: {}", describe(set)))
+}
+
+/// Whether `allocate` failed because the range set had no address left.
+pub fn is_exhaustion(e: &Error) -> bool {
+    e.code == Code::TRY_AGAIN_LATER && e.msg.starts_with(EXHAUSTED)
 }
 
 /// Allocate one address from `req.set` for `req.owner`.

@@ -49,8 +49,9 @@ use libcni::ip::{canonical, go_ip_string};
 use libcni::{Code, Error, Result};
 
 use crate::clock::NodeClock;
+use crate::counters::{Counter, Counters};
 use crate::index::{Entry, View};
-use crate::store::{matching, Lease, Marker, Owner, PodRecord, Query, Store};
+use crate::store::{matching, unix_now, Lease, Marker, Owner, PodRecord, Query, Store};
 use sys::{Dir, Kind};
 
 pub use sys::writable_with_space;
@@ -58,6 +59,9 @@ pub use sys::writable_with_space;
 const PRIVATE_DIR: &str = ".hostlocal";
 const INDEX_FILE: &str = "index";
 const CLOCK_FILE: &str = "clock";
+const COUNTERS_FILE: &str = "counters";
+/// Three counters per range set.
+const MAX_COUNTERS_SIZE: usize = 64 << 10;
 /// A clock file lists at most 64 boots.
 const MAX_CLOCK_SIZE: usize = 8192;
 const TEMP_PREFIX: &str = ".tmp-";
@@ -210,6 +214,8 @@ pub struct DiskStore {
     temp_counter: u32,
     /// Node time, once this call has asked for it: one instant per call.
     clock: Option<NodeClock>,
+    /// Events of this call, added to the store's counters when it commits.
+    counted: Counters,
 }
 
 impl Prepared {
@@ -261,6 +267,7 @@ impl DiskStore {
             placed: Vec::new(),
             temp_counter: 0,
             clock: None,
+            counted: Counters::default(),
         };
         if let Some(owner) = prepare.lease {
             store.prepared_lease = Some(store.prepare(owner.content().to_string())?);
@@ -505,7 +512,9 @@ impl DiskStore {
         if let Some(private) = &self.private {
             for entry in private.list().unwrap_or_default() {
                 if let Some(name) = std::str::from_utf8(&entry.name).ok().filter(|n| n.starts_with(TEMP_PREFIX)) {
-                    Self::sweep_temp_file(private, name);
+                    if Self::sweep_temp_file(private, name) {
+                        self.counted.add(Counter::DebrisCleaned, None, 1);
+                    }
                 }
             }
         }
@@ -522,6 +531,7 @@ impl DiskStore {
                     // empty lease is a crashed call, and would block the address forever.
                     LeaseFile::Debris if self.dir.remove(&name).is_ok() => {
                         self.changed = true;
+                        self.counted.add(Counter::DebrisCleaned, None, 1);
                         continue;
                     }
                     LeaseFile::Debris => LeaseFile::lease(None, ip),
@@ -534,7 +544,9 @@ impl DiskStore {
                 markers.push(Marker { ip, namespace, name: pod, since });
             } else if name.starts_with(TEMP_PREFIX) {
                 // Where `.hostlocal` was unusable, temp files went into the store itself.
-                Self::sweep_temp_file(&self.dir, &name);
+                if Self::sweep_temp_file(&self.dir, &name) {
+                    self.counted.add(Counter::DebrisCleaned, None, 1);
+                }
             }
         }
         for (ip, name) in records {
@@ -543,6 +555,9 @@ impl DiskStore {
                 // Not a file we wrote: leave it alone, and never read it.
                 Content::Opaque | Content::Gone => continue,
             };
+            if record.is_none() {
+                self.counted.add(Counter::DebrisCleaned, None, 1); // a torn or garbage record
+            }
             match (leases.get_mut(&go_ip_string(ip)), record) {
                 (Some(e), Some((record, _))) if !e.lease.opaque && record.owner.content() == e.lease.content => {
                     e.lease.pod = Some(record)
@@ -566,13 +581,13 @@ impl DiskStore {
     }
 
     /// Calls write temp files before taking the lock, so only an old one is debris.
-    /// Best effort: debris costs space, never correctness.
-    fn sweep_temp_file(dir: &Dir, name: &str) {
-        let Ok(meta) = dir.stat(name) else { return };
+    /// Best effort: debris costs space, never correctness. Whether it was removed.
+    fn sweep_temp_file(dir: &Dir, name: &str) -> bool {
+        let Ok(meta) = dir.stat(name) else { return false };
         let modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.mtime.0.max(0) as u64);
-        if meta.kind == Kind::File && modified.elapsed().is_ok_and(|age| age >= TEMP_DEBRIS_AGE) {
-            let _ = dir.remove(name);
-        }
+        meta.kind == Kind::File
+            && modified.elapsed().is_ok_and(|age| age >= TEMP_DEBRIS_AGE)
+            && dir.remove(name).unwrap_or(false)
     }
 
     /// Put `data` at `target` in place of what is there, by renaming a complete, synced
@@ -769,6 +784,43 @@ impl DiskStore {
             self.view.markers.push(marker);
         }
         Ok(())
+    }
+
+    /// Count an event of this call (see [`crate::counters`]).
+    pub fn count(&mut self, counter: Counter, range_set: Option<usize>) {
+        self.counted.add(counter, range_set, 1);
+    }
+
+    /// The store's counters, with this call's events; a store that has none (or whose file
+    /// is not whole) starts counting now.
+    pub fn counters(&self) -> Counters {
+        let saved = match self.private.as_ref().map(|p| read_entry(p, COUNTERS_FILE, MAX_COUNTERS_SIZE)) {
+            Some(Content::Regular(bytes)) => Counters::parse(&bytes),
+            _ => None,
+        };
+        let mut counters = saved.unwrap_or_else(|| Counters { created: unix_now(), ..Default::default() });
+        for ((counter, set), by) in &self.counted.values {
+            counters.add(*counter, *set, *by);
+        }
+        counters
+    }
+
+    /// Add this call's events to the counters file: replaced by a synced temp file, so that
+    /// a power cut keeps either the old or the new counts.
+    fn save_counters(&mut self) -> io::Result<()> {
+        let counters = self.counters();
+        self.counted = Counters::default();
+        let temp = self.temp_name();
+        let private = self.private_dir()?;
+        let mut file = private.create_new(&temp, 0o600)?;
+        let staged = file.write_all(counters.render().as_bytes()).and_then(|_| file.sync_all());
+        match staged.and_then(|_| private.rename_from(private, &temp, COUNTERS_FILE)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = private.remove(&temp);
+                Err(e)
+            }
+        }
     }
 
     fn write_index(&mut self) {
@@ -1039,6 +1091,14 @@ impl Store for DiskStore {
 
     fn commit(&mut self) -> Result<()> {
         self.discard_prepared()?;
+        if !self.counted.values.is_empty() {
+            if let Err(e) = self.save_counters() {
+                eprintln!(
+                    "host-local: could not update the counters in {}: {e}",
+                    self.path.join(PRIVATE_DIR).display()
+                );
+            }
+        }
         if self.changed || self.index_stale {
             self.write_index();
         }

@@ -9,9 +9,10 @@ use libcni::types::{v100, AnyResult, Result100};
 use libcni::{Code, Error, Result};
 use serde_json::Value;
 
-use crate::allocator::{allocate, Allocation, How, Pod, Request};
+use crate::allocator::{allocate, is_exhaustion, Allocation, How, Pod, Request};
 use crate::clock::{running_boot_id, NodeClock};
 use crate::config::{self, IpamConfig};
+use crate::counters::Counter;
 use crate::disk::{DiskStore, Prepare};
 use crate::dns::parse_resolv_conf;
 use crate::range::range_for;
@@ -37,7 +38,7 @@ fn allocate_all(
     pod: Option<&Pod>,
     boot_id: &str,
     clock: &NodeClock,
-) -> Result<Vec<Allocation>> {
+) -> std::result::Result<Vec<Allocation>, Refusal> {
     let now = unix_now();
     // Each requested address is used by the first range set that contains it.
     let mut requested: Vec<IpAddr> = Vec::new();
@@ -51,14 +52,23 @@ fn allocate_all(
         let wanted = requested.iter().position(|ip| range_for(set, *ip).is_some()).map(|i| requested.remove(i));
         let req =
             Request { index, set, owner, requested: wanted, sticky: conf.sticky.as_ref(), pod, boot_id, now, clock };
-        allocations
-            .push(allocate(store, &req).map_err(|e| e.context(format!("failed to allocate for range {index}")))?);
+        allocations.push(allocate(store, &req).map_err(|e| Refusal {
+            exhausted: is_exhaustion(&e).then_some(index),
+            error: e.context(format!("failed to allocate for range {index}")),
+        })?);
     }
     if !requested.is_empty() {
         let left: Vec<String> = requested.iter().map(|ip| go_ip_string(*ip)).collect();
-        return Err(Error::config(format!("failed to allocate all requested IPs: {}", left.join(" "))));
+        let error = Error::config(format!("failed to allocate all requested IPs: {}", left.join(" ")));
+        return Err(Refusal { error, exhausted: None });
     }
     Ok(allocations)
+}
+
+/// Why an ADD got no addresses, and which range set was full if that was the reason.
+struct Refusal {
+    error: Error,
+    exhausted: Option<usize>,
 }
 
 fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)> {
@@ -92,13 +102,19 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
     }
     let allocations = match allocated {
         Ok(a) => a,
-        Err(e) => {
+        Err(refusal) => {
             // Undo only what this call did; earlier allocations of this container stay.
             store.rollback()?;
+            if let Some(set) = refusal.exhausted {
+                store.count(Counter::AddsRefused, Some(set));
+            }
             store.commit()?;
-            return Err(e);
+            return Err(refusal.error);
         }
     };
+    for (set, _) in allocations.iter().enumerate().filter(|(_, a)| a.how == How::Reclaimed) {
+        store.count(Counter::HoldsReclaimed, Some(set));
+    }
     for a in allocations.iter().filter(|a| a.how == How::Existing) {
         store.sync_existing(a.ip)?;
     }
