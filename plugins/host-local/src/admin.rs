@@ -15,7 +15,6 @@ use libcni::json;
 use libcni::{Error, Result};
 use serde_json::{Map, Value};
 
-use crate::clock::running_boot_id;
 use crate::config::{parse_duration, DEFAULT_DATA_DIR};
 use crate::disk::{DiskStore, Prepare};
 use crate::metrics::{configured_ranges, Metrics};
@@ -330,11 +329,10 @@ fn gc(opts: &Options) -> Result<String> {
     let mut store = open_network(&data_dir(opts), network)?;
     // How long an address has been held is node time (see `clock`): a clock that jumped
     // frees nothing early. OpenYurt markers only have their file time.
-    let boot = running_boot_id();
-    let clock = store.clock(&boot)?;
+    let clock = store.clock()?;
     let held_long_enough = |p: &PodRecord| {
         clock
-            .reclaimable_since(p, &boot)
+            .reclaimable_since(p)
             .is_some_and(|since| clock.now().saturating_sub(since) >= min_age.saturating_mul(1_000_000))
     };
     let held: Vec<IpAddr> = store

@@ -126,11 +126,8 @@ pub struct Request<'a> {
     /// Stickiness settings and the pod, when stickiness is on.
     pub sticky: Option<&'a Sticky>,
     pub pod: Option<&'a Pod>,
-    pub boot_id: &'a str,
     /// Wall clock (Unix seconds) for records written by this call: for people only.
     pub now: u64,
-    /// Node time: what orders and ages holds (a default clock without stickiness).
-    pub clock: &'a NodeClock,
 }
 
 /// Why an address was chosen: kept for logs and tests.
@@ -200,10 +197,12 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
             How::Existing
         } else if store.reserve(ip, req.owner)? {
             How::Requested
-        } else if let Some(lease) = lease.filter(|l| is_reclaimable(l, req)) {
+        } else if let Some(lease) = lease.filter(|l| is_reclaimable(store, l, req)) {
             // The pod's own hold, or another pod's: an explicit request outranks a hold.
-            let own = pod_key.as_ref().is_some_and(|(s, _, key)| is_hold_for(&lease, key, s.key, req));
-            store.take_over(ip, req.owner, pod_record(req).as_ref())?;
+            let clock = store.clock()?;
+            let own = pod_key.as_ref().is_some_and(|(s, _, key)| is_hold_for(&lease, key, s.key, req, &clock));
+            let record = pod_record(store, req)?;
+            store.take_over(ip, req.owner, record.as_ref())?;
             if own {
                 How::Sticky
             } else {
@@ -283,11 +282,12 @@ pub fn allocate(store: &mut dyn Store, req: &Request) -> Result<Allocation> {
 /// Whether `lease`'s sandbox is gone, so that its address may be given to another: a
 /// hold, or (with stickiness on, where boots are known) a sandbox of an earlier boot.
 /// With stickiness off, holds left from when it was on are ordinary reclaimable addresses.
-fn is_reclaimable(lease: &Lease, req: &Request) -> bool {
-    lease.pod.as_ref().is_some_and(|p| match req.sticky {
-        Some(_) => req.clock.reclaimable_since(p, req.boot_id).is_some(),
-        None => p.state == LeaseState::Held,
-    })
+fn is_reclaimable(store: &mut dyn Store, lease: &Lease, req: &Request) -> bool {
+    let Some(pod) = &lease.pod else { return false };
+    match req.sticky {
+        Some(_) => store.clock().is_ok_and(|clock| clock.reclaimable_since(pod).is_some()),
+        None => pod.state == LeaseState::Held,
+    }
 }
 
 /// A requested address is this pod's now: other pods' OpenYurt markers for it no longer
@@ -308,12 +308,12 @@ fn drop_markers_of_others(store: &mut dyn Store, req: &Request, ip: IpAddr) -> R
 /// Whether `lease` is this pod's and may move to the new sandbox: it is held, or its
 /// sandbox belongs to an earlier boot. A live sandbox of the same pod in this boot keeps
 /// its address: two sandboxes never share one.
-fn is_hold_for(lease: &Lease, key: &str, key_kind: StickyKey, req: &Request) -> bool {
+fn is_hold_for(lease: &Lease, key: &str, key_kind: StickyKey, req: &Request, clock: &NodeClock) -> bool {
     let Some(pod) = &lease.pod else { return false };
     Pod::record_key(pod, key_kind).as_deref() == Some(key)
         && pod.owner.ifname == req.owner.ifname
         && !lease.is_owned_by(req.owner)
-        && (pod.state == LeaseState::Held || pod.boot_id != req.boot_id)
+        && clock.reclaimable_since(pod).is_some()
 }
 
 fn take_held(
@@ -324,17 +324,19 @@ fn take_held(
     key_kind: StickyKey,
 ) -> Result<Option<IpAddr>> {
     let query = Query::Pod { namespace: &pod.namespace, name: &pod.name, uid: &pod.uid };
+    let clock = store.clock()?;
     let mut holds: Vec<((u64, u64), IpAddr)> = store
         .find(query)
         .into_iter()
-        .filter(|l| allocatable(req.set, l.ip) && is_hold_for(l, key, key_kind, req))
+        .filter(|l| allocatable(req.set, l.ip) && is_hold_for(l, key, key_kind, req, &clock))
         .map(|l| (l.pod.as_ref().map_or((0, 0), |p| (p.added_at, p.since)), l.ip))
         .collect();
     // The address of the pod's newest sandbox is the one the cluster last saw. (Records
     // from before node time carry 0 and are ordered by the wall clock among themselves.)
     holds.sort();
     let Some((_, ip)) = holds.pop() else { return Ok(None) };
-    store.take_over(ip, req.owner, pod_record(req).as_ref())?;
+    let record = pod_record(store, req)?;
+    store.take_over(ip, req.owner, record.as_ref())?;
     // Older holds of the same pod and interface would never be used again.
     for (_, stale) in holds {
         store.release(stale)?;
@@ -362,13 +364,14 @@ fn take_marker(store: &mut dyn Store, req: &Request, pod: &Pod) -> Result<Option
 /// Holds, and leases of sandboxes from earlier boots, free for longer than `holdDuration`
 /// (`max_age`, µs of node time).
 fn release_expired_holds(store: &mut dyn Store, req: &Request, max_age: u64) -> Result<()> {
+    let clock = store.clock()?;
     let expired: Vec<IpAddr> = store
-        .find(Query::Reclaimable { boot_id: req.boot_id })
+        .find(Query::Reclaimable { boot_id: clock.boot_id() })
         .into_iter()
         .filter(|l| allocatable(req.set, l.ip))
         .filter(|l| {
-            let since = l.pod.as_ref().and_then(|p| req.clock.reclaimable_since(p, req.boot_id));
-            since.is_some_and(|since| req.clock.now().saturating_sub(since) >= max_age)
+            let since = l.pod.as_ref().and_then(|p| clock.reclaimable_since(p));
+            since.is_some_and(|since| clock.now().saturating_sub(since) >= max_age)
         })
         .map(|l| l.ip)
         .collect();
@@ -381,15 +384,24 @@ fn release_expired_holds(store: &mut dyn Store, req: &Request, max_age: u64) -> 
 /// When the pool is full, the address free for longest goes to the new pod. OpenYurt
 /// markers come first: they were left before this store kept any hold.
 fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<IpAddr>> {
-    let query = if req.sticky.is_some() { Query::Reclaimable { boot_id: req.boot_id } } else { Query::Held };
+    // Without stickiness the boot does not matter: only holds are reclaimable.
+    let clock = match req.sticky {
+        Some(_) => Some(store.clock()?),
+        None => None,
+    };
+    let query = match &clock {
+        Some(clock) => Query::Reclaimable { boot_id: clock.boot_id() },
+        None => Query::Held,
+    };
     let held = store
         .find(query)
         .into_iter()
-        .filter(|l| allocatable(req.set, l.ip) && is_reclaimable(l, req))
+        .filter(|l| allocatable(req.set, l.ip))
         .filter_map(|l| {
-            let since = match req.sticky {
-                Some(_) => req.clock.reclaimable_since(l.pod.as_ref()?, req.boot_id)?,
-                None => l.pod.as_ref()?.changed_at,
+            let pod = l.pod.as_ref()?;
+            let since = match &clock {
+                Some(clock) => clock.reclaimable_since(pod)?,
+                None => pod.changed_at,
             };
             Some(((1, since), ip_to_u128(l.ip), l.ip))
         })
@@ -403,7 +415,8 @@ fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<Ip
     match held.into_iter().chain(marked).min() {
         None => Ok(None),
         Some((_, _, ip)) if store.lease(ip).is_some() => {
-            store.take_over(ip, req.owner, pod_record(req).as_ref())?;
+            let record = pod_record(store, req)?;
+            store.take_over(ip, req.owner, record.as_ref())?;
             Ok(Some(ip))
         }
         Some((_, _, ip)) => {
@@ -420,16 +433,19 @@ fn reclaim_oldest_hold(store: &mut dyn Store, req: &Request) -> Result<Option<Ip
 }
 
 /// The pod record this request gives its address: `None` without stickiness or a pod.
-fn pod_record(req: &Request) -> Option<PodRecord> {
+fn pod_record(store: &mut dyn Store, req: &Request) -> Result<Option<PodRecord>> {
     match (req.sticky, req.pod) {
-        (Some(_), Some(pod)) => Some(pod.record(req.owner, req.boot_id, req.now, req.clock.now())),
-        _ => None,
+        (Some(_), Some(pod)) => {
+            let clock = store.clock()?;
+            Ok(Some(pod.record(req.owner, clock.boot_id(), req.now, clock.now())))
+        }
+        _ => Ok(None),
     }
 }
 
 /// Record (or clear) which pod an address now belongs to.
 fn record_pod(store: &mut dyn Store, req: &Request, ip: IpAddr) -> Result<()> {
-    let record = pod_record(req);
+    let record = pod_record(store, req)?;
     let current = store.lease(ip).and_then(|l| l.pod.clone());
     let unchanged = match (&current, &record) {
         (Some(c), Some(r)) => {

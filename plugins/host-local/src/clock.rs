@@ -59,16 +59,21 @@ impl NodeClock {
         self.now
     }
 
+    /// The running boot.
+    pub fn boot_id(&self) -> &str {
+        self.boots.last().map_or("", |(boot, _)| boot)
+    }
+
     /// Since when, in node time, the lease described by `pod` has been free to reclaim:
     /// a hold since it was released; a sandbox of an earlier boot that was never deleted
     /// since that boot ended (at the latest when the next one started). `None` for a live
     /// sandbox of the running boot.
-    pub fn reclaimable_since(&self, pod: &PodRecord, running_boot: &str) -> Option<u64> {
+    pub fn reclaimable_since(&self, pod: &PodRecord) -> Option<u64> {
         // Records written before node time existed carry 0: they are as old as the clock.
         let origin = self.boots.first().map_or(0, |(_, base)| *base);
         match pod.state {
             LeaseState::Held => Some(pod.changed_at.max(origin)),
-            LeaseState::Active if pod.boot_id != running_boot => {
+            LeaseState::Active if pod.boot_id != self.boot_id() => {
                 Some(self.boots.iter().map(|(_, base)| *base).find(|base| *base > pod.changed_at).unwrap_or(self.now))
             }
             LeaseState::Active => None,
@@ -152,14 +157,14 @@ mod tests {
         let b2 = NodeClock::start_boot(b1.boots.clone(), "b2", 0, 1_000);
         let b3 = NodeClock::start_boot(b2.boots.clone(), "b3", 7, 2_000);
         let b2_start = b2.boots[1].1;
-        assert_eq!(b3.reclaimable_since(&record(LeaseState::Active, "b1", 500), "b3"), Some(b2_start));
-        assert_eq!(b3.reclaimable_since(&record(LeaseState::Active, "b3", b3.now()), "b3"), None);
-        assert_eq!(b3.reclaimable_since(&record(LeaseState::Held, "b1", 900), "b3"), Some(900));
+        assert_eq!(b3.reclaimable_since(&record(LeaseState::Active, "b1", 500)), Some(b2_start));
+        assert_eq!(b3.reclaimable_since(&record(LeaseState::Active, "b3", b3.now())), None);
+        assert_eq!(b3.reclaimable_since(&record(LeaseState::Held, "b1", 900)), Some(900));
         // A boot the file lost (a power cut before it was written) ended before this one.
         let b3_start = b3.boots[2].1;
-        assert_eq!(b3.reclaimable_since(&record(LeaseState::Active, "lost", 1_500), "b3"), Some(b3_start));
+        assert_eq!(b3.reclaimable_since(&record(LeaseState::Active, "lost", 1_500)), Some(b3_start));
         // Records from before node time: as old as the clock, never older.
-        assert_eq!(b3.reclaimable_since(&record(LeaseState::Held, "b0", 0), "b3"), Some(1));
+        assert_eq!(b3.reclaimable_since(&record(LeaseState::Held, "b0", 0)), Some(1));
     }
 
     #[test]

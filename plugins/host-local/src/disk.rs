@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use libcni::ip::{canonical, go_ip_string};
 use libcni::{Code, Error, Result};
 
-use crate::clock::NodeClock;
+use crate::clock::{running_boot_id, NodeClock};
 use crate::counters::{Counter, Counters};
 use crate::index::{Entry, View};
 use crate::store::{matching, unix_now, Lease, Marker, Owner, PodRecord, Query, Store};
@@ -212,6 +212,8 @@ pub struct DiskStore {
     /// Files this call named, to be synced before `commit` returns.
     placed: Vec<File>,
     temp_counter: u32,
+    /// The boot this call runs in, once known.
+    boot_id: Option<String>,
     /// Node time, once this call has asked for it: one instant per call.
     clock: Option<NodeClock>,
     /// Events of this call, added to the store's counters when it commits.
@@ -266,6 +268,7 @@ impl DiskStore {
             prepared_record: None,
             placed: Vec::new(),
             temp_counter: 0,
+            boot_id: None,
             clock: None,
             counted: Counters::default(),
         };
@@ -273,6 +276,7 @@ impl DiskStore {
             store.prepared_lease = Some(store.prepare(owner.content().to_string())?);
         }
         if let Some((boot_id, record)) = prepare.record {
+            store.boot_id = Some(boot_id.to_string());
             // Read without the lock: a clock that knows this boot only changes if its file
             // is lost, and then the stamps still order this boot's calls.
             store.private = store.dir.open_dir(PRIVATE_DIR).ok();
@@ -1012,13 +1016,14 @@ impl Store for DiskStore {
         Ok(())
     }
 
-    fn clock(&mut self, boot_id: &str) -> Result<NodeClock> {
+    fn clock(&mut self) -> Result<NodeClock> {
         if let Some(clock) = &self.clock {
             return Ok(clock.clone());
         }
+        let boot_id = self.boot_id.get_or_insert_with(running_boot_id).clone();
         let boots = self.read_clock_file();
         let boottime = sys::boottime_us();
-        let clock = match NodeClock::running(boots.clone(), boot_id, boottime) {
+        let clock = match NodeClock::running(boots.clone(), &boot_id, boottime) {
             Some(clock) => clock,
             None => {
                 // The first call of this boot (once per boot: every record is read).
@@ -1029,7 +1034,7 @@ impl Store for DiskStore {
                     .filter_map(|l| l.pod.as_ref())
                     .map(|p| p.changed_at.max(p.added_at))
                     .max();
-                let clock = NodeClock::start_boot(boots, boot_id, boottime, latest.unwrap_or(0));
+                let clock = NodeClock::start_boot(boots, &boot_id, boottime, latest.unwrap_or(0));
                 self.write_clock_file(&clock);
                 clock
             }

@@ -12,7 +12,6 @@ use libcni::ip::ip_to_u128;
 use libcni::Result;
 use serde_json::{Map, Value};
 
-use crate::clock::running_boot_id;
 use crate::config;
 use crate::counters::Counter;
 use crate::disk::DiskStore;
@@ -72,8 +71,7 @@ impl Metrics {
 
     /// Add the network `name` from its open store; `sets`: its range sets, if configured.
     pub fn add_network(&mut self, name: &str, store: &mut DiskStore, sets: Option<&[RangeSet]>) -> Result<()> {
-        let boot = running_boot_id();
-        let clock = store.clock(&boot)?;
+        let clock = store.clock()?;
         let leases = store.find(Query::All);
         let unknown = [Vec::new()];
         let sets = sets.unwrap_or(&unknown);
@@ -81,7 +79,7 @@ impl Metrics {
             let in_set = |ip| set.is_empty() || range_for(set, ip).is_some();
             let (mut active, mut held, mut oldest) = (0u128, 0u128, 0u64);
             for lease in leases.iter().filter(|l| in_set(l.ip)) {
-                match lease.pod.as_ref().and_then(|p| clock.reclaimable_since(p, &boot)) {
+                match lease.pod.as_ref().and_then(|p| clock.reclaimable_since(p)) {
                     Some(since) => {
                         held += 1;
                         oldest = oldest.max(clock.now().saturating_sub(since));

@@ -10,7 +10,7 @@ use libcni::{Code, Error, Result};
 use serde_json::Value;
 
 use crate::allocator::{allocate, is_exhaustion, Allocation, How, Pod, Request};
-use crate::clock::{running_boot_id, NodeClock};
+use crate::clock::running_boot_id;
 use crate::config::{self, IpamConfig};
 use crate::counters::Counter;
 use crate::disk::{DiskStore, Prepare};
@@ -36,10 +36,8 @@ fn allocate_all(
     conf: &IpamConfig,
     owner: &Owner,
     pod: Option<&Pod>,
-    boot_id: &str,
-    clock: &NodeClock,
+    now: u64,
 ) -> std::result::Result<Vec<Allocation>, Refusal> {
-    let now = unix_now();
     // Each requested address is used by the first range set that contains it.
     let mut requested: Vec<IpAddr> = Vec::new();
     for ip in &conf.requested {
@@ -50,8 +48,7 @@ fn allocate_all(
     let mut allocations = Vec::with_capacity(conf.ranges.len());
     for (index, set) in conf.ranges.iter().enumerate() {
         let wanted = requested.iter().position(|ip| range_for(set, *ip).is_some()).map(|i| requested.remove(i));
-        let req =
-            Request { index, set, owner, requested: wanted, sticky: conf.sticky.as_ref(), pod, boot_id, now, clock };
+        let req = Request { index, set, owner, requested: wanted, sticky: conf.sticky.as_ref(), pod, now };
         allocations.push(allocate(store, &req).map_err(|e| Refusal {
             exhausted: is_exhaustion(&e).then_some(index),
             error: e.context(format!("failed to allocate for range {index}")),
@@ -80,25 +77,23 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
     };
     let owner = Owner::new(&args.container_id, &args.ifname);
     let pod = sticky_pod(conf);
-    // Also without a pod: reclaiming a hold must tell this boot's sandboxes from earlier ones.
-    let boot = if conf.sticky.is_some() { running_boot_id() } else { String::new() };
-    // The likely lease and pod record are written, and their data pushed to the device, before
-    // the lock is taken.
     let wall = unix_now();
-    let record = |node_time| pod.as_ref().map(|p| p.record(&owner, &boot, wall, node_time));
-    let early_record = |node_time| record(node_time).expect("only with a pod");
+    // The likely lease (and, for a pod, its record) are written, and their data pushed to the
+    // device, before the lock is taken.
+    let boot = pod.as_ref().map(|_| running_boot_id());
+    let record = |pod: &Pod, node_time| pod.record(&owner, boot.as_deref().unwrap_or_default(), wall, node_time);
+    let early_record = |node_time| record(pod.as_ref().expect("a record only for a pod"), node_time);
     let early = Prepare {
         durable: true,
         lease: Some(&owner),
-        record: pod.as_ref().map(|_| (boot.as_str(), &early_record as &dyn Fn(u64) -> PodRecord)),
+        record: boot.as_deref().map(|boot| (boot, &early_record as &dyn Fn(u64) -> PodRecord)),
     };
     let mut store = DiskStore::open(&conf.store_dir(), early)?;
-    let clock = if conf.sticky.is_some() { store.clock(&boot)? } else { NodeClock::default() };
-    let mut allocated = allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, &clock);
+    let mut allocated = allocate_all(&mut store, conf, &owner, pod.as_ref(), wall);
     if allocated.is_err() && store.take_stale() {
         // A foreign change within our clock tick: the store has read the directory again.
         store.rollback()?;
-        allocated = allocate_all(&mut store, conf, &owner, pod.as_ref(), &boot, &clock);
+        allocated = allocate_all(&mut store, conf, &owner, pod.as_ref(), wall);
     }
     let allocations = match allocated {
         Ok(a) => a,
@@ -143,9 +138,8 @@ fn del(conf: &IpamConfig, args: &CmdArgs, log: &Log) -> Result<Vec<(IpAddr, &'st
     let mut store = DiskStore::open(&conf.store_dir(), Prepare::default())?;
     let held = match sticky_pod(conf) {
         Some(pod) => {
-            let boot = running_boot_id();
-            let node_time = store.clock(&boot)?.now();
-            Some(pod.record(&owner, &boot, unix_now(), node_time))
+            let clock = store.clock()?;
+            Some(pod.record(&owner, clock.boot_id(), unix_now(), clock.now()))
         }
         None => None,
     };
@@ -242,7 +236,7 @@ fn gc(conf: &IpamConfig, args: &CmdArgs) -> Result<Vec<IpAddr>> {
         .filter(|l| !(l.opaque || conf.sticky.is_some() && l.is_held() || is_valid(l.container_id(), l.ifname())))
         .collect();
     let node_time = match (&conf.sticky, stale.iter().any(|l| l.pod.is_some())) {
-        (Some(_), true) => store.clock(&running_boot_id())?.now(),
+        (Some(_), true) => store.clock()?.now(),
         _ => 0,
     };
     let mut errors = Vec::new();

@@ -210,8 +210,9 @@ pub trait Store {
     fn set_pod(&mut self, ip: IpAddr, pod: Option<PodRecord>) -> Result<()>;
     /// Remove an OpenYurt marker (`rollback` puts it back).
     fn remove_marker(&mut self, marker: &Marker) -> Result<()>;
-    /// The store's node time, for a call in boot `boot_id` (see [`crate::clock`]).
-    fn clock(&mut self, boot_id: &str) -> Result<NodeClock>;
+    /// The store's node time in the running boot (see [`crate::clock`]). Asked for only
+    /// where a decision needs it: most ADDs never read the clock.
+    fn clock(&mut self) -> Result<NodeClock>;
     /// Leases of `owner` for DEL and CHECK, where a miss must be certain: exact matches,
     /// else upstream's old-format fallback.
     fn owned_by(&mut self, owner: &Owner) -> Result<Vec<IpAddr>>;

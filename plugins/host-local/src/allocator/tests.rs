@@ -17,6 +17,8 @@ struct MemoryStore {
     markers: Vec<Marker>,
     last: BTreeMap<usize, IpAddr>,
     snapshot: Option<(BTreeMap<String, Lease>, Vec<Marker>)>,
+    /// The boot the next calls run in.
+    boot: String,
 }
 
 impl MemoryStore {
@@ -26,6 +28,12 @@ impl MemoryStore {
             assert!(s.reserve(ip.parse().unwrap(), &Owner::new("other", "eth0")).unwrap());
         }
         s
+    }
+
+    /// The store as calls in kernel boot `boot` see it.
+    fn in_boot(&mut self, boot: &str) -> &mut MemoryStore {
+        self.boot = boot.to_string();
+        self
     }
 
     fn begin(&mut self) {
@@ -80,8 +88,8 @@ impl Store for MemoryStore {
         self.markers.retain(|m| m != marker);
         Ok(())
     }
-    fn clock(&mut self, boot_id: &str) -> Result<NodeClock> {
-        Ok(clock(boot_id, NOW).clone())
+    fn clock(&mut self) -> Result<NodeClock> {
+        Ok(NodeClock::start_boot(Vec::new(), &self.boot, NOW - 1, 0))
     }
     fn owned_by(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
         Ok(matching(self.leases.values(), owner))
@@ -116,14 +124,8 @@ fn set(subnets: &[&str]) -> Vec<Range> {
 /// Node time of the calls below: an hour into the store's first boot.
 const NOW: u64 = 3_600_000_000;
 
-/// The clock of a store whose first boot is `boot`, at node time `now`.
-fn clock(boot: &str, now: u64) -> &'static NodeClock {
-    Box::leak(Box::new(NodeClock::start_boot(Vec::new(), boot, now - 1, 0)))
-}
-
 fn plain<'a>(set: &'a [Range], owner: &'a Owner) -> Request<'a> {
-    let clock = clock("boot-1", NOW);
-    Request { index: 0, set, owner, requested: None, sticky: None, pod: None, boot_id: "boot-1", now: 1_000, clock }
+    Request { index: 0, set, owner, requested: None, sticky: None, pod: None, now: 1_000 }
 }
 
 fn iter_all(set: &[Range], last: Option<&str>) -> Vec<String> {
@@ -313,11 +315,11 @@ fn the_gateway_is_never_handed_out_whatever_the_store_says() {
     let web = pod("web-0");
     let marker = Marker { ip: ip("10.0.0.1"), namespace: "default".into(), name: "web-0".into(), since: 1 };
     let mut store = MemoryStore { markers: vec![marker.clone()], ..MemoryStore::default() };
-    assert_eq!(allocate(&mut store, &sticky(&s, &owner, &web, "b1")).unwrap().ip, ip("10.0.0.2"));
+    assert_eq!(allocate(store.in_boot("b1"), &sticky(&s, &owner, &web)).unwrap().ip, ip("10.0.0.2"));
     // A full pool with another pod's marker at the gateway: nothing to reclaim there.
     let mut store = MemoryStore::with_taken(&["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
     store.markers = vec![Marker { name: "other".into(), ..marker }];
-    assert!(allocate(&mut store, &sticky(&s, &owner, &web, "b1")).is_err());
+    assert!(allocate(store.in_boot("b1"), &sticky(&s, &owner, &web)).is_err());
 }
 
 // ---- stickiness ----
@@ -328,8 +330,8 @@ fn pod(name: &str) -> Pod {
     Pod { namespace: "default".into(), name: name.into(), uid: format!("uid-{name}") }
 }
 
-fn sticky<'a>(set: &'a [Range], owner: &'a Owner, pod: &'a Pod, boot: &'a str) -> Request<'a> {
-    Request { sticky: Some(&STICKY), pod: Some(pod), boot_id: boot, clock: clock(boot, NOW), ..plain(set, owner) }
+fn sticky<'a>(set: &'a [Range], owner: &'a Owner, pod: &'a Pod) -> Request<'a> {
+    Request { sticky: Some(&STICKY), pod: Some(pod), ..plain(set, owner) }
 }
 
 /// What the plugin's DEL does with a sticky lease: keep the file, mark it held.
@@ -348,12 +350,12 @@ fn a_held_address_returns_to_the_pods_next_sandbox() {
     let mut store = MemoryStore::default();
     let web = pod("web-0");
     let (old, new) = (Owner::new("old", "eth0"), Owner::new("new", "eth0"));
-    let first = allocate(&mut store, &sticky(&s, &old, &web, "boot-1")).unwrap();
+    let first = allocate(store.in_boot("boot-1"), &sticky(&s, &old, &web)).unwrap();
     del_hold(&mut store, &old, &web);
     // Another pod does not get it while the pool has room.
-    let other = allocate(&mut store, &sticky(&s, &Owner::new("x", "eth0"), &pod("other"), "boot-2")).unwrap();
+    let other = allocate(store.in_boot("boot-2"), &sticky(&s, &Owner::new("x", "eth0"), &pod("other"))).unwrap();
     assert_ne!(other.ip, first.ip);
-    let again = allocate(&mut store, &sticky(&s, &new, &web, "boot-2")).unwrap();
+    let again = allocate(store.in_boot("boot-2"), &sticky(&s, &new, &web)).unwrap();
     assert_eq!((again.ip, again.how), (first.ip, How::Sticky));
     let lease = store.lease(first.ip).unwrap();
     assert!(lease.is_owned_by(&new));
@@ -365,13 +367,13 @@ fn an_undeleted_sandbox_from_an_earlier_boot_hands_over_its_address() {
     let s = set(&["10.0.0.0/28"]);
     let mut store = MemoryStore::default();
     let web = pod("web-0");
-    let first = allocate(&mut store, &sticky(&s, &Owner::new("old", "eth0"), &web, "boot-1")).unwrap();
+    let first = allocate(store.in_boot("boot-1"), &sticky(&s, &Owner::new("old", "eth0"), &web)).unwrap();
     // Same boot: a second live sandbox gets a different address.
-    let twin = allocate(&mut store, &sticky(&s, &Owner::new("twin", "eth0"), &web, "boot-1")).unwrap();
+    let twin = allocate(store.in_boot("boot-1"), &sticky(&s, &Owner::new("twin", "eth0"), &web)).unwrap();
     assert_ne!(twin.ip, first.ip);
     store.release(twin.ip).unwrap();
     // After a reboot the old sandbox is dead even if its DEL has not come yet.
-    let after = allocate(&mut store, &sticky(&s, &Owner::new("new", "eth0"), &web, "boot-2")).unwrap();
+    let after = allocate(store.in_boot("boot-2"), &sticky(&s, &Owner::new("new", "eth0"), &web)).unwrap();
     assert_eq!((after.ip, after.how), (first.ip, How::Sticky));
 }
 
@@ -382,15 +384,15 @@ fn holds_are_per_interface_and_per_range_set() {
     let web = pod("web-0");
     let mut store = MemoryStore::default();
     let (old0, old1) = (Owner::new("old", "eth0"), Owner::new("old", "net1"));
-    let a4 = allocate(&mut store, &sticky(&v4, &old0, &web, "b1")).unwrap().ip;
-    let a6 = allocate(&mut store, &Request { index: 1, ..sticky(&v6, &old0, &web, "b1") }).unwrap().ip;
-    let n4 = allocate(&mut store, &sticky(&v4, &old1, &web, "b1")).unwrap().ip;
+    let a4 = allocate(store.in_boot("b1"), &sticky(&v4, &old0, &web)).unwrap().ip;
+    let a6 = allocate(store.in_boot("b1"), &Request { index: 1, ..sticky(&v6, &old0, &web) }).unwrap().ip;
+    let n4 = allocate(store.in_boot("b1"), &sticky(&v4, &old1, &web)).unwrap().ip;
     del_hold(&mut store, &old0, &web);
     del_hold(&mut store, &old1, &web);
     let (new0, new1) = (Owner::new("new", "eth0"), Owner::new("new", "net1"));
-    assert_eq!(allocate(&mut store, &sticky(&v4, &new1, &web, "b2")).unwrap().ip, n4);
-    assert_eq!(allocate(&mut store, &sticky(&v4, &new0, &web, "b2")).unwrap().ip, a4);
-    assert_eq!(allocate(&mut store, &Request { index: 1, ..sticky(&v6, &new0, &web, "b2") }).unwrap().ip, a6);
+    assert_eq!(allocate(store.in_boot("b2"), &sticky(&v4, &new1, &web)).unwrap().ip, n4);
+    assert_eq!(allocate(store.in_boot("b2"), &sticky(&v4, &new0, &web)).unwrap().ip, a4);
+    assert_eq!(allocate(store.in_boot("b2"), &Request { index: 1, ..sticky(&v6, &new0, &web) }).unwrap().ip, a6);
 }
 
 #[test]
@@ -400,7 +402,7 @@ fn a_full_pool_reclaims_the_oldest_hold() {
     let pods: Vec<Pod> = (0..5).map(|i| pod(&format!("p{i}"))).collect();
     for (i, p) in pods.iter().enumerate() {
         let owner = Owner::new(&format!("c{i}"), "eth0");
-        allocate(&mut store, &sticky(&s, &owner, p, "b1")).unwrap();
+        allocate(store.in_boot("b1"), &sticky(&s, &owner, p)).unwrap();
         del_hold(&mut store, &owner, p);
         let hold = store.leases.get_mut(&format!("10.0.0.{}", i + 2)).unwrap().pod.as_mut().unwrap();
         // Node time orders holds; the wall clock (here running backwards) does not.
@@ -408,7 +410,7 @@ fn a_full_pool_reclaims_the_oldest_hold() {
     }
     // p3's hold is made the oldest.
     store.leases.get_mut("10.0.0.5").unwrap().pod.as_mut().unwrap().changed_at = 1;
-    let got = allocate(&mut store, &sticky(&s, &Owner::new("n", "eth0"), &pod("newcomer"), "b1")).unwrap();
+    let got = allocate(store.in_boot("b1"), &sticky(&s, &Owner::new("n", "eth0"), &pod("newcomer"))).unwrap();
     assert_eq!((got.ip, got.how), (ip("10.0.0.5"), How::Reclaimed));
     // Without stickiness, holds left from when it was on are ordinary reclaimable
     // addresses, oldest first; once none is left, a full pool is full, as upstream.
@@ -427,11 +429,11 @@ fn a_requested_address_overrides_the_hold() {
     let mut store = MemoryStore::default();
     let web = pod("web-0");
     let old = Owner::new("old", "eth0");
-    let held = allocate(&mut store, &sticky(&s, &old, &web, "b1")).unwrap().ip;
+    let held = allocate(store.in_boot("b1"), &sticky(&s, &old, &web)).unwrap().ip;
     del_hold(&mut store, &old, &web);
     let new = Owner::new("new", "eth0");
     let got =
-        allocate(&mut store, &Request { requested: Some(ip("10.0.0.9")), ..sticky(&s, &new, &web, "b2") }).unwrap();
+        allocate(store.in_boot("b2"), &Request { requested: Some(ip("10.0.0.9")), ..sticky(&s, &new, &web) }).unwrap();
     assert_eq!((got.ip, got.how), (ip("10.0.0.9"), How::Requested));
     assert!(store.lease(held).unwrap().is_held(), "the old hold is untouched");
 }
@@ -442,9 +444,9 @@ fn openyurt_markers_are_honoured() {
     let mut store = MemoryStore::default();
     store.markers.push(Marker { ip: ip("10.0.0.2"), namespace: "default".into(), name: "web-0".into(), since: 5 });
     // Another pod skips the marked address while others are free.
-    let other = allocate(&mut store, &sticky(&s, &Owner::new("x", "eth0"), &pod("other"), "b1")).unwrap();
+    let other = allocate(store.in_boot("b1"), &sticky(&s, &Owner::new("x", "eth0"), &pod("other"))).unwrap();
     assert_eq!(other.ip, ip("10.0.0.3"));
-    let web = allocate(&mut store, &sticky(&s, &Owner::new("w", "eth0"), &pod("web-0"), "b1")).unwrap();
+    let web = allocate(store.in_boot("b1"), &sticky(&s, &Owner::new("w", "eth0"), &pod("web-0"))).unwrap();
     assert_eq!((web.ip, web.how), (ip("10.0.0.2"), How::Sticky));
     assert!(store.markers.is_empty(), "the marker became our own pod record");
     assert_eq!(store.lease(web.ip).unwrap().pod.as_ref().unwrap().name, "web-0");
@@ -457,15 +459,15 @@ fn uid_keying_only_matches_the_same_pod_object() {
     let mut store = MemoryStore::default();
     let old_pod = pod("web-0");
     let old = Owner::new("old", "eth0");
-    fn req<'a>(s: &'a [Range], st: &'a Sticky, owner: &'a Owner, p: &'a Pod, boot: &'a str) -> Request<'a> {
-        Request { sticky: Some(st), ..sticky(s, owner, p, boot) }
+    fn req<'a>(s: &'a [Range], st: &'a Sticky, owner: &'a Owner, p: &'a Pod) -> Request<'a> {
+        Request { sticky: Some(st), ..sticky(s, owner, p) }
     }
-    let held = allocate(&mut store, &req(&s, &uid_sticky, &old, &old_pod, "b1")).unwrap().ip;
+    let held = allocate(store.in_boot("b1"), &req(&s, &uid_sticky, &old, &old_pod)).unwrap().ip;
     del_hold(&mut store, &old, &old_pod);
     let recreated = Pod { uid: "uid-other".into(), ..old_pod.clone() };
     let (n1, n2) = (Owner::new("n1", "eth0"), Owner::new("n2", "eth0"));
-    assert_ne!(allocate(&mut store, &req(&s, &uid_sticky, &n1, &recreated, "b2")).unwrap().ip, held);
-    assert_eq!(allocate(&mut store, &req(&s, &uid_sticky, &n2, &old_pod, "b2")).unwrap().ip, held);
+    assert_ne!(allocate(store.in_boot("b2"), &req(&s, &uid_sticky, &n1, &recreated)).unwrap().ip, held);
+    assert_eq!(allocate(store.in_boot("b2"), &req(&s, &uid_sticky, &n2, &old_pod)).unwrap().ip, held);
 }
 
 #[test]
@@ -475,16 +477,14 @@ fn expired_holds_are_released() {
     let mut store = MemoryStore::default();
     let old = Owner::new("old", "eth0");
     let web = pod("web-0");
-    allocate(&mut store, &Request { sticky: Some(&short), ..sticky(&s, &old, &web, "b1") }).unwrap();
+    allocate(store.in_boot("b1"), &Request { sticky: Some(&short), ..sticky(&s, &old, &web) }).unwrap();
     del_hold(&mut store, &old, &web);
     // Held for 60 s of node time (the wall clock says it was just now).
     let hold = store.leases.get_mut("10.0.0.2").unwrap().pod.as_mut().unwrap();
     (hold.changed_at, hold.since) = (NOW - 60_000_000, 9_999_999_999);
-    let got = allocate(
-        &mut store,
-        &Request { sticky: Some(&short), ..sticky(&s, &Owner::new("n", "eth0"), &pod("other"), "b1") },
-    )
-    .unwrap();
+    let got =
+        allocate(&mut store, &Request { sticky: Some(&short), ..sticky(&s, &Owner::new("n", "eth0"), &pod("other")) })
+            .unwrap();
     assert_eq!((got.ip, got.how), (ip("10.0.0.2"), How::RoundRobin));
 }
 
@@ -504,7 +504,7 @@ fn a_requested_address_takes_another_pods_hold_but_not_a_live_sandbox() {
     let mut store = MemoryStore::default();
     let (old_pod, new_pod, third) = (pod("old"), pod("new"), pod("third"));
     let (old, c2, c3) = (Owner::new("c1", "eth0"), Owner::new("c2", "eth0"), Owner::new("c3", "eth0"));
-    let asked = |owner, p| Request { requested: Some(ip("10.0.0.5")), ..sticky(&s, owner, p, "b1") };
+    let asked = |owner, p| Request { requested: Some(ip("10.0.0.5")), ..sticky(&s, owner, p) };
     allocate(&mut store, &asked(&old, &old_pod)).unwrap();
     del_hold(&mut store, &old, &old_pod);
     let got = allocate(&mut store, &asked(&c2, &new_pod)).unwrap();
@@ -524,12 +524,12 @@ fn of_a_pods_leases_its_newest_sandboxs_wins_whatever_the_wall_clock() {
     let web = pod("web");
     for (sandbox, added_at, wall) in [("a", 10, 2_000), ("b", 20, 1_000)] {
         let owner = Owner::new(sandbox, "eth0");
-        let got = allocate(&mut store, &sticky(&s, &owner, &web, "b1")).unwrap();
+        let got = allocate(store.in_boot("b1"), &sticky(&s, &owner, &web)).unwrap();
         let record = store.leases.get_mut(&got.ip.to_string()).unwrap().pod.as_mut().unwrap();
         (record.added_at, record.since) = (added_at, wall);
     }
     del_hold(&mut store, &Owner::new("a", "eth0"), &web);
-    let got = allocate(&mut store, &sticky(&s, &Owner::new("c", "eth0"), &web, "b2")).unwrap();
+    let got = allocate(store.in_boot("b2"), &sticky(&s, &Owner::new("c", "eth0"), &web)).unwrap();
     assert_eq!((got.ip, got.how), (ip("10.0.0.3"), How::Sticky));
     assert!(store.lease(ip("10.0.0.2")).is_none(), "the older sandbox's hold is released");
 }
