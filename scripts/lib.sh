@@ -3,10 +3,11 @@
 # Debian packages the tests and the demo run against (the real things, not mocks).
 DEB_PACKAGES=(
   containernetworking-plugins   # upstream bridge/loopback/host-local: oracle and chaining partner
-  golang-go golang-github-appc-cni-dev   # upstream Go libcni, for the Go-side test driver
+  golang-go golang-github-appc-cni-dev   # upstream Go libcni, for the Go-side test driver; Go builds the image's node-pod-cidr
   iproute2 jq strace file
   containerd runc busybox-static  # the CRI end-to-end test: a real node runtime, and a pause image
   qemu-system-x86 kmod e2fsprogs xfsprogs btrfs-progs f2fs-tools  # power-cut test (scripts/powercut): VM, depmod, mkfs.*
+  podman openssl python3  # install image test: build and run it, certificates and a local HTTPS API endpoint
 )
 
 need_root() {

@@ -16,8 +16,10 @@ IPAM (ours, or upstream's to show the problem), and drives the CRI as kubelet do
 
 With --ipam delegated the main plugin is a cilium-cni emulator (testdata/go/cilium-emulator,
 installed in the plugin dir as cilium-cni) using delegated-ipam, whose delegate is host-local.
+With --versions-from CONFLIST the conflist takes that file's cniVersion and cniVersions.
 
 Usage: cri_reboot.py --plugins DIR --expect keep|change [--ipam host-local|delegated]
+                     [--versions-from CONFLIST]
 Exit status 0 when the expectation holds. Prints a cargo-style "test result" line.
 """
 
@@ -118,7 +120,7 @@ def pause_image_tar(path):
 class Node:
     """A private containerd with its own root, state, socket, runc root and CNI config."""
 
-    def __init__(self, work, plugins_dir, ipam_conf, tag):
+    def __init__(self, work, plugins_dir, ipam_conf, tag, versions_from=None):
         self.work = work
         self.sock = os.path.join(work, "containerd.sock")
         self.state = os.path.join(work, "state")
@@ -137,6 +139,13 @@ class Node:
             main = {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipam": ipam_conf}
             version = "1.0.0"
         self.conflist = {"cniVersion": version, "name": f"e2e-{tag}", "plugins": [main]}
+        if versions_from:
+            with open(versions_from) as f:
+                shipped = json.load(f)
+            self.conflist["cniVersion"] = shipped["cniVersion"]
+            if "cniVersions" in shipped:
+                self.conflist["cniVersions"] = shipped["cniVersions"]
+            log(f"conflist versions from {versions_from}: cniVersion {self.conflist['cniVersion']}, cniVersions {self.conflist.get('cniVersions')}")
         with open(os.path.join(work, "net.d", "10-e2e.conflist"), "w") as f:
             json.dump(self.conflist, f)
         with open(os.path.join(work, "config.toml"), "w") as f:
@@ -273,6 +282,7 @@ def main():
     parser.add_argument("--expect", choices=["keep", "change"], required=True)
     parser.add_argument("--ipam", choices=["host-local", "delegated"], default="host-local")
     parser.add_argument("--work", help="scratch directory (default: a new one under /tmp)")
+    parser.add_argument("--versions-from", help="a conflist whose cniVersion and cniVersions to use")
     opts = parser.parse_args()
 
     tag = f"{os.getpid() % 100000}"
@@ -283,7 +293,7 @@ def main():
     subnet = SUBNET.format(int(tag) % 250)
     ranges = {"type": "host-local", "dataDir": data_dir, "ranges": [[{"subnet": subnet}]]}
     ipam = ranges if opts.ipam == "host-local" else {"type": "delegated-ipam", "delegate": ranges}
-    node = Node(work, opts.plugins, ipam, tag)
+    node = Node(work, opts.plugins, ipam, tag, opts.versions_from)
     failures = []
     checks = 0
 

@@ -85,3 +85,55 @@ fn cilium_with_delegated_ipam_keeps_every_pod_ip_across_a_reboot() {
     assert!(ok, "{text}");
     assert!(text.contains("test result: ok. 9 passed; 0 failed"), "every check ran: {text}");
 }
+
+/// The conflist install-cni.sh writes for `flavor`, with its `cniVersions`, in a temp dir.
+fn shipped_conflist(flavor: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(&format!("e2e-shipped-{flavor}"));
+    let source = delegated_ipam().parent().unwrap().to_path_buf();
+    let out = Command::new("sh")
+        .arg(workspace().join("scripts/install-cni.sh"))
+        .arg("--source")
+        .arg(source)
+        .arg("--bin-dir")
+        .arg(dir.path().join("bin"))
+        .arg("--conf-dir")
+        .arg(dir.path().join("net.d"))
+        .args(["--pod-cidr", "10.244.1.0/24", "--flavor", flavor])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let conflist = std::fs::read_dir(dir.path().join("net.d")).unwrap().next().unwrap().unwrap().path();
+    let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&conflist).unwrap()).unwrap();
+    assert!(raw["cniVersions"].as_array().is_some_and(|v| v.contains(&"1.1.0".into())), "{raw}");
+    (dir, conflist)
+}
+
+/// Debian's containerd 1.6 (libcni 1.1) reads `cniVersion` and ignores `cniVersions`, so the
+/// shipped conflists keep every pod's IP there. Debian's bridge implements no 1.1.0, so a pass
+/// also shows that containerd did not pick it.
+#[test]
+#[ignore = "needs root, containerd, runc and the e2e venv: run scripts/test.sh"]
+fn conflists_with_cni_versions_keep_working_on_containerd_1_6() {
+    let (_shipped, conflist) = shipped_conflist("bridge");
+    let plugins = plugin_dir("e2e-versions", Path::new(env!("CARGO_BIN_EXE_host-local")));
+    let (ok, text) = run_scenario(plugins.path(), "keep", &["--versions-from", conflist.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(text.contains(r#"cniVersion 1.0.0, cniVersions ['0.3.1', '1.0.0', '1.1.0']"#), "{text}");
+    assert!(text.contains("test result: ok. 9 passed; 0 failed"), "every check ran: {text}");
+}
+
+#[test]
+#[ignore = "needs root, containerd, runc, the e2e venv and the cilium-cni emulator: run scripts/test.sh"]
+fn cilium_conflists_with_cni_versions_keep_working_on_containerd_1_6() {
+    let (_shipped, conflist) = shipped_conflist("cilium");
+    let plugins = plugin_dir("e2e-versions-cilium", Path::new(env!("CARGO_BIN_EXE_host-local")));
+    let emulator =
+        std::env::var("CILIUM_EMULATOR").expect("CILIUM_EMULATOR: scripts/test.sh builds the cilium-cni emulator");
+    std::os::unix::fs::symlink(emulator, plugins.path().join("cilium-cni")).unwrap();
+    std::os::unix::fs::symlink(delegated_ipam(), plugins.path().join("delegated-ipam")).unwrap();
+    let (ok, text) =
+        run_scenario(plugins.path(), "keep", &["--ipam", "delegated", "--versions-from", conflist.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(text.contains(r#"cniVersion 0.3.1, cniVersions ['0.3.1', '1.0.0', '1.1.0']"#), "{text}");
+    assert!(text.contains("test result: ok. 9 passed; 0 failed"), "every check ran: {text}");
+}

@@ -22,7 +22,8 @@ fn source(dd: &TempDir) -> PathBuf {
 }
 
 fn install(dd: &TempDir, extra: &[&str]) -> (i32, String) {
-    let out = Command::new("bash")
+    // POSIX sh (dash here): the install image runs the script with busybox sh.
+    let out = Command::new("sh")
         .arg(script())
         .args(["--source", source(dd).to_str().unwrap(), "--bin-dir", dd.path().join("bin").to_str().unwrap()])
         .args(["--conf-dir", dd.path().join("net.d").to_str().unwrap()])
@@ -79,12 +80,78 @@ fn the_cilium_flavor_delegates_to_host_local() {
     let bytes = std::fs::read(dd.path().join("net.d/05-cilium.conflist")).unwrap();
     let list = libcni::conf::NetworkConfigList::from_bytes(&bytes).unwrap();
     let ipam = &list.plugins[0].raw["ipam"];
-    assert_eq!((list.cni_version.as_str(), list.plugins[0].plugin_type.as_str()), ("0.3.1", "cilium-cni"));
+    let raw: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!((raw["cniVersion"].as_str(), list.plugins[0].plugin_type.as_str()), (Some("0.3.1"), "cilium-cni"));
     assert_eq!(
         (ipam["type"].as_str(), ipam["delegate"]["type"].as_str()),
         (Some("delegated-ipam"), Some("host-local"))
     );
     assert_eq!(ipam["delegate"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
+}
+
+/// `cniVersion` for runtimes on libcni < 1.2 (containerd 1.6/1.7), `cniVersions` for newer
+/// ones, which pick the highest they implement: 1.1.0, with STATUS and GC.
+#[test]
+fn conflists_list_the_cni_versions_a_runtime_picks_from() {
+    for (flavor, file, version) in [("bridge", "10-edge.conflist", "1.0.0"), ("cilium", "05-cilium.conflist", "0.3.1")]
+    {
+        let dd = TempDir::new(&format!("install-versions-{flavor}"));
+        assert_eq!(install(&dd, &["--pod-cidr", "10.244.3.0/24", "--flavor", flavor]).0, 0);
+        let bytes = std::fs::read(dd.path().join("net.d").join(file)).unwrap();
+        let raw: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(raw["cniVersion"], version, "{flavor}");
+        assert_eq!(raw["cniVersions"], serde_json::json!(["0.3.1", "1.0.0", "1.1.0"]), "{flavor}");
+        assert_eq!(libcni::conf::NetworkConfigList::from_bytes(&bytes).unwrap().cni_version, "1.1.0", "{flavor}");
+    }
+    for example in ["05-cilium.conflist", "10-bridge.conflist"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/conflists").join(example);
+        let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(raw["cniVersions"], serde_json::json!(["0.3.1", "1.0.0", "1.1.0"]), "{example}");
+    }
+    // Narrowed for nodes whose other plugins do not implement 1.1.0.
+    let dd = TempDir::new("install-versions-narrow");
+    assert_eq!(install(&dd, &["--pod-cidr", "10.244.3.0/24", "--cni-versions", "0.3.1,1.0.0"]).0, 0);
+    let bytes = std::fs::read(dd.path().join("net.d/10-edge.conflist")).unwrap();
+    let raw: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(raw["cniVersions"], serde_json::json!(["0.3.1", "1.0.0"]));
+    assert_eq!(libcni::conf::NetworkConfigList::from_bytes(&bytes).unwrap().cni_version, "1.0.0");
+    let dd = TempDir::new("install-versions-bad");
+    for bad in ["1.1", "1.0.0,", "1.0.0\",\"x"] {
+        assert_eq!(install(&dd, &["--pod-cidr", "10.244.3.0/24", "--cni-versions", bad]).0, 2, "{bad}");
+    }
+    assert!(!dd.path().join("net.d/10-edge.conflist").exists());
+}
+
+/// --follow-pod-cidr (the DaemonSet's mode) replaces a conflist only when the pod CIDR it
+/// records is not the node's; one for the same CIDR is kept byte for byte, edits included.
+#[test]
+fn follow_pod_cidr_replaces_only_a_conflist_for_another_cidr() {
+    let dd = TempDir::new("install-follow");
+    let path = dd.path().join("net.d/10-edge.conflist");
+    assert_eq!(install(&dd, &["--pod-cidr", "10.244.7.0/24"]).0, 0);
+    let edited = String::from_utf8(std::fs::read(&path).unwrap())
+        .unwrap()
+        .replace("\"isGateway\"", "\"mtu\": 1400, \"isGateway\"");
+    std::fs::write(&path, &edited).unwrap();
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    let (code, out) = install(&dd, &["--pod-cidr", "10.244.7.0/24", "--follow-pod-cidr"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("is for pod CIDR 10.244.7.0/24; left as it is"), "{out}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+
+    let (code, out) = install(&dd, &["--pod-cidr", "10.244.9.0/24", "--follow-pod-cidr"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("is for pod CIDR 10.244.7.0/24, the node's is now 10.244.9.0/24: replacing it"), "{out}");
+    let list = libcni::conf::NetworkConfigList::from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(list.plugins[0].raw["ipam"]["ranges"][0][0]["subnet"], "10.244.9.0/24");
+
+    // A conflist that records no subnet at all is for no CIDR: replaced too.
+    std::fs::write(&path, r#"{"cniVersion":"1.0.0","name":"edge","plugins":[{"type":"bridge"}]}"#).unwrap();
+    let (code, out) = install(&dd, &["--pod-cidr", "10.244.9.0/24", "--follow-pod-cidr"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("is for pod CIDR (none), the node's is now 10.244.9.0/24"), "{out}");
+    assert!(std::fs::read_to_string(&path).unwrap().contains("\"subnet\": \"10.244.9.0/24\""));
 }
 
 #[test]
