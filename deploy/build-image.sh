@@ -29,7 +29,7 @@ done
 (cd "$repo" && GO111MODULE=off GOPATH="$context/gopath" GOCACHE="${GOCACHE:-$repo/target/go/cache}" CGO_ENABLED=0 \
   go build -trimpath -ldflags '-s -w' -o "$context/node-pod-cidr" ./deploy/node-pod-cidr)
 rm -rf "$context/gopath"
-install -m 0755 "$repo/scripts/install-cni.sh" "$repo/deploy/install-on-node.sh" "$context/"
+install -m 0755 "$repo/scripts/install-cni.sh" "$repo/deploy/install-on-node.sh" "$repo/deploy/metrics-textfile.sh" "$context/"
 
 "${podman[@]}" build --quiet --network none -f "$repo/deploy/Containerfile" -t "$tag" "$context" >/dev/null
 echo "built $tag: $("${podman[@]}" image inspect --format '{{.Size}}' "$tag") bytes"

@@ -476,6 +476,84 @@ fn the_init_container_replaces_binaries_atomically_while_they_run() {
     assert_eq!(node.conflist("10-edge.conflist").plugins[0].raw["ipam"]["ranges"][0][0]["subnet"], "10.244.8.0/24");
 }
 
+/// The metrics container as the DaemonSet runs it: the textfile appears, is always a whole
+/// file that Prometheus's parser reads, and follows the store.
+#[test]
+#[ignore = "needs root, podman and the e2e venv: run scripts/test.sh"]
+fn the_metrics_container_keeps_a_whole_textfile_for_node_exporter() {
+    let podman = Podman::build("metrics");
+    let host = TempDir::new("metrics-host");
+    let (state, conf, textfile) = (host.path().join("cni"), host.path().join("net.d"), host.path().join("textfile"));
+    for dir in [&state, &conf, &textfile] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let ipam = format!(
+        r#"{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.80.0.0/28"}}]]}}"#,
+        state.join("networks").display()
+    );
+    let list = format!(r#"{{"cniVersion":"1.0.0","name":"edge","plugins":[{{"type":"bridge","ipam":{ipam}}}]}}"#);
+    std::fs::write(conf.join("10-edge.conflist"), list).unwrap();
+    let add = |sandbox: &str| {
+        let net = format!(r#"{{"cniVersion":"1.0.0","name":"edge","ipam":{ipam}}}"#);
+        let call = common::Call::new("ADD", sandbox, &net).args("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p");
+        assert!(common::run(Path::new(env!("CARGO_BIN_EXE_host-local")), &call).ok());
+    };
+    add("s1");
+
+    let name = format!("edge-cni-metrics-{}", std::process::id());
+    // The command the DaemonSet gives the metrics container (a JSON array in the YAML).
+    let yaml = std::fs::read_to_string(workspace().join("deploy/daemonset.yaml")).unwrap();
+    let line =
+        yaml.lines().find(|l| l.contains("metrics-textfile.sh")).expect("the DaemonSet runs metrics-textfile.sh");
+    let command: Vec<String> = serde_json::from_str(line.trim().strip_prefix("command:").unwrap().trim()).unwrap();
+    // Every second rather than every 30, for the test.
+    let (entrypoint, args) = (&command[0], [command[1].clone(), "1".to_string()]);
+    let mut cmd = podman.command();
+    cmd.args(["run", "-d", "--name", &name, "--network", "none"])
+        .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
+        .arg("-v")
+        .arg(format!("{}:/host/var/lib/cni", state.display()))
+        .arg("-v")
+        .arg(format!("{}:/host/etc/cni/net.d:ro", conf.display()))
+        .arg("-v")
+        .arg(format!("{}:/host/textfile", textfile.display()))
+        .args(["--entrypoint", entrypoint, &podman.image])
+        .args(args);
+    run(&mut cmd);
+    let file = textfile.join("edge-cni.prom");
+    let active = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("host_local_addresses{") && l.contains("state=\"active\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    };
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && !seen.iter().any(|t: &String| active(t).as_deref() == Some("2")) {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            // Whole every time it is read: the last family is there, and the file ends a line.
+            assert!(text.ends_with('\n') && text.contains("host_local_debris_cleaned_total{"), "{text:?}");
+            if active(&text).as_deref() == Some("1") && seen.is_empty() {
+                add("s2"); // the next round must show it
+            }
+            seen.push(text);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = podman.command().args(["rm", "--force", &name]).output();
+    let last = seen.last().expect("the metrics container wrote no textfile");
+    assert_eq!(active(last).as_deref(), Some("2"), "the textfile follows the store: {last}");
+    let python =
+        std::env::var("E2E_PYTHON").expect("E2E_PYTHON: scripts/test.sh builds the venv with prometheus_client");
+    let parsed = Command::new(python)
+        .args(["-c", "import sys; from prometheus_client.parser import text_string_to_metric_families as p; print(len(list(p(open(sys.argv[1]).read()))))"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    assert_eq!(String::from_utf8_lossy(&parsed.stdout).trim(), "6", "six metric families");
+}
+
 /// The DaemonSet mounts and runs what the image and the test above expect.
 #[test]
 fn the_daemonset_matches_the_image() {
