@@ -35,8 +35,18 @@
 //!   and content re-checked; if not, the directory is read again and the allocation made
 //!   again)? Is this address free (`link` fails on a taken name)?
 
+// The store's parts: `entry` reads one entry as what it claims to be; `prepared` writes files
+// before they are named and syncs them; `private` keeps `.hostlocal/` (index, clock,
+// counters); `scan` reads the whole directory; `undo` puts back what a failed call changed;
+// `record` is the pod record format; `sys` has the raw syscalls. This file is `DiskStore`
+// and its `Store` implementation.
+mod entry;
+mod prepared;
+mod private;
 pub mod record;
+mod scan;
 mod sys;
+mod undo;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -54,7 +64,12 @@ use crate::index::{Entry, View};
 use crate::store::{matching, unix_now, Lease, Marker, Owner, PodRecord, Query, Store};
 use sys::{Dir, Kind};
 
+pub use entry::parse_last_reserved;
+use entry::{lease_ip, lease_unchanged, read_entry, read_lease, Content, LeaseFile};
+pub use prepared::Prepare;
+use prepared::Prepared;
 pub use sys::writable_with_space;
+use undo::Undo;
 
 const PRIVATE_DIR: &str = ".hostlocal";
 const INDEX_FILE: &str = "index";
@@ -73,120 +88,6 @@ const MAX_ENTRY_READ: usize = 4096;
 const MAX_INDEX_SIZE: u64 = 256 << 20;
 /// A temp file this old belongs to a crashed call (live calls hold theirs for milliseconds).
 const TEMP_DEBRIS_AGE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A lease file name: exactly Go's text form of an address.
-fn lease_ip(name: &str) -> Option<IpAddr> {
-    let ip: IpAddr = name.parse().ok()?;
-    (go_ip_string(ip) == name).then_some(ip)
-}
-
-/// Go's `net.ParseIP` on a `last_reserved_ip` file: no trimming, IPv4-mapped is IPv4.
-pub fn parse_last_reserved(bytes: &[u8]) -> Option<IpAddr> {
-    std::str::from_utf8(bytes).ok()?.parse().ok().map(canonical)
-}
-
-/// What reading one entry found.
-enum Content {
-    Regular(Vec<u8>),
-    /// A directory, FIFO, socket, symlink, or unreadable: never read.
-    Opaque,
-    Gone,
-}
-
-/// Read at most `limit + 1` bytes of the regular file `name`, never through a symlink
-/// and never blocking on a FIFO.
-fn read_entry(dir: &Dir, name: &str, limit: usize) -> Content {
-    let file = match dir.open_read(name) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Content::Gone,
-        Err(_) => return Content::Opaque,
-    };
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return Content::Opaque;
-    }
-    let mut bytes = Vec::with_capacity(64);
-    match file.take(limit as u64 + 1).read_to_end(&mut bytes) {
-        Ok(_) => Content::Regular(bytes),
-        Err(_) => Content::Opaque,
-    }
-}
-
-/// What an entry named like an address holds.
-enum LeaseFile {
-    Gone,
-    /// Nothing but whitespace or NULs: only a crash leaves that.
-    Debris,
-    /// Its content as upstream compares it, or `None` for an opaque entry.
-    Lease(Option<String>),
-}
-
-impl LeaseFile {
-    fn lease(content: Option<String>, ip: IpAddr) -> Lease {
-        Lease { ip, opaque: content.is_none(), content: content.unwrap_or_default(), pod: None }
-    }
-}
-
-/// Read the entry `name` (of kind `kind`, if the listing said) as the lease of `ip`.
-/// Anything but a regular file of UTF-8 text of lease size is opaque: it keeps its
-/// address out of the pool and matches no container.
-fn read_lease(dir: &Dir, name: &str, kind: Option<Kind>) -> LeaseFile {
-    let opaque = LeaseFile::Lease(None);
-    if kind.is_some_and(|k| k != Kind::File) {
-        return opaque;
-    }
-    let bytes = match read_entry(dir, name, MAX_ENTRY_READ) {
-        Content::Gone => return LeaseFile::Gone,
-        Content::Opaque => return opaque,
-        Content::Regular(bytes) => bytes,
-    };
-    if bytes.iter().all(|b| b.is_ascii_whitespace() || *b == 0) {
-        return LeaseFile::Debris;
-    }
-    match String::from_utf8(bytes) {
-        // Trimmed as upstream compares it (`strings.TrimSpace`).
-        Ok(text) if text.len() <= MAX_ENTRY_READ => LeaseFile::Lease(Some(text.trim().to_string())),
-        _ => opaque,
-    }
-}
-
-/// Whether the lease file of `ip` still holds what `expected` says.
-fn lease_unchanged(dir: &Dir, ip: IpAddr, expected: &Lease) -> bool {
-    matches!(read_lease(dir, &go_ip_string(ip), None),
-        LeaseFile::Lease(Some(content)) if !expected.opaque && content == expected.content)
-}
-
-/// What `rollback` must undo.
-enum Undo {
-    Created { ip: IpAddr, ino: u64 },
-    Replaced { ip: IpAddr, content: String, pod: Option<PodRecord> },
-    Relabelled { ip: IpAddr, pod: Option<PodRecord> },
-    Released { ip: IpAddr, content: String, pod: Option<PodRecord> },
-    MarkerRemoved(Marker),
-}
-
-/// A complete file waiting for its name: written before the lock is taken, its data
-/// already on its way to the device.
-struct Prepared {
-    content: String,
-    file: File,
-    ino: u64,
-    /// Where the filesystem has no `O_TMPFILE`: our named temp file in `.hostlocal/`.
-    temp_name: Option<String>,
-    /// Its data is on the device: it may be named.
-    written_out: bool,
-}
-
-/// What a call can write before it takes the lock, and whether it must be durable.
-#[derive(Default)]
-pub struct Prepare<'a> {
-    /// ADD: what the call reports is on stable storage before `commit` returns.
-    pub durable: bool,
-    /// The lease this call will most likely create.
-    pub lease: Option<&'a Owner>,
-    /// The boot this call runs in, and the pod record it will most likely write given the
-    /// call's node time: written early when the store's clock knows this boot already.
-    pub record: Option<(&'a str, &'a dyn Fn(u64) -> PodRecord)>,
-}
 
 pub struct DiskStore {
     path: PathBuf,
@@ -218,18 +119,6 @@ pub struct DiskStore {
     clock: Option<NodeClock>,
     /// Events of this call, added to the store's counters when it commits.
     counted: Counters,
-}
-
-impl Prepared {
-    /// Give a not yet named file other content, in place.
-    fn rewrite(&mut self, content: String) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file.write_all_at(content.as_bytes(), 0)?;
-        self.file.set_len(content.len() as u64)?;
-        sys::start_write_out(&self.file)?;
-        (self.content, self.written_out) = (content, false);
-        Ok(())
-    }
 }
 
 impl DiskStore {
@@ -319,135 +208,6 @@ impl DiskStore {
         Error::io(format!("{what} {}: {e}", self.path.join(name).display()))
     }
 
-    /// `.hostlocal/`, replacing a symlink or file of that name (never followed) with our
-    /// own directory; `None` if that is not possible (a read-only store).
-    fn open_private(&self) -> Option<Dir> {
-        match self.dir.open_dir(PRIVATE_DIR) {
-            Ok(private) => return Some(private),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None, // made on first write
-            Err(_) => {}
-        }
-        let replaced = self.dir.remove(PRIVATE_DIR).and_then(|_| self.dir.make_dir(PRIVATE_DIR, 0o700));
-        match replaced.and_then(|_| self.dir.open_dir(PRIVATE_DIR)) {
-            Ok(private) => {
-                eprintln!(
-                    "host-local: replaced {} (not a directory) with our own",
-                    self.path.join(PRIVATE_DIR).display()
-                );
-                Some(private)
-            }
-            Err(_) => None,
-        }
-    }
-
-    /// `.hostlocal/`, created if missing.
-    fn private_dir(&mut self) -> io::Result<&Dir> {
-        if self.private.is_none() {
-            match self.dir.make_dir(PRIVATE_DIR, 0o700) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            self.private = self.open_private();
-        }
-        self.private.as_ref().ok_or_else(|| io::Error::other(format!("{PRIVATE_DIR} is not a directory")))
-    }
-
-    /// Where named temp files go: `.hostlocal/`, or the store itself if that is broken.
-    /// `private_dir` has been tried first.
-    fn temps(&self) -> &Dir {
-        self.private.as_ref().unwrap_or(&self.dir)
-    }
-
-    fn temp_name(&mut self) -> String {
-        self.temp_counter += 1;
-        format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.temp_counter)
-    }
-
-    /// Write `content` to a new nameless file and start pushing it to the device; it may
-    /// be named once `write_out` has waited for that.
-    fn prepare(&mut self, content: String) -> Result<Prepared> {
-        let (mut file, temp_name) = match self.dir.create_unnamed(0o600) {
-            Ok(file) => (file, None),
-            // Not every filesystem has O_TMPFILE: fall back to a named temp file.
-            Err(_) => {
-                let name = self.temp_name();
-                let _ = self.private_dir();
-                let file = self.temps().create_new(&name, 0o600).map_err(|e| self.error("create", &name, e))?;
-                (file, Some(name))
-            }
-        };
-        let written = file.write_all(content.as_bytes()).and_then(|_| sys::start_write_out(&file));
-        let ino = written.and_then(|_| file.metadata()).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-        match ino {
-            Ok(ino) => Ok(Prepared { content, file, ino, temp_name, written_out: false }),
-            Err(e) => {
-                let prepared = Prepared { content, file, ino: 0, temp_name, written_out: false };
-                let _ = self.discard(prepared);
-                Err(Error::io(format!("write a new file in {}: {e}", self.path.display())))
-            }
-        }
-    }
-
-    /// Name a prepared file `target` unless that exists (`AlreadyExists`, and the file is
-    /// handed back for another try).
-    fn place_new(
-        &mut self,
-        p: Prepared,
-        target: &str,
-    ) -> Result<std::result::Result<(File, u64), (Prepared, io::Error)>> {
-        if !p.written_out {
-            sys::write_out(&p.file).map_err(|e| self.error("write out", target, e))?;
-        }
-        let placed = match &p.temp_name {
-            None => self.dir.link_unnamed(&p.file, target),
-            Some(temp) => self.dir.rename_new_from(self.temps(), temp, target),
-        };
-        Ok(match placed {
-            Ok(()) => Ok((p.file, p.ino)),
-            Err(e) => Err((p, e)),
-        })
-    }
-
-    fn discard(&mut self, p: Prepared) -> Result<()> {
-        if let Some(name) = &p.temp_name {
-            self.temps().remove(name).map_err(|e| self.error("remove", name, e))?;
-        }
-        Ok(())
-    }
-
-    fn discard_prepared(&mut self) -> Result<()> {
-        for p in [self.prepared_lease.take(), self.prepared_record.take()].into_iter().flatten() {
-            self.discard(p)?;
-        }
-        Ok(())
-    }
-
-    /// A new file placed by this call: synced before `commit` returns, if durable.
-    fn placed(&mut self, file: File) {
-        self.changed = true;
-        if self.durable {
-            self.placed.push(file);
-        }
-    }
-
-    /// ADD reports an address this call did not write (a repeated ADD): make sure what
-    /// an earlier, interrupted call wrote for it is durable too.
-    pub fn sync_existing(&mut self, ip: IpAddr) -> Result<()> {
-        if !self.durable {
-            return Ok(());
-        }
-        let name = go_ip_string(ip);
-        for file_name in [name.clone(), format!("{name}{}", record::SUFFIX)] {
-            if let Ok(file) = self.dir.open_read(&file_name) {
-                if file.metadata().is_ok_and(|m| m.is_file()) {
-                    self.placed(file);
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Re-read the whole directory now (for answers that must be authoritative).
     pub fn refresh(&mut self) -> Result<()> {
         if !self.fresh {
@@ -463,210 +223,6 @@ impl DiskStore {
 
     fn dir_mtime(&self) -> Result<(i64, i64)> {
         self.dir.meta().map(|m| m.mtime).map_err(|e| self.error("stat", ".", e))
-    }
-
-    /// Use the cached index if it is whole and the directory has not changed since it
-    /// was written.
-    fn load_index(&mut self) -> bool {
-        let Some(private) = &self.private else { return false };
-        let Ok(file) = private.open_read(INDEX_FILE) else { return false };
-        let Ok(meta) = file.metadata() else { return false };
-        if !meta.is_file() || meta.len() > MAX_INDEX_SIZE {
-            return false;
-        }
-        // Through `take`: a plain `read_to_end` would stat the file again for a size hint.
-        let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-        if (&file).take(MAX_INDEX_SIZE).read_to_end(&mut bytes).is_err() {
-            return false;
-        }
-        let Some((view, recorded)) = View::parse(bytes) else { return false };
-        if self.dir_mtime().ok() != Some(recorded) {
-            return false;
-        }
-        // An index written within the clock tick of our last change does not show a
-        // foreign change later in that tick (the mtime did not move). It is still only
-        // used to find leases: every answer that matters is checked against the files
-        // (`owned_by`, `verify`, `confirm`, and `link` failing on a taken name).
-        self.view = view;
-        true
-    }
-
-    /// Whether the directory lists exactly the leases (names and inodes), pod records and
-    /// markers of `view`.
-    fn listing_matches(&self, view: &View) -> Result<bool> {
-        let mut listed: Vec<(String, Option<u64>)> = Vec::with_capacity(view.len() * 2);
-        for entry in self.dir.list().map_err(|e| self.error("read", ".", e))? {
-            let Ok(name) = String::from_utf8(entry.name) else { continue };
-            if lease_ip(&name).is_some() {
-                listed.push((name, Some(entry.ino)));
-            } else if name.strip_suffix(record::SUFFIX).and_then(lease_ip).is_some() {
-                if entry.kind.is_none_or(|k| k == Kind::File) {
-                    listed.push((name, None));
-                }
-            } else if Marker::parse_name(&name).is_some() {
-                listed.push((name, None));
-            }
-        }
-        listed.sort_unstable();
-        Ok(listed == view.expected_entries())
-    }
-
-    /// Read every entry of the directory, dropping debris that only a crash leaves.
-    fn rescan(&mut self) -> Result<()> {
-        if let Some(private) = &self.private {
-            for entry in private.list().unwrap_or_default() {
-                if let Some(name) = std::str::from_utf8(&entry.name).ok().filter(|n| n.starts_with(TEMP_PREFIX)) {
-                    if Self::sweep_temp_file(private, name) {
-                        self.counted.add(Counter::DebrisCleaned, None, 1);
-                    }
-                }
-            }
-        }
-        let mut leases = BTreeMap::new();
-        let mut markers = Vec::new();
-        let mut records = Vec::new();
-        for entry in self.dir.list().map_err(|e| self.error("read", ".", e))? {
-            let Ok(name) = String::from_utf8(entry.name) else { continue };
-            if let Some(ip) = lease_ip(&name) {
-                let lease = match read_lease(&self.dir, &name, entry.kind) {
-                    LeaseFile::Gone => continue,
-                    LeaseFile::Lease(content) => LeaseFile::lease(content, ip),
-                    // Upstream creates the file, then writes it, under the lock we hold: an
-                    // empty lease is a crashed call, and would block the address forever.
-                    LeaseFile::Debris if self.dir.remove(&name).is_ok() => {
-                        self.changed = true;
-                        self.counted.add(Counter::DebrisCleaned, None, 1);
-                        continue;
-                    }
-                    LeaseFile::Debris => LeaseFile::lease(None, ip),
-                };
-                leases.insert(name, Entry { lease, ino: entry.ino });
-            } else if let Some(ip) = name.strip_suffix(record::SUFFIX).and_then(lease_ip) {
-                records.push((ip, name));
-            } else if let Some((ip, namespace, pod)) = Marker::parse_name(&name) {
-                let since = self.dir.stat(&name).map(|m| m.mtime.0.max(0) as u64).unwrap_or(0);
-                markers.push(Marker { ip, namespace, name: pod, since });
-            } else if name.starts_with(TEMP_PREFIX) {
-                // Where `.hostlocal` was unusable, temp files went into the store itself.
-                if Self::sweep_temp_file(&self.dir, &name) {
-                    self.counted.add(Counter::DebrisCleaned, None, 1);
-                }
-            }
-        }
-        for (ip, name) in records {
-            let record = match read_entry(&self.dir, &name, MAX_ENTRY_READ) {
-                Content::Regular(bytes) => record::parse_replacing(&bytes),
-                // Not a file we wrote: leave it alone, and never read it.
-                Content::Opaque | Content::Gone => continue,
-            };
-            if record.is_none() {
-                self.counted.add(Counter::DebrisCleaned, None, 1); // a torn or garbage record
-            }
-            match (leases.get_mut(&go_ip_string(ip)), record) {
-                (Some(e), Some((record, _))) if !e.lease.opaque && record.owner.content() == e.lease.content => {
-                    e.lease.pod = Some(record)
-                }
-                // A take-over cut short between its two renames: the lease is still the
-                // old sandbox's, of the same pod.
-                (Some(e), Some((record, Some(replaced)))) if !e.lease.opaque && replaced == e.lease.content => {
-                    let owner = Owner::new(e.lease.container_id(), &record.owner.ifname);
-                    e.lease.pod = Some(PodRecord { owner, ..record })
-                }
-                // The lease is gone or was replaced by another tool, or the record is
-                // garbage: it no longer applies.
-                _ => self.changed |= self.dir.remove(&name).unwrap_or(false),
-            }
-        }
-        markers.sort_by_key(|m| (m.since, m.file_name()));
-        self.view = View::from_entries(leases, markers);
-        self.fresh = true;
-        self.index_stale = true;
-        Ok(())
-    }
-
-    /// Calls write temp files before taking the lock, so only an old one is debris.
-    /// Best effort: debris costs space, never correctness. Whether it was removed.
-    fn sweep_temp_file(dir: &Dir, name: &str) -> bool {
-        let Ok(meta) = dir.stat(name) else { return false };
-        let modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.mtime.0.max(0) as u64);
-        meta.kind == Kind::File
-            && modified.elapsed().is_ok_and(|age| age >= TEMP_DEBRIS_AGE)
-            && dir.remove(name).unwrap_or(false)
-    }
-
-    /// Put `data` at `target` in place of what is there, by renaming a complete, synced
-    /// file over it: the file prepared with that content, if any (nothing written early is
-    /// thrown away: on ext4, freeing a written but uncommitted file costs milliseconds),
-    /// else a new temp file. Returns the new inode.
-    fn replace_file(&mut self, target: &str, data: &str) -> Result<u64> {
-        let prepared = [&mut self.prepared_lease, &mut self.prepared_record]
-            .into_iter()
-            .find_map(|slot| slot.take_if(|p| p.content == data));
-        let _ = self.private_dir();
-        let temp = self.temp_name();
-        let staged = match prepared {
-            Some(p) => self.stage_prepared(p, &temp),
-            None => self.stage_new(&temp, data),
-        };
-        let renamed = staged.and_then(|(in_private, name, file, ino)| {
-            let from = if in_private { self.temps() } else { &self.dir };
-            // Synced before it replaces anything. btrfs logs the removal of a recently
-            // synced file's name at once, and the new name only for a file it has logged:
-            // without this, another call's sync could make the removal durable alone.
-            match file.sync_all().and_then(|_| self.dir.rename_from(from, &name, target)) {
-                Ok(()) => Ok((file, ino)),
-                Err(e) => {
-                    let _ = from.remove(&name);
-                    Err(e)
-                }
-            }
-        });
-        match renamed {
-            Ok((file, ino)) => {
-                self.placed(file);
-                Ok(ino)
-            }
-            Err(e) => Err(self.error("replace", target, e)),
-        }
-    }
-
-    /// Give a prepared file the temp name `temp` (if it has none yet), ready to be renamed.
-    fn stage_prepared(&self, p: Prepared, temp: &str) -> io::Result<(bool, String, File, u64)> {
-        if !p.written_out {
-            sys::write_out(&p.file)?;
-        }
-        match p.temp_name {
-            Some(name) => Ok((self.private.is_some(), name, p.file, p.ino)),
-            None => {
-                let in_private = self.private.is_some() && self.temps().link_unnamed(&p.file, temp).is_ok();
-                if !in_private {
-                    self.dir.link_unnamed(&p.file, temp)?;
-                }
-                Ok((in_private, temp.to_string(), p.file, p.ino))
-            }
-        }
-    }
-
-    /// A new temp file holding `data`, its data on the device: in `.hostlocal/`, or in the
-    /// store itself where that cannot take it (read-only, full, broken).
-    fn stage_new(&self, temp: &str, data: &str) -> io::Result<(bool, String, File, u64)> {
-        let create = |dir: &Dir| {
-            let mut file = dir.create_new(temp, 0o600)?;
-            let written =
-                file.write_all(data.as_bytes()).and_then(|_| sys::write_out(&file)).and_then(|_| file.metadata());
-            match written {
-                Ok(meta) => Ok((file, std::os::unix::fs::MetadataExt::ino(&meta))),
-                Err(e) => {
-                    let _ = dir.remove(temp);
-                    Err(e)
-                }
-            }
-        };
-        let in_private = self.private.as_ref().map(create);
-        match in_private {
-            Some(Ok((file, ino))) => Ok((true, temp.to_string(), file, ino)),
-            _ => create(&self.dir).map(|(file, ino)| (false, temp.to_string(), file, ino)),
-        }
     }
 
     /// Write (or remove) the pod record of `ip`; `Ok(false)` if something that is not a
@@ -723,126 +279,6 @@ impl DiskStore {
         Ok(())
     }
 
-    /// The boots `.hostlocal/clock` lists (none if it is missing or not whole).
-    fn read_clock_file(&self) -> Vec<(String, u64)> {
-        match self.private.as_ref().map(|p| read_entry(p, CLOCK_FILE, MAX_CLOCK_SIZE)) {
-            Some(Content::Regular(bytes)) => NodeClock::parse(&bytes),
-            _ => Vec::new(),
-        }
-    }
-
-    fn write_clock_file(&mut self, clock: &NodeClock) {
-        // Like the index, rewritten in place and never synced: a torn or lost file only
-        // starts the running boot again after the store's newest stamp.
-        let text = clock.render();
-        let written = self.private_dir().and_then(|private| private.open_write(CLOCK_FILE, 0o600)).and_then(|mut f| {
-            f.write_all(text.as_bytes())?;
-            f.set_len(text.len() as u64)
-        });
-        if let Err(e) = written {
-            eprintln!("host-local: could not write the clock in {}: {e}", self.path.join(PRIVATE_DIR).display());
-        }
-    }
-
-    /// Remove a lease file and its record (no undo: `release` and `rollback` use it).
-    fn remove_lease(&mut self, ip: IpAddr) -> Result<()> {
-        let name = go_ip_string(ip);
-        self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
-        self.write_record(ip, None, None)?;
-        self.view.remove(ip);
-        Ok(())
-    }
-
-    /// Put back a lease this call released.
-    fn restore_lease(&mut self, ip: IpAddr, content: String, pod: Option<PodRecord>) -> Result<()> {
-        let name = go_ip_string(ip);
-        let prepared = self.prepare(content.clone())?;
-        let ino = match self.place_new(prepared, &name)? {
-            Ok((file, ino)) => {
-                self.placed(file);
-                ino
-            }
-            // Taken again meanwhile (only after a failed sync let go of the lock): theirs now.
-            Err((p, e)) if e.kind() == io::ErrorKind::AlreadyExists => return self.discard(p),
-            Err((_, e)) => return Err(self.error("restore", &name, e)),
-        };
-        let written = self.write_record(ip, pod.as_ref(), None)?;
-        let lease = Lease { ip, content, pod: pod.filter(|_| written), opaque: false };
-        self.view.set(Entry { lease, ino });
-        Ok(())
-    }
-
-    /// Put back an OpenYurt marker this call removed, with its time.
-    fn restore_marker(&mut self, marker: Marker) -> Result<()> {
-        let name = marker.file_name();
-        let restored = self
-            .dir
-            .create_new(&name, 0o600)
-            .and_then(|f| f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(marker.since)));
-        match restored {
-            Ok(()) => self.changed = true,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(self.error("restore", &name, e)),
-        }
-        if !self.view.markers.contains(&marker) {
-            self.view.markers.push(marker);
-        }
-        Ok(())
-    }
-
-    /// Count an event of this call (see [`crate::counters`]).
-    pub fn count(&mut self, counter: Counter, range_set: Option<usize>) {
-        self.counted.add(counter, range_set, 1);
-    }
-
-    /// The store's counters, with this call's events; a store that has none (or whose file
-    /// is not whole) starts counting now.
-    pub fn counters(&self) -> Counters {
-        let saved = match self.private.as_ref().map(|p| read_entry(p, COUNTERS_FILE, MAX_COUNTERS_SIZE)) {
-            Some(Content::Regular(bytes)) => Counters::parse(&bytes),
-            _ => None,
-        };
-        let mut counters = saved.unwrap_or_else(|| Counters { created: unix_now(), ..Default::default() });
-        for ((counter, set), by) in &self.counted.values {
-            counters.add(*counter, *set, *by);
-        }
-        counters
-    }
-
-    /// Add this call's events to the counters file: replaced by a synced temp file, so that
-    /// a power cut keeps either the old or the new counts.
-    fn save_counters(&mut self) -> io::Result<()> {
-        let counters = self.counters();
-        self.counted = Counters::default();
-        let temp = self.temp_name();
-        let private = self.private_dir()?;
-        let mut file = private.create_new(&temp, 0o600)?;
-        let staged = file.write_all(counters.render().as_bytes()).and_then(|_| file.sync_all());
-        match staged.and_then(|_| private.rename_from(private, &temp, COUNTERS_FILE)) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = private.remove(&temp);
-                Err(e)
-            }
-        }
-    }
-
-    fn write_index(&mut self) {
-        // A cache: no fsync, and rewritten in place; the checksum catches a torn write.
-        // Creating .hostlocal changes the directory: do it before reading its mtime.
-        let written = self.private_dir().map(|_| ()).and_then(|_| {
-            let mtime = self.dir.meta()?.mtime;
-            let text = self.view.render(mtime);
-            let mut file = self.private.as_ref().expect("just opened").open_write(INDEX_FILE, 0o600)?;
-            file.write_all(text.as_bytes())?;
-            file.set_len(text.len() as u64)
-        });
-        if let Err(e) = written {
-            // Losing the cache costs a rescan next time, nothing more.
-            eprintln!("host-local: could not write index in {}: {e}", self.path.join(PRIVATE_DIR).display());
-        }
-    }
-
     fn entry(&self, ip: IpAddr) -> Result<Entry> {
         self.view.get_ip(ip).ok_or_else(|| Error::internal(format!("no lease for {}", go_ip_string(ip))))
     }
@@ -869,24 +305,6 @@ impl DiskStore {
     /// since (then it should be made again); clears the flag.
     pub fn take_stale(&mut self) -> bool {
         std::mem::take(&mut self.stale)
-    }
-
-    /// Sync what this call named, in parallel. Each file's fsync makes its name durable
-    /// too: the name was given in the same (ext4, xfs) or an earlier (f2fs checkpoint)
-    /// transaction, and btrfs logs the names of a new inode with it. The directory itself
-    /// is never fsynced: on btrfs that logs every new name in it, also other calls' whose
-    /// files are not logged yet, and those would come back empty after a crash.
-    fn sync_placed(&mut self) -> io::Result<()> {
-        let files = std::mem::take(&mut self.placed);
-        std::thread::scope(|scope| {
-            let others: Vec<_> = files.iter().skip(1).map(|f| scope.spawn(move || f.sync_all())).collect();
-            let mut result = files.first().map_or(Ok(()), |f| f.sync_all());
-            for handle in others {
-                let synced = handle.join().unwrap_or_else(|_| Err(io::Error::other("sync thread panicked")));
-                result = result.and(synced);
-            }
-            result
-        })
     }
 }
 
@@ -1063,35 +481,7 @@ impl Store for DiskStore {
     }
 
     fn rollback(&mut self) -> Result<()> {
-        // What is undone need not reach the disk.
-        self.placed.clear();
-        while let Some(step) = self.undo.pop() {
-            match step {
-                Undo::Created { ip, ino } => {
-                    // Only our own file: after a failed sync the lock was let go meanwhile.
-                    if self.dir.stat(&go_ip_string(ip)).is_ok_and(|m| m.ino == ino) {
-                        self.remove_lease(ip)?;
-                    }
-                }
-                Undo::Replaced { ip, content, pod } => {
-                    self.write_lease(ip, &content)?;
-                    self.write_record(ip, pod.as_ref(), None)?;
-                    let mut entry = self.entry(ip)?;
-                    entry.lease.pod = pod;
-                    self.view.set(entry);
-                }
-                Undo::Relabelled { ip, pod } => {
-                    if let Ok(mut entry) = self.entry(ip) {
-                        self.write_record(ip, pod.as_ref(), None)?;
-                        entry.lease.pod = pod;
-                        self.view.set(entry);
-                    }
-                }
-                Undo::Released { ip, content, pod } => self.restore_lease(ip, content, pod)?,
-                Undo::MarkerRemoved(marker) => self.restore_marker(marker)?,
-            }
-        }
-        Ok(())
+        self.undo_changes()
     }
 
     fn commit(&mut self) -> Result<()> {

@@ -1,0 +1,86 @@
+//! Reading one entry of the store as what it claims to be: a lease, a record, a cursor. Never
+//! through a symlink, never blocking on a FIFO, never more than a lease's size: an entry that
+//! is not what we (or upstream) write is opaque or ignored, and never fails a call.
+
+use super::*;
+
+/// A lease file name: exactly Go's text form of an address.
+pub(super) fn lease_ip(name: &str) -> Option<IpAddr> {
+    let ip: IpAddr = name.parse().ok()?;
+    (go_ip_string(ip) == name).then_some(ip)
+}
+
+/// Go's `net.ParseIP` on a `last_reserved_ip` file: no trimming, IPv4-mapped is IPv4.
+pub fn parse_last_reserved(bytes: &[u8]) -> Option<IpAddr> {
+    std::str::from_utf8(bytes).ok()?.parse().ok().map(canonical)
+}
+
+/// What reading one entry found.
+pub(super) enum Content {
+    Regular(Vec<u8>),
+    /// A directory, FIFO, socket, symlink, or unreadable: never read.
+    Opaque,
+    Gone,
+}
+
+/// Read at most `limit + 1` bytes of the regular file `name`, never through a symlink
+/// and never blocking on a FIFO.
+pub(super) fn read_entry(dir: &Dir, name: &str, limit: usize) -> Content {
+    let file = match dir.open_read(name) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Content::Gone,
+        Err(_) => return Content::Opaque,
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Content::Opaque;
+    }
+    let mut bytes = Vec::with_capacity(64);
+    match file.take(limit as u64 + 1).read_to_end(&mut bytes) {
+        Ok(_) => Content::Regular(bytes),
+        Err(_) => Content::Opaque,
+    }
+}
+
+/// What an entry named like an address holds.
+pub(super) enum LeaseFile {
+    Gone,
+    /// Nothing but whitespace or NULs: only a crash leaves that.
+    Debris,
+    /// Its content as upstream compares it, or `None` for an opaque entry.
+    Lease(Option<String>),
+}
+
+/// Read the entry `name` (of kind `kind`, if the listing said) as the lease of `ip`.
+/// Anything but a regular file of UTF-8 text of lease size is opaque: it keeps its
+/// address out of the pool and matches no container.
+pub(super) fn read_lease(dir: &Dir, name: &str, kind: Option<Kind>) -> LeaseFile {
+    let opaque = LeaseFile::Lease(None);
+    if kind.is_some_and(|k| k != Kind::File) {
+        return opaque;
+    }
+    let bytes = match read_entry(dir, name, MAX_ENTRY_READ) {
+        Content::Gone => return LeaseFile::Gone,
+        Content::Opaque => return opaque,
+        Content::Regular(bytes) => bytes,
+    };
+    if bytes.iter().all(|b| b.is_ascii_whitespace() || *b == 0) {
+        return LeaseFile::Debris;
+    }
+    match String::from_utf8(bytes) {
+        // Trimmed as upstream compares it (`strings.TrimSpace`).
+        Ok(text) if text.len() <= MAX_ENTRY_READ => LeaseFile::Lease(Some(text.trim().to_string())),
+        _ => opaque,
+    }
+}
+
+/// Whether the lease file of `ip` still holds what `expected` says.
+pub(super) fn lease_unchanged(dir: &Dir, ip: IpAddr, expected: &Lease) -> bool {
+    matches!(read_lease(dir, &go_ip_string(ip), None),
+        LeaseFile::Lease(Some(content)) if !expected.opaque && content == expected.content)
+}
+
+impl LeaseFile {
+    pub(super) fn lease(content: Option<String>, ip: IpAddr) -> Lease {
+        Lease { ip, opaque: content.is_none(), content: content.unwrap_or_default(), pod: None }
+    }
+}

@@ -1,0 +1,225 @@
+//! Files written before they are named: complete, their data on the device, then given a name
+//! by `link` (a new lease or record) or `rename` (a replacement), and synced after the call
+//! lets go of the lock. See the module doc of `disk` for why in this order.
+
+use super::*;
+
+/// A complete file waiting for its name: written before the lock is taken, its data
+/// already on its way to the device.
+pub(super) struct Prepared {
+    pub(super) content: String,
+    pub(super) file: File,
+    pub(super) ino: u64,
+    /// Where the filesystem has no `O_TMPFILE`: our named temp file in `.hostlocal/`.
+    pub(super) temp_name: Option<String>,
+    /// Its data is on the device: it may be named.
+    pub(super) written_out: bool,
+}
+
+/// What a call can write before it takes the lock, and whether it must be durable.
+#[derive(Default)]
+pub struct Prepare<'a> {
+    /// ADD: what the call reports is on stable storage before `commit` returns.
+    pub durable: bool,
+    /// The lease this call will most likely create.
+    pub lease: Option<&'a Owner>,
+    /// The boot this call runs in, and the pod record it will most likely write given the
+    /// call's node time: written early when the store's clock knows this boot already.
+    pub record: Option<(&'a str, &'a dyn Fn(u64) -> PodRecord)>,
+}
+
+impl Prepared {
+    /// Give a not yet named file other content, in place.
+    pub(super) fn rewrite(&mut self, content: String) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(content.as_bytes(), 0)?;
+        self.file.set_len(content.len() as u64)?;
+        sys::start_write_out(&self.file)?;
+        (self.content, self.written_out) = (content, false);
+        Ok(())
+    }
+}
+
+impl DiskStore {
+    pub(super) fn temp_name(&mut self) -> String {
+        self.temp_counter += 1;
+        format!("{TEMP_PREFIX}{}-{}", std::process::id(), self.temp_counter)
+    }
+
+    /// Write `content` to a new nameless file and start pushing it to the device; it may
+    /// be named once `write_out` has waited for that.
+    pub(super) fn prepare(&mut self, content: String) -> Result<Prepared> {
+        let (mut file, temp_name) = match self.dir.create_unnamed(0o600) {
+            Ok(file) => (file, None),
+            // Not every filesystem has O_TMPFILE: fall back to a named temp file.
+            Err(_) => {
+                let name = self.temp_name();
+                let _ = self.private_dir();
+                let file = self.temps().create_new(&name, 0o600).map_err(|e| self.error("create", &name, e))?;
+                (file, Some(name))
+            }
+        };
+        let written = file.write_all(content.as_bytes()).and_then(|_| sys::start_write_out(&file));
+        let ino = written.and_then(|_| file.metadata()).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        match ino {
+            Ok(ino) => Ok(Prepared { content, file, ino, temp_name, written_out: false }),
+            Err(e) => {
+                let prepared = Prepared { content, file, ino: 0, temp_name, written_out: false };
+                let _ = self.discard(prepared);
+                Err(Error::io(format!("write a new file in {}: {e}", self.path.display())))
+            }
+        }
+    }
+
+    /// Name a prepared file `target` unless that exists (`AlreadyExists`, and the file is
+    /// handed back for another try).
+    pub(super) fn place_new(
+        &mut self,
+        p: Prepared,
+        target: &str,
+    ) -> Result<std::result::Result<(File, u64), (Prepared, io::Error)>> {
+        if !p.written_out {
+            sys::write_out(&p.file).map_err(|e| self.error("write out", target, e))?;
+        }
+        let placed = match &p.temp_name {
+            None => self.dir.link_unnamed(&p.file, target),
+            Some(temp) => self.dir.rename_new_from(self.temps(), temp, target),
+        };
+        Ok(match placed {
+            Ok(()) => Ok((p.file, p.ino)),
+            Err(e) => Err((p, e)),
+        })
+    }
+
+    pub(super) fn discard(&mut self, p: Prepared) -> Result<()> {
+        if let Some(name) = &p.temp_name {
+            self.temps().remove(name).map_err(|e| self.error("remove", name, e))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn discard_prepared(&mut self) -> Result<()> {
+        for p in [self.prepared_lease.take(), self.prepared_record.take()].into_iter().flatten() {
+            self.discard(p)?;
+        }
+        Ok(())
+    }
+
+    /// A new file placed by this call: synced before `commit` returns, if durable.
+    pub(super) fn placed(&mut self, file: File) {
+        self.changed = true;
+        if self.durable {
+            self.placed.push(file);
+        }
+    }
+
+    /// ADD reports an address this call did not write (a repeated ADD): make sure what
+    /// an earlier, interrupted call wrote for it is durable too.
+    pub fn sync_existing(&mut self, ip: IpAddr) -> Result<()> {
+        if !self.durable {
+            return Ok(());
+        }
+        let name = go_ip_string(ip);
+        for file_name in [name.clone(), format!("{name}{}", record::SUFFIX)] {
+            if let Ok(file) = self.dir.open_read(&file_name) {
+                if file.metadata().is_ok_and(|m| m.is_file()) {
+                    self.placed(file);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Put `data` at `target` in place of what is there, by renaming a complete, synced
+    /// file over it: the file prepared with that content, if any (nothing written early is
+    /// thrown away: on ext4, freeing a written but uncommitted file costs milliseconds),
+    /// else a new temp file. Returns the new inode.
+    pub(super) fn replace_file(&mut self, target: &str, data: &str) -> Result<u64> {
+        let prepared = [&mut self.prepared_lease, &mut self.prepared_record]
+            .into_iter()
+            .find_map(|slot| slot.take_if(|p| p.content == data));
+        let _ = self.private_dir();
+        let temp = self.temp_name();
+        let staged = match prepared {
+            Some(p) => self.stage_prepared(p, &temp),
+            None => self.stage_new(&temp, data),
+        };
+        let renamed = staged.and_then(|(in_private, name, file, ino)| {
+            let from = if in_private { self.temps() } else { &self.dir };
+            // Synced before it replaces anything. btrfs logs the removal of a recently
+            // synced file's name at once, and the new name only for a file it has logged:
+            // without this, another call's sync could make the removal durable alone.
+            match file.sync_all().and_then(|_| self.dir.rename_from(from, &name, target)) {
+                Ok(()) => Ok((file, ino)),
+                Err(e) => {
+                    let _ = from.remove(&name);
+                    Err(e)
+                }
+            }
+        });
+        match renamed {
+            Ok((file, ino)) => {
+                self.placed(file);
+                Ok(ino)
+            }
+            Err(e) => Err(self.error("replace", target, e)),
+        }
+    }
+
+    /// Give a prepared file the temp name `temp` (if it has none yet), ready to be renamed.
+    pub(super) fn stage_prepared(&self, p: Prepared, temp: &str) -> io::Result<(bool, String, File, u64)> {
+        if !p.written_out {
+            sys::write_out(&p.file)?;
+        }
+        match p.temp_name {
+            Some(name) => Ok((self.private.is_some(), name, p.file, p.ino)),
+            None => {
+                let in_private = self.private.is_some() && self.temps().link_unnamed(&p.file, temp).is_ok();
+                if !in_private {
+                    self.dir.link_unnamed(&p.file, temp)?;
+                }
+                Ok((in_private, temp.to_string(), p.file, p.ino))
+            }
+        }
+    }
+
+    /// A new temp file holding `data`, its data on the device: in `.hostlocal/`, or in the
+    /// store itself where that cannot take it (read-only, full, broken).
+    pub(super) fn stage_new(&self, temp: &str, data: &str) -> io::Result<(bool, String, File, u64)> {
+        let create = |dir: &Dir| {
+            let mut file = dir.create_new(temp, 0o600)?;
+            let written =
+                file.write_all(data.as_bytes()).and_then(|_| sys::write_out(&file)).and_then(|_| file.metadata());
+            match written {
+                Ok(meta) => Ok((file, std::os::unix::fs::MetadataExt::ino(&meta))),
+                Err(e) => {
+                    let _ = dir.remove(temp);
+                    Err(e)
+                }
+            }
+        };
+        let in_private = self.private.as_ref().map(create);
+        match in_private {
+            Some(Ok((file, ino))) => Ok((true, temp.to_string(), file, ino)),
+            _ => create(&self.dir).map(|(file, ino)| (false, temp.to_string(), file, ino)),
+        }
+    }
+
+    /// Sync what this call named, in parallel. Each file's fsync makes its name durable
+    /// too: the name was given in the same (ext4, xfs) or an earlier (f2fs checkpoint)
+    /// transaction, and btrfs logs the names of a new inode with it. The directory itself
+    /// is never fsynced: on btrfs that logs every new name in it, also other calls' whose
+    /// files are not logged yet, and those would come back empty after a crash.
+    pub(super) fn sync_placed(&mut self) -> io::Result<()> {
+        let files = std::mem::take(&mut self.placed);
+        std::thread::scope(|scope| {
+            let others: Vec<_> = files.iter().skip(1).map(|f| scope.spawn(move || f.sync_all())).collect();
+            let mut result = files.first().map_or(Ok(()), |f| f.sync_all());
+            for handle in others {
+                let synced = handle.join().unwrap_or_else(|_| Err(io::Error::other("sync thread panicked")));
+                result = result.and(synced);
+            }
+            result
+        })
+    }
+}

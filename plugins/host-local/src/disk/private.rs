@@ -1,0 +1,157 @@
+//! `.hostlocal/`: our files beside upstream's. The index (a cache of the directory), the clock
+//! (node time's per-boot bases), the counters (for `host-local metrics`), and named temp files
+//! where the filesystem has no `O_TMPFILE`. Never followed if it is a symlink.
+
+use super::*;
+
+impl DiskStore {
+    /// `.hostlocal/`, replacing a symlink or file of that name (never followed) with our
+    /// own directory; `None` if that is not possible (a read-only store).
+    pub(super) fn open_private(&self) -> Option<Dir> {
+        match self.dir.open_dir(PRIVATE_DIR) {
+            Ok(private) => return Some(private),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None, // made on first write
+            Err(_) => {}
+        }
+        let replaced = self.dir.remove(PRIVATE_DIR).and_then(|_| self.dir.make_dir(PRIVATE_DIR, 0o700));
+        match replaced.and_then(|_| self.dir.open_dir(PRIVATE_DIR)) {
+            Ok(private) => {
+                eprintln!(
+                    "host-local: replaced {} (not a directory) with our own",
+                    self.path.join(PRIVATE_DIR).display()
+                );
+                Some(private)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// `.hostlocal/`, created if missing.
+    pub(super) fn private_dir(&mut self) -> io::Result<&Dir> {
+        if self.private.is_none() {
+            match self.dir.make_dir(PRIVATE_DIR, 0o700) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            self.private = self.open_private();
+        }
+        self.private.as_ref().ok_or_else(|| io::Error::other(format!("{PRIVATE_DIR} is not a directory")))
+    }
+
+    /// Where named temp files go: `.hostlocal/`, or the store itself if that is broken.
+    /// `private_dir` has been tried first.
+    pub(super) fn temps(&self) -> &Dir {
+        self.private.as_ref().unwrap_or(&self.dir)
+    }
+
+    /// Use the cached index if it is whole and the directory has not changed since it
+    /// was written.
+    pub(super) fn load_index(&mut self) -> bool {
+        let Some(private) = &self.private else { return false };
+        let Ok(file) = private.open_read(INDEX_FILE) else { return false };
+        let Ok(meta) = file.metadata() else { return false };
+        if !meta.is_file() || meta.len() > MAX_INDEX_SIZE {
+            return false;
+        }
+        // Through `take`: a plain `read_to_end` would stat the file again for a size hint.
+        let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+        if (&file).take(MAX_INDEX_SIZE).read_to_end(&mut bytes).is_err() {
+            return false;
+        }
+        let Some((view, recorded)) = View::parse(bytes) else { return false };
+        if self.dir_mtime().ok() != Some(recorded) {
+            return false;
+        }
+        // An index written within the clock tick of our last change does not show a
+        // foreign change later in that tick (the mtime did not move). It is still only
+        // used to find leases: every answer that matters is checked against the files
+        // (`owned_by`, `verify`, `confirm`, and `link` failing on a taken name).
+        self.view = view;
+        true
+    }
+
+    pub(super) fn write_index(&mut self) {
+        // A cache: no fsync, and rewritten in place; the checksum catches a torn write.
+        // Creating .hostlocal changes the directory: do it before reading its mtime.
+        let written = self.private_dir().map(|_| ()).and_then(|_| {
+            let mtime = self.dir.meta()?.mtime;
+            let text = self.view.render(mtime);
+            let mut file = self.private.as_ref().expect("just opened").open_write(INDEX_FILE, 0o600)?;
+            file.write_all(text.as_bytes())?;
+            file.set_len(text.len() as u64)
+        });
+        if let Err(e) = written {
+            // Losing the cache costs a rescan next time, nothing more.
+            eprintln!("host-local: could not write index in {}: {e}", self.path.join(PRIVATE_DIR).display());
+        }
+    }
+
+    /// The boots `.hostlocal/clock` lists (none if it is missing or not whole).
+    pub(super) fn read_clock_file(&self) -> Vec<(String, u64)> {
+        match self.private.as_ref().map(|p| read_entry(p, CLOCK_FILE, MAX_CLOCK_SIZE)) {
+            Some(Content::Regular(bytes)) => NodeClock::parse(&bytes),
+            _ => Vec::new(),
+        }
+    }
+
+    pub(super) fn write_clock_file(&mut self, clock: &NodeClock) {
+        // Like the index, rewritten in place and never synced: a torn or lost file only
+        // starts the running boot again after the store's newest stamp.
+        let text = clock.render();
+        let written = self.private_dir().and_then(|private| private.open_write(CLOCK_FILE, 0o600)).and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.set_len(text.len() as u64)
+        });
+        if let Err(e) = written {
+            eprintln!("host-local: could not write the clock in {}: {e}", self.path.join(PRIVATE_DIR).display());
+        }
+    }
+
+    /// Count an event of this call (see [`crate::counters`]).
+    pub fn count(&mut self, counter: Counter, range_set: Option<usize>) {
+        self.counted.add(counter, range_set, 1);
+    }
+
+    /// The store's counters, with this call's events; a store that has none (or whose file
+    /// is not whole) starts counting now.
+    pub fn counters(&self) -> Counters {
+        let saved = match self.private.as_ref().map(|p| read_entry(p, COUNTERS_FILE, MAX_COUNTERS_SIZE)) {
+            Some(Content::Regular(bytes)) => Counters::parse(&bytes),
+            _ => None,
+        };
+        let mut counters = saved.unwrap_or_else(|| Counters { created: unix_now(), ..Default::default() });
+        for ((counter, set), by) in &self.counted.values {
+            counters.add(*counter, *set, *by);
+        }
+        counters
+    }
+
+    /// Add this call's events to the counters file: replaced by a synced temp file, so that
+    /// a power cut keeps either the old or the new counts.
+    pub(super) fn save_counters(&mut self) -> io::Result<()> {
+        let counters = self.counters();
+        self.counted = Counters::default();
+        let temp = self.temp_name();
+        let private = self.private_dir()?;
+        let mut file = private.create_new(&temp, 0o600)?;
+        let staged = file.write_all(counters.render().as_bytes()).and_then(|_| file.sync_all());
+        match staged.and_then(|_| private.rename_from(private, &temp, COUNTERS_FILE)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = private.remove(&temp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Calls write temp files before taking the lock, so only an old one is debris.
+    /// Best effort: debris costs space, never correctness. Whether it was removed.
+    pub(super) fn sweep_temp_file(dir: &Dir, name: &str) -> bool {
+        let Ok(meta) = dir.stat(name) else { return false };
+        let modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.mtime.0.max(0) as u64);
+        meta.kind == Kind::File
+            && modified.elapsed().is_ok_and(|age| age >= TEMP_DEBRIS_AGE)
+            && dir.remove(name).unwrap_or(false)
+    }
+}

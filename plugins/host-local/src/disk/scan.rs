@@ -1,0 +1,98 @@
+//! Reading the whole directory: the truth the index caches, and where crash debris is found.
+
+use super::*;
+
+impl DiskStore {
+    /// Whether the directory lists exactly the leases (names and inodes), pod records and
+    /// markers of `view`.
+    pub(super) fn listing_matches(&self, view: &View) -> Result<bool> {
+        let mut listed: Vec<(String, Option<u64>)> = Vec::with_capacity(view.len() * 2);
+        for entry in self.dir.list().map_err(|e| self.error("read", ".", e))? {
+            let Ok(name) = String::from_utf8(entry.name) else { continue };
+            if lease_ip(&name).is_some() {
+                listed.push((name, Some(entry.ino)));
+            } else if name.strip_suffix(record::SUFFIX).and_then(lease_ip).is_some() {
+                if entry.kind.is_none_or(|k| k == Kind::File) {
+                    listed.push((name, None));
+                }
+            } else if Marker::parse_name(&name).is_some() {
+                listed.push((name, None));
+            }
+        }
+        listed.sort_unstable();
+        Ok(listed == view.expected_entries())
+    }
+
+    /// Read every entry of the directory, dropping debris that only a crash leaves.
+    pub(super) fn rescan(&mut self) -> Result<()> {
+        if let Some(private) = &self.private {
+            for entry in private.list().unwrap_or_default() {
+                if let Some(name) = std::str::from_utf8(&entry.name).ok().filter(|n| n.starts_with(TEMP_PREFIX)) {
+                    if Self::sweep_temp_file(private, name) {
+                        self.counted.add(Counter::DebrisCleaned, None, 1);
+                    }
+                }
+            }
+        }
+        let mut leases = BTreeMap::new();
+        let mut markers = Vec::new();
+        let mut records = Vec::new();
+        for entry in self.dir.list().map_err(|e| self.error("read", ".", e))? {
+            let Ok(name) = String::from_utf8(entry.name) else { continue };
+            if let Some(ip) = lease_ip(&name) {
+                let lease = match read_lease(&self.dir, &name, entry.kind) {
+                    LeaseFile::Gone => continue,
+                    LeaseFile::Lease(content) => LeaseFile::lease(content, ip),
+                    // Upstream creates the file, then writes it, under the lock we hold: an
+                    // empty lease is a crashed call, and would block the address forever.
+                    LeaseFile::Debris if self.dir.remove(&name).is_ok() => {
+                        self.changed = true;
+                        self.counted.add(Counter::DebrisCleaned, None, 1);
+                        continue;
+                    }
+                    LeaseFile::Debris => LeaseFile::lease(None, ip),
+                };
+                leases.insert(name, Entry { lease, ino: entry.ino });
+            } else if let Some(ip) = name.strip_suffix(record::SUFFIX).and_then(lease_ip) {
+                records.push((ip, name));
+            } else if let Some((ip, namespace, pod)) = Marker::parse_name(&name) {
+                let since = self.dir.stat(&name).map(|m| m.mtime.0.max(0) as u64).unwrap_or(0);
+                markers.push(Marker { ip, namespace, name: pod, since });
+            } else if name.starts_with(TEMP_PREFIX) {
+                // Where `.hostlocal` was unusable, temp files went into the store itself.
+                if Self::sweep_temp_file(&self.dir, &name) {
+                    self.counted.add(Counter::DebrisCleaned, None, 1);
+                }
+            }
+        }
+        for (ip, name) in records {
+            let record = match read_entry(&self.dir, &name, MAX_ENTRY_READ) {
+                Content::Regular(bytes) => record::parse_replacing(&bytes),
+                // Not a file we wrote: leave it alone, and never read it.
+                Content::Opaque | Content::Gone => continue,
+            };
+            if record.is_none() {
+                self.counted.add(Counter::DebrisCleaned, None, 1); // a torn or garbage record
+            }
+            match (leases.get_mut(&go_ip_string(ip)), record) {
+                (Some(e), Some((record, _))) if !e.lease.opaque && record.owner.content() == e.lease.content => {
+                    e.lease.pod = Some(record)
+                }
+                // A take-over cut short between its two renames: the lease is still the
+                // old sandbox's, of the same pod.
+                (Some(e), Some((record, Some(replaced)))) if !e.lease.opaque && replaced == e.lease.content => {
+                    let owner = Owner::new(e.lease.container_id(), &record.owner.ifname);
+                    e.lease.pod = Some(PodRecord { owner, ..record })
+                }
+                // The lease is gone or was replaced by another tool, or the record is
+                // garbage: it no longer applies.
+                _ => self.changed |= self.dir.remove(&name).unwrap_or(false),
+            }
+        }
+        markers.sort_by_key(|m| (m.since, m.file_name()));
+        self.view = View::from_entries(leases, markers);
+        self.fresh = true;
+        self.index_stale = true;
+        Ok(())
+    }
+}

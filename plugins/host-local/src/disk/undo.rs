@@ -1,0 +1,94 @@
+//! What a call changed, so that a failed ADD (or a failed sync) can put the store back as it
+//! found it: leases created, replaced, relabelled or released, and OpenYurt markers consumed.
+
+use super::*;
+
+/// What `rollback` must undo.
+pub(super) enum Undo {
+    Created { ip: IpAddr, ino: u64 },
+    Replaced { ip: IpAddr, content: String, pod: Option<PodRecord> },
+    Relabelled { ip: IpAddr, pod: Option<PodRecord> },
+    Released { ip: IpAddr, content: String, pod: Option<PodRecord> },
+    MarkerRemoved(Marker),
+}
+
+impl DiskStore {
+    /// Remove a lease file and its record (no undo: `release` and `rollback` use it).
+    pub(super) fn remove_lease(&mut self, ip: IpAddr) -> Result<()> {
+        let name = go_ip_string(ip);
+        self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
+        self.write_record(ip, None, None)?;
+        self.view.remove(ip);
+        Ok(())
+    }
+
+    /// Put back a lease this call released.
+    pub(super) fn restore_lease(&mut self, ip: IpAddr, content: String, pod: Option<PodRecord>) -> Result<()> {
+        let name = go_ip_string(ip);
+        let prepared = self.prepare(content.clone())?;
+        let ino = match self.place_new(prepared, &name)? {
+            Ok((file, ino)) => {
+                self.placed(file);
+                ino
+            }
+            // Taken again meanwhile (only after a failed sync let go of the lock): theirs now.
+            Err((p, e)) if e.kind() == io::ErrorKind::AlreadyExists => return self.discard(p),
+            Err((_, e)) => return Err(self.error("restore", &name, e)),
+        };
+        let written = self.write_record(ip, pod.as_ref(), None)?;
+        let lease = Lease { ip, content, pod: pod.filter(|_| written), opaque: false };
+        self.view.set(Entry { lease, ino });
+        Ok(())
+    }
+
+    /// Put back an OpenYurt marker this call removed, with its time.
+    pub(super) fn restore_marker(&mut self, marker: Marker) -> Result<()> {
+        let name = marker.file_name();
+        let restored = self
+            .dir
+            .create_new(&name, 0o600)
+            .and_then(|f| f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(marker.since)));
+        match restored {
+            Ok(()) => self.changed = true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(self.error("restore", &name, e)),
+        }
+        if !self.view.markers.contains(&marker) {
+            self.view.markers.push(marker);
+        }
+        Ok(())
+    }
+
+    /// Undo every change of this call, newest first.
+    pub(super) fn undo_changes(&mut self) -> Result<()> {
+        // What is undone need not reach the disk.
+        self.placed.clear();
+        while let Some(step) = self.undo.pop() {
+            match step {
+                Undo::Created { ip, ino } => {
+                    // Only our own file: after a failed sync the lock was let go meanwhile.
+                    if self.dir.stat(&go_ip_string(ip)).is_ok_and(|m| m.ino == ino) {
+                        self.remove_lease(ip)?;
+                    }
+                }
+                Undo::Replaced { ip, content, pod } => {
+                    self.write_lease(ip, &content)?;
+                    self.write_record(ip, pod.as_ref(), None)?;
+                    let mut entry = self.entry(ip)?;
+                    entry.lease.pod = pod;
+                    self.view.set(entry);
+                }
+                Undo::Relabelled { ip, pod } => {
+                    if let Ok(mut entry) = self.entry(ip) {
+                        self.write_record(ip, pod.as_ref(), None)?;
+                        entry.lease.pod = pod;
+                        self.view.set(entry);
+                    }
+                }
+                Undo::Released { ip, content, pod } => self.restore_lease(ip, content, pod)?,
+                Undo::MarkerRemoved(marker) => self.restore_marker(marker)?,
+            }
+        }
+        Ok(())
+    }
+}
