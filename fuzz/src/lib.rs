@@ -34,7 +34,7 @@ pub mod api {
     }
 
     /// A `.hostlocal/clock` file's content: the boots it lists.
-    pub fn parse_clock(bytes: &[u8]) -> Vec<(String, u64)> {
+    pub fn parse_clock(bytes: &[u8]) -> Option<host_local::clock::Saved> {
         host_local::clock::NodeClock::parse(bytes)
     }
 

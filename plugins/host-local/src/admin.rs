@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{parse_duration, DEFAULT_DATA_DIR};
 use crate::disk::{DiskStore, Prepare};
-use crate::metrics::{configured_ranges, Metrics};
+use crate::metrics::{configuration, Metrics};
 use crate::store::{rfc3339, unix_now, PodRecord, Query, Store};
 
 const USAGE: &str = "\
@@ -251,7 +251,10 @@ fn leases(opts: &Options) -> Result<String> {
     let networks = networks(&dir, opts.network.as_deref())?;
     let mut rows = Vec::new();
     for network in &networks {
-        rows.extend(rows_of(&open_network(&dir, network)?, network));
+        let mut store = open_network(&dir, network)?;
+        rows.extend(rows_of(&store, network));
+        // Reading the directory may have removed crash debris: count it, refresh the index.
+        store.commit()?;
     }
     if opts.json {
         return Ok(json::to_go_pretty(&Value::Array(rows.iter().map(Row::to_json).collect())) + "\n");
@@ -367,14 +370,14 @@ fn metrics(opts: &Options) -> Result<String> {
     let mut out = Metrics::new();
     for network in networks(&dir, opts.network.as_deref())? {
         let mut store = open_network(&dir, &network)?;
-        let sets = configured_ranges(&conf_dir, &network);
-        if sets.is_none() {
+        let conf = configuration(&conf_dir, &network);
+        if conf.is_none() {
             eprintln!(
                 "host-local metrics: no host-local configuration for {network:?} in {}: totals unknown",
                 conf_dir.display()
             );
         }
-        out.add_network(&network, &mut store, sets.as_deref())?;
+        out.add_network(&network, &mut store, conf.as_ref())?;
         store.commit()?;
     }
     Ok(out.render())

@@ -22,36 +22,72 @@ pub fn running_boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
+/// What the clock file keeps: the boots the store has seen, and when it started counting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    /// Node time when the file was created: records from before node time count from here.
+    pub origin: u64,
+    /// `(boot id, base)`, oldest first; the last is the running boot.
+    pub boots: Vec<(String, u64)>,
+}
+
 /// The boots a store has seen, and this call's instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeClock {
-    /// `(boot id, base)`, oldest first; the last is the running boot.
-    boots: Vec<(String, u64)>,
+    saved: Saved,
     now: u64,
 }
 
 /// Boots kept in the clock file: older ones only make expiry of very old holds later.
 const KEPT_BOOTS: usize = 64;
+/// No boot runs longer: a stamp further past the last boot's start is not ours (a planted
+/// or corrupt record) and must not move node time.
+const MAX_BOOT_LENGTH: u64 = 10 * 365 * 24 * 3600 * 1_000_000;
 const HEADER: &str = "host-local-clock v1";
 
 impl NodeClock {
-    /// The clock of a store whose file says `boots`, for a call in `boot_id` at
-    /// `boottime` (µs since that boot started); `None` if the file does not know this boot.
-    pub fn running(boots: Vec<(String, u64)>, boot_id: &str, boottime: u64) -> Option<NodeClock> {
-        let (last, base) = boots.last()?;
+    /// The clock of a store whose file says `saved`, for a call in `boot_id` at `boottime`
+    /// (µs since that boot started); `None` if the file does not know this boot.
+    pub fn running(saved: Saved, boot_id: &str, boottime: u64) -> Option<NodeClock> {
+        let (last, base) = saved.boots.last()?;
         // Saturating: a planted file must never make a call panic.
         let now = (last == boot_id).then_some(base.saturating_add(boottime))?;
-        Some(NodeClock { now, boots })
+        Some(NodeClock { saved, now })
     }
 
-    /// Start the running boot after every `stamp` the store holds: `latest_stamp` is the
-    /// largest of them (0 for none).
-    pub fn start_boot(mut boots: Vec<(String, u64)>, boot_id: &str, boottime: u64, latest_stamp: u64) -> NodeClock {
-        let after = boots.last().map_or(0, |(_, base)| *base).max(latest_stamp);
-        boots.push((boot_id.to_string(), after.saturating_add(1)));
-        let excess = boots.len().saturating_sub(KEPT_BOOTS);
-        boots.drain(..excess);
-        NodeClock::running(boots, boot_id, boottime).expect("the boot was just added")
+    /// Start the running boot after every stamp the store holds: `stamps` are the records'
+    /// (written in the running boot?, stamp). If records of the running boot exist, the
+    /// clock was lost during this boot: node time goes on from the newest stamp, without
+    /// counting the uptime again (holds then expire late, never early).
+    pub fn start_boot(
+        saved: Option<Saved>,
+        boot_id: &str,
+        boottime: u64,
+        stamps: impl Iterator<Item = (bool, u64)>,
+    ) -> NodeClock {
+        let known = saved.is_some();
+        let mut saved = saved.unwrap_or_default();
+        let last_base = saved.boots.last().map_or(0, |(_, base)| *base);
+        let plausible = last_base.saturating_add(MAX_BOOT_LENGTH);
+        let (mut latest, mut latest_here) = (0, None::<u64>);
+        for (here, stamp) in stamps.filter(|(_, stamp)| *stamp <= plausible) {
+            latest = latest.max(stamp);
+            if here {
+                latest_here = Some(latest_here.unwrap_or(0).max(stamp));
+            }
+        }
+        let after = last_base.max(latest).saturating_add(1);
+        let base = match latest_here {
+            Some(newest) => newest.saturating_add(1).saturating_sub(boottime).max(last_base.saturating_add(1)),
+            None => after,
+        };
+        saved.boots.push((boot_id.to_string(), base));
+        let excess = saved.boots.len().saturating_sub(KEPT_BOOTS);
+        saved.boots.drain(..excess);
+        if !known {
+            saved.origin = base.saturating_add(boottime);
+        }
+        NodeClock::running(saved, boot_id, boottime).expect("the boot was just added")
     }
 
     /// This call's node time.
@@ -61,42 +97,39 @@ impl NodeClock {
 
     /// The running boot.
     pub fn boot_id(&self) -> &str {
-        self.boots.last().map_or("", |(boot, _)| boot)
+        self.saved.boots.last().map_or("", |(boot, _)| boot)
     }
 
     /// Since when, in node time, the lease described by `pod` has been free to reclaim:
     /// a hold since it was released; a sandbox of an earlier boot that was never deleted
     /// since that boot ended (at the latest when the next one started). `None` for a live
-    /// sandbox of the running boot.
+    /// sandbox of the running boot. Never before the clock's origin: records from before
+    /// node time (or from before a lost clock file) count from there.
     pub fn reclaimable_since(&self, pod: &PodRecord) -> Option<u64> {
-        // Records written before node time existed carry 0: they are as old as the clock.
-        let origin = self.boots.first().map_or(0, |(_, base)| *base);
-        match pod.state {
-            LeaseState::Held => Some(pod.changed_at.max(origin)),
+        let since = match pod.state {
+            LeaseState::Held => pod.changed_at,
             LeaseState::Active if pod.boot_id != self.boot_id() => {
-                Some(self.boots.iter().map(|(_, base)| *base).find(|base| *base > pod.changed_at).unwrap_or(self.now))
+                let mut bases = self.saved.boots.iter().map(|(_, base)| *base);
+                bases.find(|base| *base > pod.changed_at).unwrap_or(self.now)
             }
-            LeaseState::Active => None,
-        }
+            LeaseState::Active => return None,
+        };
+        Some(since.max(self.saved.origin))
     }
 
     /// The clock file's content.
     pub fn render(&self) -> String {
-        let mut text = format!("{HEADER}\n");
-        for (boot, base) in &self.boots {
+        let mut text = format!("{HEADER} {}\n", self.saved.origin);
+        for (boot, base) in &self.saved.boots {
             text.push_str(&format!("{boot} {base}\n"));
         }
         let sum = crate::index::fnv1a(text.as_bytes());
         text + &format!("end {sum:016x}\n")
     }
 
-    /// The boots a clock file lists; empty for anything that is not a whole file we wrote
-    /// (a torn write, or garbage): the store then starts the running boot afresh.
-    pub fn parse(bytes: &[u8]) -> Vec<(String, u64)> {
-        Self::parse_whole(bytes).unwrap_or_default()
-    }
-
-    fn parse_whole(bytes: &[u8]) -> Option<Vec<(String, u64)>> {
+    /// What a clock file holds; `None` for anything that is not a whole file we wrote (a
+    /// torn write, or garbage): the store then starts a new clock.
+    pub fn parse(bytes: &[u8]) -> Option<Saved> {
         let text = std::str::from_utf8(bytes).ok()?;
         let body_end = text.strip_suffix('\n')?.rfind('\n')? + 1;
         let sum = text[body_end..].strip_prefix("end ")?.strip_suffix('\n')?;
@@ -104,9 +137,7 @@ impl NodeClock {
             return None;
         }
         let mut lines = text[..body_end].lines();
-        if lines.next()? != HEADER {
-            return None;
-        }
+        let origin = lines.next()?.strip_prefix(HEADER)?.strip_prefix(' ')?.parse().ok()?;
         let mut boots: Vec<(String, u64)> = Vec::new();
         for line in lines {
             let (boot, base) = line.split_once(' ')?;
@@ -116,7 +147,7 @@ impl NodeClock {
             }
             boots.push((boot.to_string(), base));
         }
-        Some(boots)
+        Some(Saved { origin, boots })
     }
 }
 
@@ -139,47 +170,75 @@ mod tests {
         }
     }
 
+    fn stamps(list: &[(bool, u64)]) -> impl Iterator<Item = (bool, u64)> + '_ {
+        list.iter().copied()
+    }
+
+    fn boot(prev: &NodeClock, id: &str, boottime: u64, list: &[(bool, u64)]) -> NodeClock {
+        NodeClock::start_boot(Some(prev.saved.clone()), id, boottime, stamps(list))
+    }
+
     #[test]
     fn node_time_moves_forward_across_boots_whatever_the_boottime() {
-        let first = NodeClock::start_boot(Vec::new(), "b1", 5_000_000, 0);
+        let first = NodeClock::start_boot(None, "b1", 5_000_000, stamps(&[]));
         assert_eq!(first.now(), 1 + 5_000_000);
         // Three days later a stamp was written; then a reboot, 2 s of uptime.
         let stamp = 1 + 259_200_000_000;
-        let second = NodeClock::start_boot(first.boots.clone(), "b2", 2_000_000, stamp);
-        assert!(second.now() > stamp);
-        assert_eq!(NodeClock::running(second.boots.clone(), "b2", 3_000_000).unwrap().now(), second.now() + 1_000_000);
-        assert_eq!(NodeClock::running(second.boots.clone(), "b1", 3_000_000), None, "b1 is not the running boot");
+        let second = boot(&first, "b2", 2_000_000, &[(false, stamp)]);
+        assert_eq!(second.now(), stamp + 1 + 2_000_000);
+        assert_eq!(NodeClock::running(second.saved.clone(), "b2", 3_000_000).unwrap().now(), second.now() + 1_000_000);
+        assert_eq!(NodeClock::running(second.saved.clone(), "b1", 3_000_000), None, "b1 is not the running boot");
+    }
+
+    #[test]
+    fn a_clock_lost_during_a_boot_does_not_count_the_uptime_again() {
+        // Three days up; a hold was written a second ago; then the clock file is lost.
+        let uptime = 259_200_000_000;
+        let b1 = NodeClock::start_boot(None, "b1", 5, stamps(&[]));
+        let held = b1.now() + uptime - 1_000_000;
+        let again = NodeClock::start_boot(None, "b1", uptime, stamps(&[(true, held)]));
+        // It goes on from the newest stamp of this boot (not from it plus the uptime again).
+        assert!(again.now() > held && again.now() <= held + 1_000_001, "{} vs {held}", again.now());
+        // A hold written before the clock existed counts from the new clock's origin.
+        assert_eq!(again.reclaimable_since(&record(LeaseState::Held, "b0", 0)), Some(again.now()));
+    }
+
+    #[test]
+    fn a_stamp_no_boot_could_reach_does_not_move_node_time() {
+        let b1 = NodeClock::start_boot(None, "b1", 0, stamps(&[]));
+        let b2 = boot(&b1, "b2", 7, &[(false, 1 << 62), (false, u64::MAX), (false, 1_000)]);
+        assert_eq!(b2.now(), 1_001 + 7);
     }
 
     #[test]
     fn a_sandbox_of_an_earlier_boot_is_free_from_the_start_of_the_next_boot() {
-        let b1 = NodeClock::start_boot(Vec::new(), "b1", 0, 0);
-        let b2 = NodeClock::start_boot(b1.boots.clone(), "b2", 0, 1_000);
-        let b3 = NodeClock::start_boot(b2.boots.clone(), "b3", 7, 2_000);
-        let b2_start = b2.boots[1].1;
+        let b1 = NodeClock::start_boot(None, "b1", 0, stamps(&[]));
+        let b2 = boot(&b1, "b2", 0, &[(false, 1_000)]);
+        let b3 = boot(&b2, "b3", 7, &[(false, 2_000)]);
+        let b2_start = b2.saved.boots[1].1;
         assert_eq!(b3.reclaimable_since(&record(LeaseState::Active, "b1", 500)), Some(b2_start));
         assert_eq!(b3.reclaimable_since(&record(LeaseState::Active, "b3", b3.now())), None);
         assert_eq!(b3.reclaimable_since(&record(LeaseState::Held, "b1", 900)), Some(900));
         // A boot the file lost (a power cut before it was written) ended before this one.
-        let b3_start = b3.boots[2].1;
+        let b3_start = b3.saved.boots[2].1;
         assert_eq!(b3.reclaimable_since(&record(LeaseState::Active, "lost", 1_500)), Some(b3_start));
         // Records from before node time: as old as the clock, never older.
-        assert_eq!(b3.reclaimable_since(&record(LeaseState::Held, "b0", 0)), Some(1));
+        assert_eq!(b3.reclaimable_since(&record(LeaseState::Held, "b0", 0)), Some(b1.now()));
     }
 
     #[test]
     fn the_file_round_trips_and_a_torn_or_altered_file_is_ignored() {
-        let mut clock = NodeClock::start_boot(Vec::new(), "b1", 0, 0);
+        let mut clock = NodeClock::start_boot(None, "b1", 0, stamps(&[]));
         for i in 2..80 {
-            clock = NodeClock::start_boot(clock.boots.clone(), &format!("b{i}"), 0, i * 1_000);
+            clock = boot(&clock, &format!("b{i}"), 0, &[(false, i * 1_000)]);
         }
-        assert_eq!(clock.boots.len(), KEPT_BOOTS);
+        assert_eq!(clock.saved.boots.len(), KEPT_BOOTS);
         let text = clock.render();
-        assert_eq!(NodeClock::parse(text.as_bytes()), clock.boots);
+        assert_eq!(NodeClock::parse(text.as_bytes()), Some(clock.saved.clone()));
         for cut in 0..text.len() {
-            assert_eq!(NodeClock::parse(&text.as_bytes()[..cut]), Vec::new(), "cut at {cut}");
+            assert_eq!(NodeClock::parse(&text.as_bytes()[..cut]), None, "cut at {cut}");
         }
         let altered = text.replacen("b2", "b9", 1);
-        assert_eq!(NodeClock::parse(altered.as_bytes()), Vec::new());
+        assert_eq!(NodeClock::parse(altered.as_bytes()), None);
     }
 }

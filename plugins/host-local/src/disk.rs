@@ -58,7 +58,7 @@ use std::path::{Path, PathBuf};
 use libcni::ip::{canonical, go_ip_string};
 use libcni::{Code, Error, Result};
 
-use crate::clock::{running_boot_id, NodeClock};
+use crate::clock::{running_boot_id, NodeClock, Saved};
 use crate::counters::{Counter, Counters};
 use crate::index::{Entry, View};
 use crate::store::{matching, unix_now, Lease, Marker, Owner, PodRecord, Query, Store};
@@ -69,7 +69,7 @@ use entry::{lease_ip, lease_unchanged, read_entry, read_lease, Content, LeaseFil
 pub use prepared::Prepare;
 use prepared::Prepared;
 pub use sys::writable_with_space;
-use undo::Undo;
+use undo::{Placed, Undo};
 
 const PRIVATE_DIR: &str = ".hostlocal";
 const INDEX_FILE: &str = "index";
@@ -169,8 +169,8 @@ impl DiskStore {
             // Read without the lock: a clock that knows this boot only changes if its file
             // is lost, and then the stamps still order this boot's calls.
             store.private = store.dir.open_dir(PRIVATE_DIR).ok();
-            let boots = store.read_clock_file();
-            if let Some(clock) = NodeClock::running(boots, boot_id, sys::boottime_us()) {
+            let saved = store.read_clock_file();
+            if let Some(clock) = saved.and_then(|saved| NodeClock::running(saved, boot_id, sys::boottime_us())) {
                 store.prepared_record = Some(store.prepare(record::to_json(&record(clock.now())))?);
                 store.clock = Some(clock);
             }
@@ -399,12 +399,16 @@ impl Store for DiskStore {
         // The record first, naming the lease it replaces: a crash between the two renames
         // then leaves the old lease still recognised as this pod's (see `rescan`), never a
         // new lease whose record names another sandbox.
+        // Recorded first: a failure between the two writes is undone too.
+        self.undo.push(Undo::Replaced { ip, content: previous.content.clone(), pod: previous.pod, placed: None });
         let written = self.write_record(ip, pod, Some(&previous.content))?;
         self.write_lease(ip, owner.content())?;
         let mut entry = self.entry(ip)?;
         entry.lease.pod = pod.filter(|_| written).cloned();
+        if let Some(Undo::Replaced { placed, .. }) = self.undo.last_mut() {
+            *placed = Some(Placed { ino: entry.ino, content: owner.content().to_string() });
+        }
         self.view.set(entry);
-        self.undo.push(Undo::Replaced { ip, content: previous.content, pod: previous.pod });
         Ok(())
     }
 
@@ -413,15 +417,16 @@ impl Store for DiskStore {
         if entry.lease.opaque {
             return Ok(()); // not ours to remove
         }
-        self.remove_lease(ip)?;
+        // Recorded first: if the lease goes but its record cannot, both are put back.
         self.undo.push(Undo::Released { ip, content: entry.lease.content, pod: entry.lease.pod });
-        Ok(())
+        self.remove_lease(ip)
     }
 
     fn set_pod(&mut self, ip: IpAddr, pod: Option<PodRecord>) -> Result<()> {
         let mut entry = self.entry(ip)?;
+        let lease = Placed { ino: entry.ino, content: entry.lease.content.clone() };
         let pod = if self.write_record(ip, pod.as_ref(), None)? { pod } else { None };
-        self.undo.push(Undo::Relabelled { ip, pod: std::mem::replace(&mut entry.lease.pod, pod) });
+        self.undo.push(Undo::Relabelled { ip, pod: std::mem::replace(&mut entry.lease.pod, pod), lease });
         self.view.set(entry);
         Ok(())
     }
@@ -439,20 +444,18 @@ impl Store for DiskStore {
             return Ok(clock.clone());
         }
         let boot_id = self.boot_id.get_or_insert_with(running_boot_id).clone();
-        let boots = self.read_clock_file();
+        let saved = self.read_clock_file();
         let boottime = sys::boottime_us();
-        let clock = match NodeClock::running(boots.clone(), &boot_id, boottime) {
+        let clock = match saved.clone().and_then(|saved| NodeClock::running(saved, &boot_id, boottime)) {
             Some(clock) => clock,
             None => {
                 // The first call of this boot (once per boot: every record is read).
-                let latest = self
-                    .view
-                    .find(Query::All)
+                let leases = self.view.find(Query::All);
+                let stamps = leases
                     .iter()
                     .filter_map(|l| l.pod.as_ref())
-                    .map(|p| p.changed_at.max(p.added_at))
-                    .max();
-                let clock = NodeClock::start_boot(boots, &boot_id, boottime, latest.unwrap_or(0));
+                    .map(|p| (p.boot_id == boot_id, p.changed_at.max(p.added_at)));
+                let clock = NodeClock::start_boot(saved, &boot_id, boottime, stamps);
                 self.write_clock_file(&clock);
                 clock
             }
@@ -486,7 +489,7 @@ impl Store for DiskStore {
 
     fn commit(&mut self) -> Result<()> {
         self.discard_prepared()?;
-        if !self.counted.values.is_empty() {
+        if !self.counted.values.is_empty() || self.counted.created != 0 {
             if let Err(e) = self.save_counters() {
                 eprintln!(
                     "host-local: could not update the counters in {}: {e}",

@@ -8,15 +8,17 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use libcni::ip::ip_to_u128;
+use std::net::IpAddr;
+
+use libcni::ip::{canonical, ip_to_u128};
 use libcni::Result;
 use serde_json::{Map, Value};
 
-use crate::config;
+use crate::config::{self, IpamConfig};
 use crate::counters::Counter;
 use crate::disk::DiskStore;
 use crate::range::{describe, range_for, RangeSet};
-use crate::store::{Query, Store};
+use crate::store::{LeaseState, PodRecord, Query, Store};
 
 /// One metric family: its samples, printed together under one HELP and TYPE.
 struct Family {
@@ -69,17 +71,24 @@ impl Metrics {
         self.families[family].samples.push((text, value.to_string()));
     }
 
-    /// Add the network `name` from its open store; `sets`: its range sets, if configured.
-    pub fn add_network(&mut self, name: &str, store: &mut DiskStore, sets: Option<&[RangeSet]>) -> Result<()> {
+    /// Add the network `name` from its open store and its configuration, if there is one.
+    pub fn add_network(&mut self, name: &str, store: &mut DiskStore, conf: Option<&IpamConfig>) -> Result<()> {
         let clock = store.clock()?;
         let leases = store.find(Query::All);
         let unknown = [Vec::new()];
-        let sets = sets.unwrap_or(&unknown);
+        let sets = conf.map_or(&unknown[..], |c| &c.ranges[..]);
+        // What the allocator would reclaim: with stickiness off, only holds (see allocator).
+        let sticky = conf.is_none_or(|c| c.sticky.is_some());
+        let held_since = |pod: &PodRecord| match sticky {
+            true => clock.reclaimable_since(pod),
+            false => clock.reclaimable_since(pod).filter(|_| pod.state == LeaseState::Held),
+        };
         for (index, set) in sets.iter().enumerate() {
-            let in_set = |ip| set.is_empty() || range_for(set, ip).is_some();
+            // Addresses the set hands out (a lease on a gateway is not one of them).
+            let in_set = |ip| set.is_empty() || range_for(set, ip).is_some_and(|r| r.gateway != canonical(ip));
             let (mut active, mut held, mut oldest) = (0u128, 0u128, 0u64);
             for lease in leases.iter().filter(|l| in_set(l.ip)) {
-                match lease.pod.as_ref().and_then(|p| clock.reclaimable_since(p)) {
+                match lease.pod.as_ref().and_then(held_since) {
                     Some(since) => {
                         held += 1;
                         oldest = oldest.max(clock.now().saturating_sub(since));
@@ -87,8 +96,17 @@ impl Metrics {
                     None => active += 1,
                 }
             }
-            // OpenYurt markers without a lease hold their address for a pod too.
-            held += store.markers().iter().filter(|m| in_set(m.ip) && store.lease(m.ip).is_none()).count() as u128;
+            // OpenYurt markers without a lease hold their address for a pod too (once per
+            // address), where stickiness honours them.
+            let mut marked: Vec<IpAddr> = store
+                .markers()
+                .iter()
+                .filter(|m| sticky && in_set(m.ip) && store.lease(m.ip).is_none())
+                .map(|m| m.ip)
+                .collect();
+            marked.sort_unstable();
+            marked.dedup();
+            held += marked.len() as u128;
             let (set_label, ranges) = if set.is_empty() {
                 ("unknown".to_string(), String::new())
             } else {
@@ -147,9 +165,9 @@ fn allocatable(set: &RangeSet) -> u128 {
         .sum()
 }
 
-/// The range sets of network `name` from its configuration in `conf_dir`: the first
-/// plugin whose IPAM is host-local, directly or as delegated-ipam's delegate.
-pub fn configured_ranges(conf_dir: &Path, name: &str) -> Option<Vec<RangeSet>> {
+/// The host-local configuration of network `name` in `conf_dir`: the first plugin whose
+/// IPAM is host-local, directly or as delegated-ipam's delegate.
+pub fn configuration(conf_dir: &Path, name: &str) -> Option<IpamConfig> {
     let list = libcni::conf::load_conf_list(conf_dir, name).ok()?;
     let ipam = list.plugins.iter().find_map(|p| {
         let ipam = p.raw.get("ipam")?;
@@ -163,5 +181,5 @@ pub fn configured_ranges(conf_dir: &Path, name: &str) -> Option<Vec<RangeSet>> {
     net.insert("cniVersion".into(), list.cni_version.clone().into());
     net.insert("name".into(), name.into());
     net.insert("ipam".into(), ipam);
-    config::load(&Value::Object(net), "").ok().map(|c| c.ranges)
+    config::load(&Value::Object(net), "").ok()
 }

@@ -168,3 +168,37 @@ fn the_example_alert_uses_exported_metrics() {
         assert!(rules.contains(name), "{name}");
     }
 }
+
+#[test]
+#[ignore = "needs the e2e venv with prometheus_client: run scripts/test.sh"]
+fn markers_count_once_per_address_and_the_start_time_moves_only_on_a_reset() {
+    let dd = TempDir::new("metrics-markers");
+    write_conflist(&dd);
+    assert!(add(&dd, "web", "w1"));
+    let store = dd.path().join("data/edge");
+    // Two OpenYurt markers for one address (an old and a re-created pod of the same name).
+    std::fs::write(store.join("10.70.0.6_ns_a"), "").unwrap();
+    std::fs::write(store.join("10.70.0.6_ns_b"), "").unwrap();
+    std::fs::remove_file(store.join(".hostlocal/index")).unwrap();
+    let first = parse(&metrics(&dd));
+    let v4 = |state| [("network", "edge"), ("range_set", "0"), ("state", state)];
+    assert_eq!(value(&first, "host_local_addresses", &v4("held")), 1.0);
+    assert_eq!(value(&first, "host_local_addresses", &v4("free")), 3.0);
+    // No event in between: the same start time, a second later.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = parse(&metrics(&dd));
+    let start = |m: &Value| value(m, "host_local_counters_start_time_seconds", &[("network", "edge")]);
+    assert_eq!(start(&second), start(&first));
+    // Debris `host-local leases` removes is counted.
+    std::fs::write(store.join("10.70.0.5"), "").unwrap();
+    std::fs::remove_file(store.join(".hostlocal/index")).unwrap();
+    let out = Command::new(ours())
+        .args(["leases", "--data-dir"])
+        .arg(dd.path().join("data"))
+        .env_remove("CNI_COMMAND")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!store.join("10.70.0.5").exists());
+    assert_eq!(value(&parse(&metrics(&dd)), "host_local_debris_cleaned_total", &[("network", "edge")]), 1.0);
+}

@@ -171,19 +171,87 @@ fn hold_expiry_counts_node_time_whatever_the_wall_clock_says() {
     assert_eq!(leases(&net(&dd)), ["10.3.0.3"], "the hold expired");
 }
 
-/// The plugin run as if the node had booted `uptime_s` seconds ago (a time namespace moves
-/// CLOCK_BOOTTIME back), for a reboot whose uptime starts again from zero.
-fn freshly_booted(dir: &Path, uptime_s: u64) -> PathBuf {
-    let now_s = std::fs::read_to_string("/proc/uptime").unwrap().split('.').next().unwrap().parse::<u64>().unwrap();
-    let wrapper = dir.join("freshly-booted");
+/// The plugin run as if the node had been up for `uptime_s` seconds (a time namespace moves
+/// CLOCK_BOOTTIME): a reboot whose uptime starts again from zero, or a node up for days.
+fn up_for(dir: &Path, uptime_s: u64) -> PathBuf {
+    let now_s = std::fs::read_to_string("/proc/uptime").unwrap().split('.').next().unwrap().parse::<i64>().unwrap();
+    let wrapper = dir.join(format!("up-for-{uptime_s}"));
     let script = format!(
-        "#!/bin/sh\nexec unshare --time --fork --boottime -{} {} \"$@\"\n",
-        now_s.saturating_sub(uptime_s),
+        "#!/bin/sh\nexec unshare --time --fork --boottime {} {} \"$@\"\n",
+        uptime_s as i64 - now_s,
         ours().display()
     );
     std::fs::write(&wrapper, script).unwrap();
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     wrapper
+}
+
+/// A day and a bit: longer than the holds below last.
+const LONG_UPTIME: u64 = 100_000;
+
+#[test]
+#[ignore = "needs root for time namespaces: run scripts/test.sh"]
+fn a_clock_lost_during_a_long_boot_does_not_age_holds() {
+    let dd = TempDir::new("se-clock-lost");
+    let c = net_conf("1.0.0", &dd, r#""subnet":"10.6.0.0/28""#);
+    let long = up_for(dd.path(), LONG_UPTIME);
+    ips(run(&long, &call("ADD", "web", "w1", &c, "b")));
+    ok(run(&long, &call("DEL", "web", "w1", &c, "b")));
+    std::fs::remove_file(net(&dd).join(".hostlocal/clock")).unwrap();
+    // A one-hour gc a second later: the hold is a second old, not a day.
+    let gc = std::process::Command::new(&long)
+        .args(["gc", "--network", "net", "--older-than", "1h", "--data-dir"])
+        .arg(dd.path())
+        .env("HOST_LOCAL_BOOT_ID", "b")
+        .env_remove("CNI_COMMAND")
+        .output()
+        .unwrap();
+    assert!(gc.status.success(), "{gc:?}");
+    assert_eq!(String::from_utf8_lossy(&gc.stdout), "", "nothing is released");
+    assert_eq!(leases(&net(&dd)), ["10.6.0.2"]);
+}
+
+#[test]
+#[ignore = "needs root for time namespaces: run scripts/test.sh"]
+fn holds_from_before_node_time_are_not_expired_by_the_upgrade() {
+    // A store written by the version before node time: a held lease whose record has no
+    // stamps, and no clock. The node has been up for a day when the new binary first runs.
+    let dd = TempDir::new("se-clock-upgrade");
+    let c = net_conf("1.0.0", &dd, r#""subnet":"10.6.0.0/28","stickyIPs":{"holdDuration":"1h"}"#);
+    std::fs::create_dir_all(net(&dd)).unwrap();
+    std::fs::write(net(&dd).join("10.6.0.2"), "old\r\neth0").unwrap();
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let since = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{wall}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    let record = format!(
+        r#"{{"bootId":"b0","containerId":"old","ifname":"eth0","name":"web","namespace":"ns","since":"{}","state":"held","uid":""}}"#,
+        String::from_utf8_lossy(&since.stdout).trim()
+    );
+    std::fs::write(net(&dd).join("10.6.0.2.pod"), record).unwrap();
+    let long = up_for(dd.path(), LONG_UPTIME);
+    assert_eq!(ips(run(&long, &call("ADD", "other", "o1", &c, "b1"))), ["10.6.0.3/28"]);
+    assert_eq!(leases(&net(&dd)), ["10.6.0.2", "10.6.0.3"], "the hold is kept");
+    assert_eq!(ips(run(&long, &call("ADD", "web", "w2", &c, "b1"))), ["10.6.0.2/28"]);
+}
+
+#[test]
+fn a_planted_stamp_no_boot_could_reach_does_not_expire_holds() {
+    let dd = TempDir::new("se-clock-planted");
+    let c = net_conf("1.0.0", &dd, r#""subnet":"10.6.0.0/28","stickyIPs":{"holdDuration":"72h"}"#);
+    assert_eq!(ips(exec(call("ADD", "web", "w1", &c, "b1"))), ["10.6.0.2/28"]);
+    ok(exec(call("DEL", "web", "w1", &c, "b1")));
+    assert_eq!(ips(exec(call("ADD", "db", "d1", &c, "b1"))), ["10.6.0.3/28"]);
+    // db's record says it was added 146,000 years of node time from now.
+    let mut r = record(&net(&dd), "10.6.0.3");
+    (r["addedAt"], r["changedAt"]) = ((1u64 << 62).into(), (1u64 << 62).into());
+    let tmp = net(&dd).join("planted");
+    std::fs::write(&tmp, serde_json::to_vec(&r).unwrap()).unwrap();
+    std::fs::rename(&tmp, net(&dd).join("10.6.0.3.pod")).unwrap();
+    // After a reboot, a new pod: web's hold has not been held for 72 hours.
+    assert_eq!(ips(exec(call("ADD", "other", "o1", &c, "b2"))), ["10.6.0.4/28"]);
+    assert_eq!(ips(exec(call("ADD", "web", "w2", &c, "b2"))), ["10.6.0.2/28"]);
 }
 
 #[test]
@@ -196,7 +264,7 @@ fn node_time_moves_forward_across_a_reboot_that_restarts_the_uptime() {
     ok(exec(call("DEL", "web", "w1", &c, "b1")));
     let held_at = record(&net(&dd), "10.4.0.2")["changedAt"].as_u64().unwrap();
     // Boot b2, 5 s after power-on: node time goes on from where b1 left off.
-    let b2 = freshly_booted(dd.path(), 5);
+    let b2 = up_for(dd.path(), 5);
     let other = run(&b2, &call("ADD", "other", "o1", &c, "b2"));
     assert_eq!(ips(other), ["10.4.0.3/28"]);
     let added_at = record(&net(&dd), "10.4.0.3")["addedAt"].as_u64().unwrap();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use libcni::ip::IpNet;
 
 use super::*;
-use crate::clock::NodeClock;
+use crate::clock::{NodeClock, Saved};
 use crate::config::Sticky;
 use crate::range::{canonicalize_set, RangeSpec};
 use crate::store::{matching, Lease, Marker, Query};
@@ -89,7 +89,9 @@ impl Store for MemoryStore {
         Ok(())
     }
     fn clock(&mut self) -> Result<NodeClock> {
-        Ok(NodeClock::start_boot(Vec::new(), &self.boot, NOW - 1, 0))
+        // A clock that has counted since node time 1.
+        let saved = Saved { origin: 1, boots: vec![(self.boot.clone(), 1)] };
+        Ok(NodeClock::running(saved, &self.boot, NOW - 1).expect("the running boot"))
     }
     fn owned_by(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
         Ok(matching(self.leases.values(), owner))

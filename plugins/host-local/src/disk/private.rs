@@ -87,17 +87,17 @@ impl DiskStore {
         }
     }
 
-    /// The boots `.hostlocal/clock` lists (none if it is missing or not whole).
-    pub(super) fn read_clock_file(&self) -> Vec<(String, u64)> {
+    /// What `.hostlocal/clock` keeps (`None` if it is missing or not whole).
+    pub(super) fn read_clock_file(&self) -> Option<Saved> {
         match self.private.as_ref().map(|p| read_entry(p, CLOCK_FILE, MAX_CLOCK_SIZE)) {
             Some(Content::Regular(bytes)) => NodeClock::parse(&bytes),
-            _ => Vec::new(),
+            _ => None,
         }
     }
 
     pub(super) fn write_clock_file(&mut self, clock: &NodeClock) {
-        // Like the index, rewritten in place and never synced: a torn or lost file only
-        // starts the running boot again after the store's newest stamp.
+        // Like the index, rewritten in place and never synced: a torn or lost file is started
+        // again from the records' stamps (see `NodeClock::start_boot`).
         let text = clock.render();
         let written = self.private_dir().and_then(|private| private.open_write(CLOCK_FILE, 0o600)).and_then(|mut f| {
             f.write_all(text.as_bytes())?;
@@ -113,14 +113,21 @@ impl DiskStore {
         self.counted.add(counter, range_set, 1);
     }
 
-    /// The store's counters, with this call's events; a store that has none (or whose file
-    /// is not whole) starts counting now.
-    pub fn counters(&self) -> Counters {
+    /// The store's counters, with this call's events. A store that has none (or whose file is
+    /// not whole) starts counting now, and its new file is written when the call commits:
+    /// the start time changes only when the counters really start again.
+    pub fn counters(&mut self) -> Counters {
         let saved = match self.private.as_ref().map(|p| read_entry(p, COUNTERS_FILE, MAX_COUNTERS_SIZE)) {
             Some(Content::Regular(bytes)) => Counters::parse(&bytes),
             _ => None,
         };
-        let mut counters = saved.unwrap_or_else(|| Counters { created: unix_now(), ..Default::default() });
+        let mut counters = saved.unwrap_or_else(|| {
+            // `counted.created` set: a new counters file is due.
+            if self.counted.created == 0 {
+                self.counted.created = unix_now().max(1);
+            }
+            Counters { created: self.counted.created, ..Default::default() }
+        });
         for ((counter, set), by) in &self.counted.values {
             counters.add(*counter, *set, *by);
         }
@@ -131,13 +138,15 @@ impl DiskStore {
     /// a power cut keeps either the old or the new counts.
     pub(super) fn save_counters(&mut self) -> io::Result<()> {
         let counters = self.counters();
-        self.counted = Counters::default();
         let temp = self.temp_name();
         let private = self.private_dir()?;
         let mut file = private.create_new(&temp, 0o600)?;
         let staged = file.write_all(counters.render().as_bytes()).and_then(|_| file.sync_all());
         match staged.and_then(|_| private.rename_from(private, &temp, COUNTERS_FILE)) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.counted = Counters::default();
+                Ok(())
+            }
             Err(e) => {
                 let _ = private.remove(&temp);
                 Err(e)

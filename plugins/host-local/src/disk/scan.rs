@@ -71,9 +71,7 @@ impl DiskStore {
                 // Not a file we wrote: leave it alone, and never read it.
                 Content::Opaque | Content::Gone => continue,
             };
-            if record.is_none() {
-                self.counted.add(Counter::DebrisCleaned, None, 1); // a torn or garbage record
-            }
+            let garbage = record.is_none();
             match (leases.get_mut(&go_ip_string(ip)), record) {
                 (Some(e), Some((record, _))) if !e.lease.opaque && record.owner.content() == e.lease.content => {
                     e.lease.pod = Some(record)
@@ -86,7 +84,13 @@ impl DiskStore {
                 }
                 // The lease is gone or was replaced by another tool, or the record is
                 // garbage: it no longer applies.
-                _ => self.changed |= self.dir.remove(&name).unwrap_or(false),
+                _ => {
+                    let removed = self.dir.remove(&name).unwrap_or(false);
+                    if removed && garbage {
+                        self.counted.add(Counter::DebrisCleaned, None, 1); // a torn or garbage record
+                    }
+                    self.changed |= removed;
+                }
             }
         }
         markers.sort_by_key(|m| (m.since, m.file_name()));

@@ -3,13 +3,48 @@
 
 use super::*;
 
-/// What `rollback` must undo.
+/// What `rollback` must undo. A step is undone only while the lease file is still the one
+/// this call left (`Placed`): after a failed sync the lock was let go, and another call may
+/// have taken the address since. Theirs is never touched.
 pub(super) enum Undo {
-    Created { ip: IpAddr, ino: u64 },
-    Replaced { ip: IpAddr, content: String, pod: Option<PodRecord> },
-    Relabelled { ip: IpAddr, pod: Option<PodRecord> },
-    Released { ip: IpAddr, content: String, pod: Option<PodRecord> },
+    Created {
+        ip: IpAddr,
+        ino: u64,
+    },
+    /// A take-over: the lease and record it replaced; `placed` is `None` while only the
+    /// record has been written.
+    Replaced {
+        ip: IpAddr,
+        content: String,
+        pod: Option<PodRecord>,
+        placed: Option<Placed>,
+    },
+    Relabelled {
+        ip: IpAddr,
+        pod: Option<PodRecord>,
+        lease: Placed,
+    },
+    Released {
+        ip: IpAddr,
+        content: String,
+        pod: Option<PodRecord>,
+    },
     MarkerRemoved(Marker),
+}
+
+/// A lease file as this call left it: its inode (0: unknown) and content.
+pub(super) struct Placed {
+    pub(super) ino: u64,
+    pub(super) content: String,
+}
+
+impl DiskStore {
+    /// Whether the lease file of `ip` is still `placed`.
+    fn still(&self, ip: IpAddr, placed: &Placed) -> bool {
+        let name = go_ip_string(ip);
+        self.dir.stat(&name).is_ok_and(|m| placed.ino == 0 || m.ino == placed.ino)
+            && matches!(read_lease(&self.dir, &name, None), LeaseFile::Lease(Some(c)) if c == placed.content)
+    }
 }
 
 impl DiskStore {
@@ -59,35 +94,60 @@ impl DiskStore {
         Ok(())
     }
 
-    /// Undo every change of this call, newest first.
+    /// Undo every change of this call, newest first; a step that fails does not stop the
+    /// others.
     pub(super) fn undo_changes(&mut self) -> Result<()> {
         // What is undone need not reach the disk.
         self.placed.clear();
+        let mut failed = Vec::new();
         while let Some(step) = self.undo.pop() {
-            match step {
-                Undo::Created { ip, ino } => {
-                    // Only our own file: after a failed sync the lock was let go meanwhile.
-                    if self.dir.stat(&go_ip_string(ip)).is_ok_and(|m| m.ino == ino) {
-                        self.remove_lease(ip)?;
-                    }
-                }
-                Undo::Replaced { ip, content, pod } => {
-                    self.write_lease(ip, &content)?;
-                    self.write_record(ip, pod.as_ref(), None)?;
-                    let mut entry = self.entry(ip)?;
-                    entry.lease.pod = pod;
-                    self.view.set(entry);
-                }
-                Undo::Relabelled { ip, pod } => {
-                    if let Ok(mut entry) = self.entry(ip) {
-                        self.write_record(ip, pod.as_ref(), None)?;
-                        entry.lease.pod = pod;
-                        self.view.set(entry);
-                    }
-                }
-                Undo::Released { ip, content, pod } => self.restore_lease(ip, content, pod)?,
-                Undo::MarkerRemoved(marker) => self.restore_marker(marker)?,
+            if let Err(e) = self.undo_step(step) {
+                failed.push(e.msg);
             }
+        }
+        match failed.is_empty() {
+            true => Ok(()),
+            false => Err(Error::io(failed.join("; "))),
+        }
+    }
+
+    fn undo_step(&mut self, step: Undo) -> Result<()> {
+        match step {
+            Undo::Created { ip, ino } => {
+                // Only our own file: after a failed sync the lock was let go meanwhile.
+                if self.dir.stat(&go_ip_string(ip)).is_ok_and(|m| m.ino == ino) {
+                    self.remove_lease(ip)?;
+                }
+            }
+            Undo::Replaced { ip, content, pod, placed } => {
+                let before = Placed { ino: 0, content: content.clone() };
+                let ours = match &placed {
+                    Some(placed) => self.still(ip, placed),
+                    // Only the record was written: the lease is still the one replaced.
+                    None => self.still(ip, &before),
+                };
+                if !ours {
+                    return Ok(());
+                }
+                if placed.is_some() {
+                    self.write_lease(ip, &content)?;
+                }
+                self.write_record(ip, pod.as_ref(), None)?;
+                let mut entry = self.entry(ip)?;
+                entry.lease.pod = pod;
+                self.view.set(entry);
+            }
+            Undo::Relabelled { ip, pod, lease } => {
+                if !self.still(ip, &lease) {
+                    return Ok(());
+                }
+                let mut entry = self.entry(ip)?;
+                self.write_record(ip, pod.as_ref(), None)?;
+                entry.lease.pod = pod;
+                self.view.set(entry);
+            }
+            Undo::Released { ip, content, pod } => self.restore_lease(ip, content, pod)?,
+            Undo::MarkerRemoved(marker) => self.restore_marker(marker)?,
         }
         Ok(())
     }
