@@ -18,30 +18,6 @@ pub fn encode(data: &[u8]) -> String {
     out
 }
 
-pub fn decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for (index, quad) in bytes.chunks(4).enumerate() {
-        let last = index == bytes.len() / 4 - 1;
-        let padding = quad.iter().rev().take_while(|&&c| c == b'=').count();
-        if padding > 2 || (padding > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &quad[..4 - padding] {
-            let v = ALPHABET.iter().position(|&a| a == c)? as u32;
-            n = (n << 6) | v;
-        }
-        n <<= 6 * padding as u32;
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&decoded[..3 - padding]);
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,18 +33,13 @@ mod tests {
             ("{\"a\":1}", "eyJhIjoxfQ=="),
         ] {
             assert_eq!(encode(plain.as_bytes()), coded);
-            assert_eq!(decode(coded).unwrap(), plain.as_bytes());
-        }
-        for bad in ["Zg=", "Z===", "Zg==Zg==", "Z!==", "Zm9v\n"] {
-            assert_eq!(decode(bad), None, "{bad}");
         }
     }
 
     #[test]
-    fn round_trips_all_byte_values() {
-        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
-        for len in 0..20 {
-            assert_eq!(decode(&encode(&data[..len * 37 % 1000])).unwrap(), &data[..len * 37 % 1000]);
-        }
+    fn every_byte_value_encodes_as_go_does() {
+        // Go: base64.StdEncoding.EncodeToString(bytes 0..=255).
+        let all: Vec<u8> = (0..=255u8).collect();
+        assert_eq!(encode(&all), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+P0BBQkNERUZHSElKS0xNTk9QUVJTVFVWV1hZWltcXV5fYGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6e3x9fn+AgYKDhIWGh4iJiouMjY6PkJGSk5SVlpeYmZqbnJ2en6ChoqOkpaanqKmqq6ytrq+wsbKztLW2t7i5uru8vb6/wMHCw8TFxsfIycrLzM3Oz9DR0tPU1dbX2Nna29zd3t/g4eLj5OXm5+jp6uvs7e7v8PHy8/T19vf4+fr7/P3+/w==");
     }
 }

@@ -45,7 +45,6 @@ pub fn find_in_path(name: &str, paths: &[PathBuf]) -> Result<PathBuf> {
 
 /// How many times a "text file busy" exec is retried: an installer may be writing the binary.
 const TEXT_FILE_BUSY_RETRIES: u32 = 5;
-const ETXTBSY: i32 = 26;
 
 /// Run a plugin with exactly `env`, feeding `stdin`; stderr is forwarded to ours.
 /// On failure the plugin's error JSON is returned with its own code.
@@ -61,7 +60,7 @@ pub fn exec_plugin(plugin: &Path, stdin: &[u8], env: &[(OsString, OsString)]) ->
             .spawn();
         match spawned {
             Ok(child) => break child,
-            Err(e) if e.raw_os_error() == Some(ETXTBSY) && attempt < TEXT_FILE_BUSY_RETRIES => {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempt < TEXT_FILE_BUSY_RETRIES => {
                 attempt += 1;
                 std::thread::sleep(Duration::from_millis(100 << attempt));
             }

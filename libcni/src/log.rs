@@ -10,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::time::{rfc3339, unix_now};
+use crate::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -67,6 +68,28 @@ impl Log {
         if let Ok(mut f) = file {
             let _ = f.write_all(self.line(level, msg, fields).as_bytes());
         }
+    }
+
+    /// Log how a verb ended (`ok` with what `describe` says, or the CNI error) and hand the
+    /// outcome back: each verb logs in one expression.
+    pub fn outcome<T>(
+        &self,
+        outcome: Result<T>,
+        describe: impl FnOnce(&T) -> Vec<(&'static str, String)>,
+    ) -> Result<T> {
+        match &outcome {
+            Ok(value) => self.info("ok", &describe(value)),
+            Err(e) => self.error("failed", &[("code", e.code.0.to_string()), ("error", e.to_string())]),
+        }
+        outcome
+    }
+
+    /// Log only a failure (STATUS is polled constantly: success is not news).
+    pub fn failure<T>(&self, outcome: Result<T>) -> Result<T> {
+        if let Err(e) = &outcome {
+            self.error("failed", &[("code", e.code.0.to_string()), ("error", e.to_string())]);
+        }
+        outcome
     }
 
     pub fn info(&self, msg: &str, fields: &[(&str, String)]) {

@@ -115,43 +115,28 @@ fn op_log(args: &CmdArgs) -> Log {
         .with("delegate", delegate.unwrap_or_default())
 }
 
-/// Log a verb's outcome and hand it back.
-fn logged<T>(
-    args: &CmdArgs,
-    outcome: Result<T>,
-    describe: impl FnOnce(&T) -> Vec<(&'static str, String)>,
-) -> Result<T> {
-    let log = op_log(args);
-    match &outcome {
-        Ok(v) if args.command != Command::Status => log.info("ok", &describe(v)),
-        Ok(_) => {}
-        Err(e) => log.error("failed", &[("code", e.code.0.to_string()), ("error", e.to_string())]),
-    }
-    outcome
-}
-
 impl Plugin for DelegatedIpam {
     fn add(&self, args: &CmdArgs) -> Result<AnyResult> {
-        logged(args, add(args), |r| {
+        op_log(args).outcome(add(args), |r| {
             let ips: Vec<String> = r.to_v100().ips.iter().map(|c| c.address.to_string()).collect();
             vec![("ips", ips.join(","))]
         })
     }
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
-        logged(args, forward(args, Command::Del), |_| Vec::new())
+        op_log(args).outcome(forward(args, Command::Del), |_| Vec::new())
     }
 
     fn check(&self, args: &CmdArgs) -> Result<()> {
-        logged(args, forward(args, Command::Check), |_| Vec::new())
+        op_log(args).outcome(forward(args, Command::Check), |_| Vec::new())
     }
 
     fn gc(&self, args: &CmdArgs) -> Result<()> {
-        logged(args, forward(args, Command::Gc), |_| Vec::new())
+        op_log(args).outcome(forward(args, Command::Gc), |_| Vec::new())
     }
 
     fn status(&self, args: &CmdArgs) -> Result<()> {
-        logged(args, forward(args, Command::Status), |_| Vec::new())
+        op_log(args).failure(forward(args, Command::Status))
     }
 }
 

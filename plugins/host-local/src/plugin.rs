@@ -279,20 +279,11 @@ fn addresses<'a>(ips: impl Iterator<Item = &'a IpAddr>) -> String {
     ips.map(|ip| go_ip_string(*ip)).collect::<Vec<_>>().join(",")
 }
 
-/// Log the outcome of a verb and hand it back.
-fn logged<T>(log: &Log, outcome: Result<T>, success: impl FnOnce(&T) -> Vec<(&'static str, String)>) -> Result<T> {
-    match &outcome {
-        Ok(value) => log.info("ok", &success(value)),
-        Err(e) => log.error("failed", &[("code", e.code.0.to_string()), ("error", e.to_string())]),
-    }
-    outcome
-}
-
 impl Plugin for HostLocal {
     fn add(&self, args: &CmdArgs) -> Result<AnyResult> {
         let conf = load(args)?;
         let log = op_log(&conf, args);
-        let outcome = logged(&log, add(&conf, args), |(_, allocations)| {
+        let outcome = log.outcome(add(&conf, args), |(_, allocations)| {
             for a in allocations {
                 if let Some(pod) = &a.overrode_hold_of {
                     let fields = [("ip", go_ip_string(a.ip)), ("heldFor", pod.clone())];
@@ -311,7 +302,7 @@ impl Plugin for HostLocal {
     fn del(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
         let log = op_log(&conf, args);
-        logged(&log, del(&conf, args, &log), |done| {
+        log.outcome(del(&conf, args, &log), |done| {
             let by = |what| addresses(done.iter().filter(|(_, w)| *w == what).map(|(ip, _)| ip));
             vec![("released", by("released")), ("held", by("held")), ("kept", by("kept"))]
         })
@@ -320,19 +311,18 @@ impl Plugin for HostLocal {
 
     fn check(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
-        logged(&op_log(&conf, args), check(&conf, args), |_| Vec::new())
+        op_log(&conf, args).outcome(check(&conf, args), |_| Vec::new())
     }
 
     fn gc(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
-        logged(&op_log(&conf, args), gc(&conf, args), |done| vec![("collected", addresses(done.iter()))]).map(|_| ())
+        op_log(&conf, args).outcome(gc(&conf, args), |done| vec![("collected", addresses(done.iter()))]).map(|_| ())
     }
 
     fn status(&self, args: &CmdArgs) -> Result<()> {
         let conf = load(args)?;
         // STATUS is polled constantly: only failures are worth a line.
-        store_usable(&conf.store_dir())
-            .inspect_err(|e| op_log(&conf, args).error("failed", &[("error", e.to_string())]))
+        op_log(&conf, args).failure(store_usable(&conf.store_dir()))
     }
 }
 
