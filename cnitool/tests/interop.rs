@@ -35,13 +35,14 @@ impl Drop for Netns {
 /// A scratch directory holding the conflist, the cache and the host-local store.
 struct Scene {
     root: PathBuf,
+    _scratch: tempfile::TempDir,
     bridge: String,
 }
 
 impl Scene {
     fn new(tag: &str, third_octet: u8) -> Scene {
-        let root = std::env::temp_dir().join(format!("cni-interop-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let scratch = tempfile::Builder::new().prefix(&format!("cni-interop-{tag}-")).tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         std::fs::create_dir_all(root.join("net.d")).unwrap();
         let bridge = format!("iop{}{tag}", std::process::id() % 100000);
         let conflist = format!(
@@ -52,7 +53,7 @@ impl Scene {
             data = root.join("ipam").display()
         );
         std::fs::write(root.join("net.d/10-iop.conflist"), conflist).unwrap();
-        Scene { root, bridge }
+        Scene { root, bridge, _scratch: scratch }
     }
 
     fn run(&self, tool: &Path, verb: &str, net: &str, netns: &Netns) -> Output {
@@ -99,7 +100,6 @@ impl Scene {
 impl Drop for Scene {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Scene(PathBuf);
+struct Scene(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl Scene {
     fn new(tag: &str, version: &str) -> Scene {
-        let root = std::env::temp_dir().join(format!("cnitool-rt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let scratch = tempfile::Builder::new().prefix(&format!("cnitool-rt-{tag}-")).tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         for d in ["bin", "net.d", "cache", "data"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
@@ -21,7 +21,7 @@ impl Scene {
             root.join("data").display()
         );
         std::fs::write(root.join("net.d/10-rt.conflist"), conflist).unwrap();
-        Scene(root)
+        Scene(root, scratch)
     }
 
     fn cnitool(&self, args: &[&str]) -> Output {
@@ -48,12 +48,6 @@ impl Scene {
 
     fn cached(&self) -> usize {
         std::fs::read_dir(self.0.join("cache/results")).map_or(0, |d| d.count())
-    }
-}
-
-impl Drop for Scene {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

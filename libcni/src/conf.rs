@@ -292,9 +292,8 @@ mod tests {
 
     #[test]
     fn loads_lists_and_wraps_single_confs() {
-        let dir = std::env::temp_dir().join(format!("libcni-conf-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new().prefix("libcni-conf-").tempdir().unwrap();
+        let dir = scratch.path().to_path_buf();
         assert!(load_conf_list(&dir, "a").unwrap_err().msg.starts_with("no net configurations found in"));
         std::fs::write(dir.join("10-a.conflist"), r#"{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"x"}]}"#)
             .unwrap();

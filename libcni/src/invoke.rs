@@ -144,16 +144,14 @@ mod tests {
         path
     }
 
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("libcni-invoke-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    fn temp_dir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("libcni-invoke-{tag}-")).tempdir().unwrap()
     }
 
     #[test]
     fn find_refuses_names_that_escape_cni_path() {
-        let dir = temp_dir("find");
+        let scratch = temp_dir("find");
+        let dir = scratch.path().to_path_buf();
         script(&dir, "ok", "exit 0");
         std::fs::create_dir(dir.join("subdir")).unwrap();
         let paths = vec![PathBuf::from("/nonexistent"), dir.clone()];
@@ -171,7 +169,8 @@ mod tests {
 
     #[test]
     fn exec_passes_env_and_stdin_and_parses_errors() {
-        let dir = temp_dir("exec");
+        let scratch = temp_dir("exec");
+        let dir = scratch.path().to_path_buf();
         let echo = script(&dir, "echo", r#"echo "$CNI_COMMAND" >&2; cat"#);
         let env = vec![(OsString::from("CNI_COMMAND"), OsString::from("ADD"))];
         assert_eq!(exec_plugin(&echo, b"{\"x\":1}", &env).unwrap(), b"{\"x\":1}");

@@ -130,8 +130,8 @@ mod tests {
 
     #[test]
     fn appends_to_the_file_and_never_fails() {
-        let path = std::env::temp_dir().join(format!("libcni-log-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let scratch = tempfile::Builder::new().prefix("libcni-log-").tempdir().unwrap();
+        let path = scratch.path().join("log");
         let log = Log::new(Some(path.clone())).with("cmd", "DEL");
         log.info("released", &[]);
         log.error("failed", &[("error", "disk full".into())]);

@@ -381,8 +381,8 @@ mod tests {
 
     #[test]
     fn cache_entry_layout_matches_libcni() {
-        let dir = std::env::temp_dir().join(format!("libcni-cache-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let scratch = tempfile::Builder::new().prefix("libcni-cache-").tempdir().unwrap();
+        let dir = scratch.path().join("cache");
         let cni = CniConfig::new(vec![], &dir);
         let rt = RuntimeConf {
             container_id: "c1".into(),

@@ -15,12 +15,13 @@ const UPSTREAM_HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 /// A CNI_PATH dir, a config dir and a data dir, removed on drop.
 struct Scene {
     root: PathBuf,
+    _scratch: tempfile::TempDir,
 }
 
 impl Scene {
     fn new(tag: &str, host_local: &Path) -> Scene {
-        let root = std::env::temp_dir().join(format!("dipam-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let scratch = tempfile::Builder::new().prefix(&format!("dipam-{tag}-")).tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
         for d in ["bin", "net.d", "data", "cache", "outside"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
@@ -30,7 +31,7 @@ impl Scene {
         std::os::unix::fs::symlink(emulator, bin.join("cilium-cni")).unwrap();
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_delegated-ipam"), bin.join("delegated-ipam")).unwrap();
         std::os::unix::fs::symlink(host_local, bin.join("host-local")).unwrap();
-        Scene { root }
+        Scene { root, _scratch: scratch }
     }
 
     fn ours_host_local() -> PathBuf {
@@ -102,12 +103,6 @@ impl Scene {
         format!(
             r#"{{"cniVersion":"{version}","name":"cilium","type":"cilium-cni","ipam":{{"type":"delegated-ipam","delegate":{delegate}}}}}"#
         )
-    }
-}
-
-impl Drop for Scene {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 

@@ -189,10 +189,10 @@ fn random_scenarios_match_upstream() {
             let reference = upstream_run(0);
             let alternate_is_ours = rng.chance(50);
             let runs: [(&str, PathBuf, bool, Outcome); 2] = [
-                ("ours", dirs[1].0.clone(), true, run(&ours_bin, &call(1))),
+                ("ours", dirs[1].path().to_path_buf(), true, run(&ours_bin, &call(1))),
                 (
                     "alternating",
-                    dirs[2].0.clone(),
+                    dirs[2].path().to_path_buf(),
                     alternate_is_ours,
                     if alternate_is_ours { run(&ours_bin, &call(2)) } else { upstream_run(2) },
                 ),
@@ -207,7 +207,7 @@ fn random_scenarios_match_upstream() {
                 if let Err(diff) = same_outcome(&reference, got, *by_ours, repeat_add) {
                     panic!("{name} differs from upstream at {}\n{diff}", context());
                 }
-                let (want, have) = (upstream_view(&dirs[0].0.join("net")), upstream_view(&dir.join("net")));
+                let (want, have) = (upstream_view(&dirs[0].path().join("net")), upstream_view(&dir.join("net")));
                 assert_eq!(have, want, "{name}: files differ from upstream at {}", context());
             }
             match op.command.as_str() {

@@ -4,19 +4,13 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use super::*;
 use crate::store::LeaseState;
 
-struct TempDir(PathBuf);
+/// `net/` (not yet created) in a scratch directory removed on drop.
+struct TempDir(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("hl-disk-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        TempDir(dir.join("net"))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(self.0.parent().unwrap());
+        let root = tempfile::Builder::new().prefix(&format!("hl-disk-{tag}-")).tempdir().unwrap();
+        TempDir(root.path().join("net"), root)
     }
 }
 

@@ -131,23 +131,20 @@ pub fn run(binary: &Path, call: &Call) -> Outcome {
     }
 }
 
-/// A scratch directory removed on drop.
-pub struct TempDir(pub PathBuf);
+/// A scratch directory (unique, named after the test), removed on drop.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("hl-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        TempDir(tempfile::Builder::new().prefix(&format!("hl-test-{tag}-")).tempdir().unwrap())
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     pub fn display(&self) -> String {
-        self.0.display().to_string()
+        self.path().display().to_string()
     }
 }
 
@@ -158,12 +155,6 @@ pub fn net_conf(version: &str, dd: &TempDir, ipam_fields: &str) -> String {
         r#"{{"cniVersion":"{version}","name":"net","ipam":{{"type":"host-local","dataDir":"{}",{ipam_fields}}}}}"#,
         dd.display()
     )
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The files upstream host-local knows in a network directory: name -> content.
