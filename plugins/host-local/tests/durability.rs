@@ -87,12 +87,14 @@ fn done_before(calls: &[String], syscall: &str, path: &str, at: usize) -> bool {
 /// Whether `path`'s data was written out (`sync_file_range` waiting for the writes)
 /// before line `at`.
 fn written_out_before(calls: &[String], path: &str, at: usize) -> bool {
-    calls[..at].iter().any(|c| {
+    let waited = calls[..at].iter().any(|c| {
         let c = call_of(c);
         c.starts_with("sync_file_range(")
             && c.contains(&format!("<{path}>"))
             && c.contains("SYNC_FILE_RANGE_WAIT_AFTER")
-    })
+    });
+    // A completed fsync has written the data out too.
+    waited || done_before(calls, "fsync", path, at)
 }
 
 /// What a `linkat`/`renameat`/`renameat2` put in place: (source, target) as paths. The

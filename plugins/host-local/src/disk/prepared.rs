@@ -168,9 +168,8 @@ impl DiskStore {
 
     /// Give a prepared file the temp name `temp` (if it has none yet), ready to be renamed.
     pub(super) fn stage_prepared(&self, p: Prepared, temp: &str) -> io::Result<(bool, String, File, u64)> {
-        if !p.written_out {
-            sys::write_out(&p.file)?;
-        }
+        // No write-out of its own: `replace_file` fsyncs it, data and all, before the rename
+        // gives it its real name (a crash before leaves only a temp file, swept later).
         match p.temp_name {
             Some(name) => Ok((self.private.is_some(), name, p.file, p.ino)),
             None => {
@@ -183,13 +182,12 @@ impl DiskStore {
         }
     }
 
-    /// A new temp file holding `data`, its data on the device: in `.hostlocal/`, or in the
-    /// store itself where that cannot take it (read-only, full, broken).
+    /// A new temp file holding `data` (synced by `replace_file` before its rename): in
+    /// `.hostlocal/`, or in the store itself where that cannot take it (read-only, full, broken).
     pub(super) fn stage_new(&self, temp: &str, data: &str) -> io::Result<(bool, String, File, u64)> {
         let create = |dir: &Dir| {
             let mut file = dir.create_new(temp, 0o600)?;
-            let written =
-                file.write_all(data.as_bytes()).and_then(|_| sys::write_out(&file)).and_then(|_| file.metadata());
+            let written = file.write_all(data.as_bytes()).and_then(|_| file.metadata());
             match written {
                 Ok(meta) => Ok((file, std::os::unix::fs::MetadataExt::ino(&meta))),
                 Err(e) => {
