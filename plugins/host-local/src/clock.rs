@@ -123,20 +123,13 @@ impl NodeClock {
         for (boot, base) in &self.saved.boots {
             text.push_str(&format!("{boot} {base}\n"));
         }
-        let sum = crate::index::fnv1a(text.as_bytes());
-        text + &format!("end {sum:016x}\n")
+        crate::index::seal(text)
     }
 
     /// What a clock file holds; `None` for anything that is not a whole file we wrote (a
     /// torn write, or garbage): the store then starts a new clock.
     pub fn parse(bytes: &[u8]) -> Option<Saved> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let body_end = text.strip_suffix('\n')?.rfind('\n')? + 1;
-        let sum = text[body_end..].strip_prefix("end ")?.strip_suffix('\n')?;
-        if sum != format!("{:016x}", crate::index::fnv1a(&bytes[..body_end])) {
-            return None;
-        }
-        let mut lines = text[..body_end].lines();
+        let mut lines = crate::index::unseal(bytes)?.lines();
         let origin = lines.next()?.strip_prefix(HEADER)?.strip_prefix(' ')?.parse().ok()?;
         let mut boots: Vec<(String, u64)> = Vec::new();
         for line in lines {

@@ -62,19 +62,12 @@ impl Counters {
             let set = set.map_or("-".to_string(), |s| s.to_string());
             text.push_str(&format!("{} {set} {value}\n", counter.name()));
         }
-        let sum = crate::index::fnv1a(text.as_bytes());
-        text + &format!("end {sum:016x}\n")
+        crate::index::seal(text)
     }
 
     /// The counters a file holds; `None` for anything that is not a whole file we wrote.
     pub fn parse(bytes: &[u8]) -> Option<Counters> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let body_end = text.strip_suffix('\n')?.rfind('\n')? + 1;
-        let sum = text[body_end..].strip_prefix("end ")?.strip_suffix('\n')?;
-        if sum != format!("{:016x}", crate::index::fnv1a(&bytes[..body_end])) {
-            return None;
-        }
-        let mut lines = text[..body_end].lines();
+        let mut lines = crate::index::unseal(bytes)?.lines();
         let created = lines.next()?.strip_prefix(HEADER)?.strip_prefix(' ')?.parse().ok()?;
         let mut counters = Counters { created, values: BTreeMap::new() };
         for line in lines {

@@ -293,8 +293,23 @@ impl View {
 const HEADER: &str = "host-local-index v3";
 const OPAQUE: &str = "%";
 
+/// `text` with a trailer line `end <FNV-1a 64 of text>`: the small files of `.hostlocal/`
+/// (clock, counters) are rewritten without a sync, and a torn one must never pass for whole.
+pub fn seal(text: String) -> String {
+    let sum = fnv1a(text.as_bytes());
+    text + &format!("end {sum:016x}\n")
+}
+
+/// The text [`seal`] sealed, if `bytes` are whole; `None` for a torn or altered file.
+pub fn unseal(bytes: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let body_end = text.strip_suffix('\n')?.rfind('\n')? + 1;
+    let sum = text[body_end..].strip_prefix("end ")?.strip_suffix('\n')?;
+    (sum == format!("{:016x}", fnv1a(&bytes[..body_end]))).then(|| &text[..body_end])
+}
+
 /// FNV-1a, 64 bits: enough to tell a torn write from a whole one.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
+fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
