@@ -46,14 +46,19 @@ fn record(dir: &Path, ip: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join(format!("{ip}.pod"))).unwrap()).unwrap()
 }
 
-/// Rewrite a pod record's wall-clock `since`, as a node whose clock was wrong wrote it. By
+/// Change a pod record as a node with a wrong clock (or a planted file) would have left it. By
 /// rename, so that the store sees the change (its index is keyed to the directory's mtime).
-fn set_wall_clock(dir: &Path, ip: &str, since: &str) {
+fn rewrite_record(dir: &Path, ip: &str, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut r = record(dir, ip);
-    r["since"] = since.into();
+    edit(&mut r);
     let tmp = dir.join(format!("planted-{ip}"));
     std::fs::write(&tmp, serde_json::to_vec(&r).unwrap()).unwrap();
     std::fs::rename(&tmp, dir.join(format!("{ip}.pod"))).unwrap();
+}
+
+/// A pod record's wall-clock `since`, as a node whose clock was wrong wrote it.
+fn set_wall_clock(dir: &Path, ip: &str, since: &str) {
+    rewrite_record(dir, ip, |r| r["since"] = since.into());
 }
 
 #[test]
@@ -244,11 +249,9 @@ fn a_planted_stamp_no_boot_could_reach_does_not_expire_holds() {
     ok(exec(call("DEL", "web", "w1", &c, "b1")));
     assert_eq!(ips(exec(call("ADD", "db", "d1", &c, "b1"))), ["10.6.0.3/28"]);
     // db's record says it was added 146,000 years of node time from now.
-    let mut r = record(&net(&dd), "10.6.0.3");
-    (r["addedAt"], r["changedAt"]) = ((1u64 << 62).into(), (1u64 << 62).into());
-    let tmp = net(&dd).join("planted");
-    std::fs::write(&tmp, serde_json::to_vec(&r).unwrap()).unwrap();
-    std::fs::rename(&tmp, net(&dd).join("10.6.0.3.pod")).unwrap();
+    rewrite_record(&net(&dd), "10.6.0.3", |r| {
+        (r["addedAt"], r["changedAt"]) = ((1u64 << 62).into(), (1u64 << 62).into());
+    });
     // After a reboot, a new pod: web's hold has not been held for 72 hours.
     assert_eq!(ips(exec(call("ADD", "other", "o1", &c, "b2"))), ["10.6.0.4/28"]);
     assert_eq!(ips(exec(call("ADD", "web", "w2", &c, "b2"))), ["10.6.0.2/28"]);
