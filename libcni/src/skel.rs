@@ -308,6 +308,30 @@ pub fn install_panic_hook() {
     }));
 }
 
+/// What std's start-up does that a plugin needs, for binaries that skip it
+/// (`#![no_main]`, their `main` called by libc). std's start-up also reads
+/// `/proc/self/maps` to place a stack guard and installs a stack-overflow handler: a
+/// tenth of a whole plugin call, on every call (docs/benchmarks.md).
+pub fn prepare_process() {
+    // fds 0-2 open: else the first file a call opens becomes its stdout, and the result
+    // would be written into a lease.
+    let mut std_fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
+    // SAFETY: poll gets a valid array of 3 pollfds; open and signal take constant arguments.
+    unsafe {
+        let polled = libc::poll(std_fds.as_mut_ptr(), 3, 0) >= 0;
+        for pfd in std_fds {
+            let closed = if polled { pfd.revents & libc::POLLNVAL != 0 } else { libc::fcntl(pfd.fd, libc::F_GETFD) == -1 };
+            // The lowest free descriptor: the closed one, as the lower ones are open by now.
+            if closed && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) == -1 {
+                libc::abort();
+            }
+        }
+        // Writes to a pipe the reader closed fail with EPIPE instead of killing the call
+        // (delegated-ipam writes its delegate's stdin).
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// The whole `main` of a plugin binary.
 pub fn main(plugin: &dyn Plugin, info: &PluginInfo) -> ! {
     install_panic_hook();

@@ -8,7 +8,6 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use libcni::ip::go_ip_string;
 use libcni::json;
@@ -130,8 +129,8 @@ fn parse_options(args: &[String]) -> std::result::Result<Options, String> {
     Ok(o)
 }
 
-/// Run an admin command; `args` excludes the program name.
-pub fn main(args: &[String]) -> ExitCode {
+/// Run an admin command; `args` excludes the program name. Returns the exit status.
+pub fn main(args: &[String]) -> i32 {
     let (command, rest) = match args.split_first() {
         Some((c, rest)) => (c.as_str(), rest),
         None => ("help", &[][..]),
@@ -143,22 +142,22 @@ pub fn main(args: &[String]) -> ExitCode {
         "metrics" => METRICS_HELP,
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
-            return ExitCode::SUCCESS;
+            return 0;
         }
         other => {
             eprint!("host-local: unknown command {other:?}\n\n{USAGE}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     let opts = match parse_options(rest) {
         Ok(o) if o.help => {
             print!("{help}");
-            return ExitCode::SUCCESS;
+            return 0;
         }
         Ok(o) => o,
         Err(e) => {
             eprint!("host-local {command}: {e}\n\n{help}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     let outcome = match command {
@@ -170,11 +169,11 @@ pub fn main(args: &[String]) -> ExitCode {
     match outcome {
         Ok(text) => {
             print!("{text}");
-            ExitCode::SUCCESS
+            0
         }
         Err(e) => {
             eprintln!("host-local {command}: {}", e.msg);
-            ExitCode::FAILURE
+            1
         }
     }
 }
