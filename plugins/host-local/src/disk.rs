@@ -15,7 +15,7 @@
 //!   `rename` (replacements). A name therefore never appears without its data, whatever
 //!   journal commit carries it.
 //! - What ADD reports is durable before it returns: after the lock is released, each file
-//!   it named is fsynced, in parallel, which makes the name durable with it. Files are
+//!   it named is fsynced, which makes the name durable with it. Files are
 //!   synced *after* they have their names: btrfs ignores an fsync of a nameless
 //!   (`O_TMPFILE`) inode. The directory is never fsynced: on btrfs that would log every new
 //!   name in it, also other calls' not yet synced ones, with no data (see `sync_placed`).
@@ -237,10 +237,7 @@ impl DiskStore {
             return Ok(true);
         };
         let json = record::to_json_replacing(record, replaces);
-        if let Some(p) = self.prepared_record.as_mut().filter(|p| p.content != json) {
-            // Rewritten rather than thrown away (see `replace_file`).
-            p.rewrite(json.clone()).map_err(|e| Error::io(format!("rewrite a new file: {e}")))?;
-        }
+        self.fit_prepared_record(&json)?;
         // A new record takes the prepared file; an existing one is replaced below.
         let exists = self.view.get_ip(ip).is_some_and(|e| e.lease.pod.is_some());
         if !exists {
@@ -270,13 +267,26 @@ impl DiskStore {
         }
     }
 
+    /// Give the prepared record `json` as its content, rather than throwing it away (see
+    /// `replace_files`).
+    fn fit_prepared_record(&mut self, json: &str) -> Result<()> {
+        if let Some(p) = self.prepared_record.as_mut().filter(|p| p.content != json) {
+            p.rewrite(json.to_string()).map_err(|e| Error::io(format!("rewrite a new file: {e}")))?;
+        }
+        Ok(())
+    }
+
     fn write_lease(&mut self, ip: IpAddr, content: &str) -> Result<()> {
         let ino = self.replace_file(&go_ip_string(ip), content)?;
+        self.lease_written(ip, content, ino);
+        Ok(())
+    }
+
+    fn lease_written(&mut self, ip: IpAddr, content: &str, ino: u64) {
         if let Some(mut entry) = self.view.get_ip(ip) {
             (entry.lease.content, entry.ino) = (content.to_string(), ino);
             self.view.set(entry);
         }
-        Ok(())
     }
 
     fn entry(&self, ip: IpAddr) -> Result<Entry> {
@@ -400,9 +410,24 @@ impl Store for DiskStore {
         // then leaves the old lease still recognised as this pod's (see `rescan`), never a
         // new lease whose record names another sandbox.
         // Recorded first: a failure between the two writes is undone too.
-        self.undo.push(Undo::Replaced { ip, content: previous.content.clone(), pod: previous.pod, placed: None });
-        let written = self.write_record(ip, pod, Some(&previous.content))?;
-        self.write_lease(ip, owner.content())?;
+        self.undo.push(Undo::Replaced { ip, content: previous.content.clone(), pod: previous.pod.clone(), placed: None });
+        let written = match pod {
+            // A pod's new sandbox takes back its hold: both files are replaced, both
+            // synced before either is renamed, the record first.
+            Some(record) if previous.pod.is_some() => {
+                let json = record::to_json_replacing(record, Some(&previous.content));
+                self.fit_prepared_record(&json)?;
+                let record_name = format!("{}{}", go_ip_string(ip), record::SUFFIX);
+                let [_, ino] = self.replace_files([(&record_name, &json), (&go_ip_string(ip), owner.content())])?;
+                self.lease_written(ip, owner.content(), ino);
+                true
+            }
+            _ => {
+                let written = self.write_record(ip, pod, Some(&previous.content))?;
+                self.write_lease(ip, owner.content())?;
+                written
+            }
+        };
         let mut entry = self.entry(ip)?;
         entry.lease.pod = pod.filter(|_| written).cloned();
         if let Some(Undo::Replaced { placed, .. }) = self.undo.last_mut() {

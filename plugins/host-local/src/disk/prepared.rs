@@ -131,44 +131,69 @@ impl DiskStore {
     }
 
     /// Put `data` at `target` in place of what is there, by renaming a complete, synced
-    /// file over it: the file prepared with that content, if any (nothing written early is
-    /// thrown away: on ext4, freeing a written but uncommitted file costs milliseconds),
-    /// else a new temp file. Returns the new inode.
+    /// file over it (see `replace_files`). Returns the new inode.
     pub(super) fn replace_file(&mut self, target: &str, data: &str) -> Result<u64> {
-        let prepared = [&mut self.prepared_lease, &mut self.prepared_record]
-            .into_iter()
-            .find_map(|slot| slot.take_if(|p| p.content == data));
+        Ok(self.replace_files([(target, data)])?[0])
+    }
+
+    /// Put each `(target, data)` in place of what is there, in order, by renaming complete,
+    /// synced files over them: the file prepared with that content, if any (nothing written
+    /// early is thrown away: on ext4, freeing a written but uncommitted file costs
+    /// milliseconds), else a new temp file. All are named and synced before the first
+    /// rename: one journal commit, however many files. Returns the new inodes.
+    pub(super) fn replace_files<const N: usize>(&mut self, files: [(&str, &str); N]) -> Result<[u64; N]> {
         let _ = self.private_dir();
-        let temp = self.temp_name();
-        let staged = match prepared {
-            Some(p) => self.stage_prepared(p, &temp),
-            None => self.stage_new(&temp, data),
-        };
-        let renamed = staged.and_then(|(in_private, name, file, ino)| {
-            let from = if in_private { self.temps() } else { &self.dir };
-            // Synced before it replaces anything. btrfs logs the removal of a recently
-            // synced file's name at once, and the new name only for a file it has logged:
-            // without this, another call's sync could make the removal durable alone.
-            match file.sync_all().and_then(|_| self.dir.rename_from(from, &name, target)) {
-                Ok(()) => Ok((file, ino)),
+        let mut staged = Vec::with_capacity(N);
+        for (target, data) in files {
+            let prepared = [&mut self.prepared_lease, &mut self.prepared_record]
+                .into_iter()
+                .find_map(|slot| slot.take_if(|p| p.content == data));
+            let temp = self.temp_name();
+            let stage = match prepared {
+                Some(p) => self.stage_prepared(p, &temp),
+                None => self.stage_new(&temp, data),
+            };
+            match stage {
+                Ok(stage) => staged.push((target, stage)),
                 Err(e) => {
-                    let _ = from.remove(&name);
-                    Err(e)
+                    self.remove_staged(&staged);
+                    return Err(self.error("replace", target, e));
                 }
             }
-        });
-        match renamed {
-            Ok((file, ino)) => {
-                self.placed(file);
-                Ok(ino)
+        }
+        // Synced before they replace anything. btrfs logs the removal of a recently synced
+        // file's name at once, and the new name only for a file it has logged: without
+        // this, another call's sync could make the removal durable alone.
+        if let Err(e) = sync_each(staged.iter().map(|(_, (_, _, file, _))| file)) {
+            self.remove_staged(&staged);
+            return Err(self.error("replace", staged[0].0, e));
+        }
+        let mut inodes = [0; N];
+        for (i, (target, (in_private, name, _, ino))) in staged.iter().enumerate() {
+            let from = if *in_private { self.temps() } else { &self.dir };
+            if let Err(e) = self.dir.rename_from(from, name, target) {
+                self.remove_staged(&staged[i..]);
+                return Err(self.error("replace", target, e));
             }
-            Err(e) => Err(self.error("replace", target, e)),
+            inodes[i] = *ino;
+        }
+        for (_, (_, _, file, _)) in staged {
+            self.placed(file);
+        }
+        Ok(inodes)
+    }
+
+    /// Remove the temp names of files staged but not renamed into place.
+    fn remove_staged(&self, staged: &[(&str, (bool, String, File, u64))]) {
+        for (_, (in_private, name, _, _)) in staged {
+            let from = if *in_private { self.temps() } else { &self.dir };
+            let _ = from.remove(name);
         }
     }
 
     /// Give a prepared file the temp name `temp` (if it has none yet), ready to be renamed.
     pub(super) fn stage_prepared(&self, p: Prepared, temp: &str) -> io::Result<(bool, String, File, u64)> {
-        // No write-out of its own: `replace_file` fsyncs it, data and all, before the rename
+        // No write-out of its own: `replace_files` fsyncs it, data and all, before the rename
         // gives it its real name (a crash before leaves only a temp file, swept later).
         match p.temp_name {
             Some(name) => Ok((self.private.is_some(), name, p.file, p.ino)),
@@ -182,7 +207,7 @@ impl DiskStore {
         }
     }
 
-    /// A new temp file holding `data` (synced by `replace_file` before its rename): in
+    /// A new temp file holding `data` (synced by `replace_files` before its rename): in
     /// `.hostlocal/`, or in the store itself where that cannot take it (read-only, full, broken).
     pub(super) fn stage_new(&self, temp: &str, data: &str) -> io::Result<(bool, String, File, u64)> {
         let create = |dir: &Dir| {
@@ -203,21 +228,19 @@ impl DiskStore {
         }
     }
 
-    /// Sync what this call named, in parallel. Each file's fsync makes its name durable
+    /// Sync what this call named. Each file's fsync makes its name durable
     /// too: the name was given in the same (ext4, xfs) or an earlier (f2fs checkpoint)
     /// transaction, and btrfs logs the names of a new inode with it. The directory itself
     /// is never fsynced: on btrfs that logs every new name in it, also other calls' whose
     /// files are not logged yet, and those would come back empty after a crash.
     pub(super) fn sync_placed(&mut self) -> io::Result<()> {
-        let files = std::mem::take(&mut self.placed);
-        std::thread::scope(|scope| {
-            let others: Vec<_> = files.iter().skip(1).map(|f| scope.spawn(move || f.sync_all())).collect();
-            let mut result = files.first().map_or(Ok(()), |f| f.sync_all());
-            for handle in others {
-                let synced = handle.join().unwrap_or_else(|_| Err(io::Error::other("sync thread panicked")));
-                result = result.and(synced);
-            }
-            result
-        })
+        sync_each(&std::mem::take(&mut self.placed))
     }
+}
+
+/// fsync each file. One after another: all were named before the first sync, so on ext4
+/// and xfs its journal commit carries them all and the later syncs find little left to do;
+/// a thread per sync cost more than it saved (docs/benchmarks.md).
+fn sync_each<'a>(files: impl IntoIterator<Item = &'a File>) -> io::Result<()> {
+    files.into_iter().try_for_each(File::sync_all)
 }
