@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{leases, net_conf, ours, run, upstream, Call, Outcome, TempDir};
+use common::{exec, ips, leases, net_conf, ok, ours, run, upstream, Call, TempDir};
 
 const V4: &str = r#""ranges":[[{"subnet":"10.30.0.0/24"}]]"#;
 const DUAL: &str = r#""ranges":[[{"subnet":"10.30.0.0/24"}],[{"subnet":"2001:db8:30::/64"}]]"#;
@@ -17,19 +17,6 @@ fn pod_args(name: &str, sandbox: &str) -> String {
 /// the boot_id a real reboot changes).
 fn call(verb: &str, pod: &str, sandbox: &str, conf: &str, boot: &str) -> Call {
     Call::new(verb, sandbox, conf).args(&pod_args(pod, sandbox)).env("HOST_LOCAL_BOOT_ID", boot)
-}
-
-fn exec(call: Call) -> Outcome {
-    run(&ours(), &call)
-}
-
-fn ips(out: Outcome) -> Vec<String> {
-    assert!(out.ok(), "{out:?}");
-    out.ips()
-}
-
-fn ok(out: Outcome) {
-    assert!(out.ok(), "{out:?}");
 }
 
 #[test]

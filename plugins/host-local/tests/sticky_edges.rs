@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{leases, net_conf, ours, run, Call, Outcome, TempDir};
+use common::{exec, ips, leases, net_conf, ok, ours, run, Call, TempDir};
 
 /// A /28: .1 is the gateway, .2 to .14 are allocatable.
 const N28: &str = r#""subnet":"10.1.0.0/28""#;
@@ -18,19 +18,6 @@ fn pod_args(pod: &str) -> String {
 
 fn call(verb: &str, pod: &str, sandbox: &str, conf: &str, boot: &str) -> Call {
     Call::new(verb, sandbox, conf).args(&pod_args(pod)).env("HOST_LOCAL_BOOT_ID", boot)
-}
-
-fn exec(call: Call) -> Outcome {
-    run(&ours(), &call)
-}
-
-fn ips(out: Outcome) -> Vec<String> {
-    assert!(out.ok(), "{out:?}");
-    out.ips()
-}
-
-fn ok(out: Outcome) {
-    assert!(out.ok(), "{out:?}");
 }
 
 fn with_ip(call: Call, ip: &str) -> Call {

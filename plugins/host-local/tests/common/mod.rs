@@ -131,6 +131,22 @@ pub fn run(binary: &Path, call: &Call) -> Outcome {
     }
 }
 
+/// Our binary run for `call`.
+pub fn exec(call: Call) -> Outcome {
+    run(&ours(), &call)
+}
+
+/// The addresses a call that must succeed reported.
+pub fn ips(out: Outcome) -> Vec<String> {
+    assert!(out.ok(), "{out:?}");
+    out.ips()
+}
+
+/// A call that must succeed.
+pub fn ok(out: Outcome) {
+    assert!(out.ok(), "{out:?}");
+}
+
 /// A scratch directory (unique, named after the test), removed on drop.
 pub struct TempDir(tempfile::TempDir);
 
