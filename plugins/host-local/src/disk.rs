@@ -13,7 +13,8 @@
 //! - A new file is written complete, its data pushed to the device, and only then given
 //!   its name: by `link` (fails if the name exists: upstream's `O_EXCL` uniqueness) or
 //!   `rename` (replacements). A name therefore never appears without its data, whatever
-//!   journal commit carries it.
+//!   journal commit carries it. Except on ext4 and xfs, a replacement is also synced
+//!   before its rename (btrfs, see `replace_files`).
 //! - What ADD reports is durable before it returns: after the lock is released, each file
 //!   it named is fsynced, which makes the name durable with it. Files are
 //!   synced *after* they have their names: btrfs ignores an fsync of a nameless
@@ -104,6 +105,9 @@ pub struct DiskStore {
     changed: bool,
     index_stale: bool,
     durable: bool,
+    /// The filesystem orders a rename after the data written out before it (ext4, xfs):
+    /// replacements need not be synced before their rename.
+    ordered_renames: bool,
     /// The view turned out stale (a foreign change within our clock tick) and was read
     /// again: the allocation should be made again.
     stale: bool,
@@ -141,6 +145,7 @@ impl DiskStore {
             Err(e) if e.raw_os_error() == Some(libc::EROFS) => None,
             Err(e) => return Err(fail("open lock in", e)),
         };
+        let ordered_renames = dir.orders_renames_after_write_out();
         let mut store = DiskStore {
             path: path.to_path_buf(),
             dir,
@@ -151,6 +156,7 @@ impl DiskStore {
             changed: false,
             index_stale: false,
             durable: prepare.durable,
+            ordered_renames,
             stale: false,
             undo: Vec::new(),
             prepared_lease: None,

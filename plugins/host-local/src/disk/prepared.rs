@@ -139,8 +139,9 @@ impl DiskStore {
     /// Put each `(target, data)` in place of what is there, in order, by renaming complete,
     /// synced files over them: the file prepared with that content, if any (nothing written
     /// early is thrown away: on ext4, freeing a written but uncommitted file costs
-    /// milliseconds), else a new temp file. All are named and synced before the first
-    /// rename: one journal commit, however many files. Returns the new inodes.
+    /// milliseconds), else a new temp file. All are named and complete on the device before
+    /// the first rename: at most one journal commit, however many files. Returns the new
+    /// inodes.
     pub(super) fn replace_files<const N: usize>(&mut self, files: [(&str, &str); N]) -> Result<[u64; N]> {
         let _ = self.private_dir();
         let mut staged = Vec::with_capacity(N);
@@ -161,10 +162,14 @@ impl DiskStore {
                 }
             }
         }
-        // Synced before they replace anything. btrfs logs the removal of a recently synced
-        // file's name at once, and the new name only for a file it has logged: without
-        // this, another call's sync could make the removal durable alone.
-        if let Err(e) = sync_each(staged.iter().map(|(_, (_, _, file, _))| file)) {
+        // Complete on the device before they replace anything. ext4 and xfs then commit
+        // each rename with or after the file's data and size. btrfs logs the removal of a
+        // recently synced file's name at once, and the new name only for a file it has
+        // logged: there (and wherever we do not know better) each file is synced first, or
+        // another call's sync could make the removal durable alone.
+        let files = staged.iter().map(|(_, (_, _, file, _))| file);
+        let complete = if self.ordered_renames { files.into_iter().try_for_each(sys::write_out) } else { sync_each(files) };
+        if let Err(e) = complete {
             self.remove_staged(&staged);
             return Err(self.error("replace", staged[0].0, e));
         }
@@ -193,7 +198,7 @@ impl DiskStore {
 
     /// Give a prepared file the temp name `temp` (if it has none yet), ready to be renamed.
     pub(super) fn stage_prepared(&self, p: Prepared, temp: &str) -> io::Result<(bool, String, File, u64)> {
-        // No write-out of its own: `replace_files` fsyncs it, data and all, before the rename
+        // No write-out of its own: `replace_files` writes it out or fsyncs it before the rename
         // gives it its real name (a crash before leaves only a temp file, swept later).
         match p.temp_name {
             Some(name) => Ok((self.private.is_some(), name, p.file, p.ino)),
@@ -207,7 +212,7 @@ impl DiskStore {
         }
     }
 
-    /// A new temp file holding `data` (synced by `replace_files` before its rename): in
+    /// A new temp file holding `data` (written out or synced by `replace_files` before its rename): in
     /// `.hostlocal/`, or in the store itself where that cannot take it (read-only, full, broken).
     pub(super) fn stage_new(&self, temp: &str, data: &str) -> io::Result<(bool, String, File, u64)> {
         let create = |dir: &Dir| {

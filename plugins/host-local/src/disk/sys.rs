@@ -103,6 +103,21 @@ impl Dir {
         Ok(Dir(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
+    /// Whether the filesystem commits a rename only with or after the data and size of a
+    /// file written out before it (`write_out`), so that a replacement needs no sync of its
+    /// own: ext4 and xfs, whose journal commits are ordered and carry the file's size and
+    /// extents in the rename's transaction or an earlier one. Not btrfs, whose log can make
+    /// the removal of the replaced name durable alone (see `replace_files`), nor f2fs or any
+    /// filesystem not named here: those sync the file before the rename.
+    pub fn orders_renames_after_write_out(&self) -> bool {
+        const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+        const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+        // SAFETY: zeroed `statfs` is a valid out-parameter of fstatfs on a valid descriptor.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::fstatfs(self.fd(), &mut fs) };
+        rc == 0 && matches!(fs.f_type as i64, EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC)
+    }
+
     fn fd(&self) -> RawFd {
         self.0.as_raw_fd()
     }
