@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::json::{self, get_ci};
 use crate::version;
 
@@ -145,7 +145,7 @@ impl NetworkConfigList {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                NetworkConfig::from_value(p).map_err(|e| e.context(format!("failed to parse plugin config {i}")))
+                NetworkConfig::from_value(p).with_context(|| format!("failed to parse plugin config {i}"))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(NetworkConfigList { name, cni_version, disable_check, disable_gc, plugins, bytes: bytes.to_vec() })
@@ -209,7 +209,7 @@ pub fn conf_files(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(format!("error reading {}: {e}", path.display())))
+    std::fs::read(path).ctx("error reading", path.display())
 }
 
 /// Go's `LoadConfList`: a `.conflist` named `name`, else a `.conf`/`.json` wrapped into a list.
@@ -231,7 +231,7 @@ pub fn load_conf_list(dir: &Path, name: &str) -> Result<NetworkConfigList> {
     for file in &singles {
         let bytes = read(file)?;
         let conf =
-            NetworkConfig::from_bytes(&bytes).map_err(|e| e.context(format!("error parsing {}", file.display())))?;
+            NetworkConfig::from_bytes(&bytes).with_context(|| format!("error parsing {}", file.display()))?;
         if conf.name == name {
             return NetworkConfigList::from_conf(&conf);
         }

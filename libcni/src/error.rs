@@ -1,6 +1,6 @@
 //! The CNI error: a spec code, a message and optional details.
 
-use std::fmt;
+use std::{fmt, io};
 
 use serde_json::{Map, Value};
 
@@ -96,6 +96,56 @@ impl Error {
     }
 }
 
+/// Context for a failure on its way up, netavark-style: `fs::read(p).ctx("read", p.display())?`.
+/// An I/O error becomes code 5; one of ours keeps its code. Both are formatted only on failure.
+pub trait Context<T> {
+    /// `"{what} {path}: {error}"`.
+    fn ctx(self, what: &str, path: impl fmt::Display) -> Result<T>;
+    /// `"{prefix()}: {error}"`.
+    fn with_context<D: fmt::Display>(self, prefix: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T> Context<T> for io::Result<T> {
+    fn ctx(self, what: &str, path: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| Error::io(format!("{what} {path}: {e}")))
+    }
+
+    fn with_context<D: fmt::Display>(self, prefix: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| Error::io(format!("{}: {e}", prefix())))
+    }
+}
+
+impl<T> Context<T> for Result<T> {
+    fn ctx(self, what: &str, path: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| e.context(format_args!("{what} {path}")))
+    }
+
+    fn with_context<D: fmt::Display>(self, prefix: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| e.context(prefix()))
+    }
+}
+
+/// The failures of a call that goes on past each one (GC tries every stale attachment or
+/// lease), each with its own code and context, reported together at the end.
+#[derive(Debug, Default)]
+pub struct Failures(Vec<Error>);
+
+impl Failures {
+    pub fn push(&mut self, e: Error) {
+        self.0.push(e);
+    }
+
+    /// `Ok` if nothing failed; else one error with `code`, whose message is `heading`
+    /// followed by every failure, joined by `separator`.
+    pub fn into_result(self, code: Code, heading: &str, separator: &str) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let each: Vec<String> = self.0.iter().map(Error::to_string).collect();
+        Err(Error::new(code, format!("{heading}{}", each.join(separator))))
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Go's types.Error.Error(): "msg; details" when details are present.
@@ -129,5 +179,17 @@ mod tests {
         let v: Value = serde_json::from_str(r#"{"code":7,"msg":"bad","details":"d"}"#).unwrap();
         assert_eq!(Error::from_json(&v), Some(Error::config("bad").with_details("d")));
         assert_eq!(Error::from_json(&Value::from(3)), None);
+    }
+
+    #[test]
+    fn failures_are_reported_together_each_with_its_context() {
+        assert_eq!(Failures::default().into_result(Code::IO_FAILURE, "failed: ", "; "), Ok(()));
+        let mut failures = Failures::default();
+        failures.push(Error::io("disk full").context("10.0.0.2"));
+        failures.push(Error::internal("bad").with_details("d").context("10.0.0.3"));
+        assert_eq!(
+            failures.into_result(Code::IO_FAILURE, "failed to release some leases: ", "; "),
+            Err(Error::io("failed to release some leases: 10.0.0.2: disk full; 10.0.0.3: bad; d"))
+        );
     }
 }

@@ -22,4 +22,4 @@ pub mod types;
 pub mod validate;
 pub mod version;
 
-pub use error::{Code, Error, Result};
+pub use error::{Code, Context, Error, Failures, Result};

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::conf::{NetworkConfig, NetworkConfigList};
-use crate::error::{Error, Result};
+use crate::error::{Code, Context, Error, Failures, Result};
 use crate::json::{self, go_quote};
 use crate::skel::Command;
 use crate::types::AnyResult;
@@ -75,14 +75,14 @@ impl CniConfig {
             let stdin = build_config(&list.name, &list.cni_version, plugin, prev.as_ref(), Some(rt))?;
             let stdout = self
                 .exec(plugin, Command::Add, &stdin, rt)
-                .map_err(|e| e.context(format!("plugin {} failed (add)", plugin_description(plugin))))?;
+                .with_context(|| format!("plugin {} failed (add)", plugin_description(plugin)))?;
             let result = invoke::parse_result(&list.cni_version, &stdout)
-                .map_err(|e| e.context(format!("plugin {} failed (add)", plugin_description(plugin))))?;
+                .with_context(|| format!("plugin {} failed (add)", plugin_description(plugin)))?;
             prev = Some(result);
         }
         let result = prev.expect("a list has at least one plugin");
         self.cache_add(&result, &list.bytes, &list.name, rt)
-            .map_err(|e| e.context(format!("failed to set network {} cached result", go_quote(&list.name))))?;
+            .with_context(|| format!("failed to set network {} cached result", go_quote(&list.name)))?;
         Ok(result)
     }
 
@@ -98,7 +98,7 @@ impl CniConfig {
         }
         let cached = self
             .cached_result(list, rt)
-            .map_err(|e| e.context(format!("failed to get network {} cached result", go_quote(&list.name))))?;
+            .with_context(|| format!("failed to get network {} cached result", go_quote(&list.name)))?;
         for plugin in &list.plugins {
             let stdin = build_config(&list.name, &list.cni_version, plugin, cached.as_ref(), Some(rt))?;
             self.exec(plugin, Command::Check, &stdin, rt)?;
@@ -118,7 +118,7 @@ impl CniConfig {
         for plugin in list.plugins.iter().rev() {
             let stdin = build_config(&list.name, &list.cni_version, plugin, cached.as_ref(), Some(rt))?;
             self.exec(plugin, Command::Del, &stdin, rt)
-                .map_err(|e| e.context(format!("plugin {} failed (delete)", plugin_description(plugin))))?;
+                .with_context(|| format!("plugin {} failed (delete)", plugin_description(plugin)))?;
         }
         let _ = self.cache_del(&list.name, rt);
         Ok(())
@@ -129,7 +129,7 @@ impl CniConfig {
         if list.disable_gc {
             return Ok(());
         }
-        let mut errors = Vec::new();
+        let mut failures = Failures::default();
         for a in self.cached_attachments()?.into_iter().filter(|a| a.network == list.name) {
             if valid.iter().any(|(id, ifname)| *id == a.container_id && *ifname == a.ifname) {
                 continue;
@@ -142,7 +142,7 @@ impl CniConfig {
                 capability_args: a.capability_args,
             };
             if let Err(e) = self.del_network_list(list, &rt) {
-                errors.push(format!("failed to delete stale attachment {} {}: {e}", rt.container_id, rt.ifname));
+                failures.push(e.context(format!("failed to delete stale attachment {} {}", rt.container_id, rt.ifname)));
             }
         }
         if version::gte(&list.cni_version, "1.1.0")? {
@@ -162,15 +162,11 @@ impl CniConfig {
                 inject.insert("cni.dev/attachments".into(), Value::Array(attachments.clone()));
                 let stdin = inject_conf(plugin, &list.name, &list.cni_version, inject);
                 if let Err(e) = self.exec(plugin, Command::Gc, &stdin, &RuntimeConf::default()) {
-                    errors.push(e.to_string());
+                    failures.push(e);
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::internal(errors.join("\n")))
-        }
+        failures.into_result(Code::INTERNAL, "", "\n")
     }
 
     /// STATUS to each plugin (config lists ≥ 1.1.0 only), stopping at the first error.
@@ -248,12 +244,12 @@ impl CniConfig {
         m.insert("result".into(), result_json);
         let path = self.cache_path(net, rt)?;
         write_atomic(&path, json::to_go_compact(&Value::Object(m)).as_bytes())
-            .map_err(|e| Error::io(format!("write {}: {e}", path.display())))
+            .ctx("write", path.display())
     }
 
     fn cache_del(&self, net: &str, rt: &RuntimeConf) -> Result<()> {
         let path = self.cache_path(net, rt)?;
-        fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}: {e}", path.display())))
+        fs::remove_file(&path).ctx("remove", path.display())
     }
 
     /// The cached result converted to the list's version; `None` if there is no entry.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use libcni::ip::go_ip_string;
 use libcni::json;
-use libcni::{Error, Result};
+use libcni::{Context, Error, Result};
 use serde_json::{Map, Value};
 
 use crate::config::{parse_duration, DEFAULT_DATA_DIR};
@@ -234,7 +234,7 @@ fn networks(dir: &Path, network: Option<&str>) -> Result<Vec<String>> {
     if let Some(n) = network {
         return Ok(vec![n.to_string()]);
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("read {}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir).ctx("read", dir.display())?;
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))

@@ -57,7 +57,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use libcni::ip::{canonical, go_ip_string};
-use libcni::{Code, Error, Result};
+use libcni::{Code, Context, Error, Result};
 
 use crate::clock::{running_boot_id, NodeClock, Saved};
 use crate::counters::{Counter, Counters};
@@ -183,7 +183,7 @@ impl DiskStore {
         }
         // Wait for the data outside the lock, so that a reboot storm does not queue on it.
         for p in [&mut store.prepared_lease, &mut store.prepared_record].into_iter().flatten() {
-            sys::write_out(&p.file).map_err(|e| Error::io(format!("write a new file in {}: {e}", path.display())))?;
+            sys::write_out(&p.file).ctx("write a new file in", path.display())?;
             p.written_out = true;
         }
         store.lock()?;
@@ -198,20 +198,31 @@ impl DiskStore {
 
     fn lock(&self) -> Result<()> {
         match &self.lock {
-            Some(lock) => lock.lock().map_err(|e| self.error("lock", LOCK_FILE, e)),
+            Some(lock) => lock.lock().ctx("lock", self.file(LOCK_FILE)),
             None => Ok(()),
         }
     }
 
     fn unlock(&self) -> Result<()> {
         match &self.lock {
-            Some(lock) => lock.unlock().map_err(|e| self.error("unlock", LOCK_FILE, e)),
+            Some(lock) => lock.unlock().ctx("unlock", self.file(LOCK_FILE)),
             None => Ok(()),
         }
     }
 
+    /// `<store>/<name>` in a message: formatted only when a call fails.
+    fn file<'a>(&'a self, name: &'a str) -> impl std::fmt::Display + 'a {
+        struct InStore<'a>(&'a Path, &'a str);
+        impl std::fmt::Display for InStore<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.join(self.1).display().fmt(f)
+            }
+        }
+        InStore(&self.path, name)
+    }
+
     fn error(&self, what: &str, name: &str, e: io::Error) -> Error {
-        Error::io(format!("{what} {}: {e}", self.path.join(name).display()))
+        Error::io(format!("{what} {}: {e}", self.file(name)))
     }
 
     /// Re-read the whole directory now (for answers that must be authoritative).
@@ -228,7 +239,7 @@ impl DiskStore {
     }
 
     fn dir_mtime(&self) -> Result<(i64, i64)> {
-        self.dir.meta().map(|m| m.mtime).map_err(|e| self.error("stat", ".", e))
+        self.dir.meta().map(|m| m.mtime).ctx("stat", self.file("."))
     }
 
     /// Write (or remove) the pod record of `ip`; `Ok(false)` if something that is not a
@@ -238,7 +249,7 @@ impl DiskStore {
         let name = format!("{}{}", go_ip_string(ip), record::SUFFIX);
         let Some(record) = pod else {
             if self.dir.stat(&name).is_ok_and(|m| m.kind == Kind::File) {
-                self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
+                self.changed |= self.dir.remove(&name).ctx("remove", self.file(&name))?;
             }
             return Ok(true);
         };
@@ -277,7 +288,7 @@ impl DiskStore {
     /// `replace_files`).
     fn fit_prepared_record(&mut self, json: &str) -> Result<()> {
         if let Some(p) = self.prepared_record.as_mut().filter(|p| p.content != json) {
-            p.rewrite(json.to_string()).map_err(|e| Error::io(format!("rewrite a new file: {e}")))?;
+            p.rewrite(json.to_string()).with_context(|| "rewrite a new file")?;
         }
         Ok(())
     }
@@ -464,7 +475,7 @@ impl Store for DiskStore {
 
     fn remove_marker(&mut self, marker: &Marker) -> Result<()> {
         let name = marker.file_name();
-        self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
+        self.changed |= self.dir.remove(&name).ctx("remove", self.file(&name))?;
         self.view.markers.retain(|m| m != marker);
         self.undo.push(Undo::MarkerRemoved(marker.clone()));
         Ok(())

@@ -6,7 +6,7 @@ use std::path::Path;
 use libcni::ip::{go_ip_string, IpNet};
 use libcni::skel::{CmdArgs, Plugin};
 use libcni::types::{v100, AnyResult, Result100};
-use libcni::{Code, Error, Result};
+use libcni::{Code, Context, Error, Failures, Result};
 use serde_json::Value;
 
 use crate::allocator::{allocate, is_exhaustion, Allocation, How, Pod, Request};
@@ -72,7 +72,7 @@ fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)
     let dns = match &conf.resolv_conf {
         None => Default::default(),
         Some(path) => parse_resolv_conf(
-            &std::fs::read_to_string(path).map_err(|e| Error::io(format!("open {}: {}", path.display(), e)))?,
+            &std::fs::read_to_string(path).ctx("open", path.display())?,
         ),
     };
     let owner = Owner::new(&args.container_id, &args.ifname);
@@ -239,7 +239,7 @@ fn gc(conf: &IpamConfig, args: &CmdArgs) -> Result<Vec<IpAddr>> {
         (Some(_), true) => store.clock()?.now(),
         _ => 0,
     };
-    let mut errors = Vec::new();
+    let mut failures = Failures::default();
     let mut done = Vec::new();
     for lease in stale {
         let outcome = match (&conf.sticky, &lease.pod) {
@@ -249,15 +249,12 @@ fn gc(conf: &IpamConfig, args: &CmdArgs) -> Result<Vec<IpAddr>> {
         };
         match outcome {
             Ok(()) => done.push(lease.ip),
-            Err(e) => errors.push(format!("{}: {e}", go_ip_string(lease.ip))),
+            Err(e) => failures.push(e.context(go_ip_string(lease.ip))),
         }
     }
     store.commit()?;
-    if errors.is_empty() {
-        Ok(done)
-    } else {
-        Err(Error::io(format!("failed to release some leases: {}", errors.join("; "))))
-    }
+    failures.into_result(Code::IO_FAILURE, "failed to release some leases: ", "; ")?;
+    Ok(done)
 }
 
 /// The operations log of this call (`ipam.logFile`), with the call's identity on each line.

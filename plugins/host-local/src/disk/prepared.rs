@@ -55,7 +55,7 @@ impl DiskStore {
             Err(_) => {
                 let name = self.temp_name();
                 let _ = self.private_dir();
-                let file = self.temps().create_new(&name, 0o600).map_err(|e| self.error("create", &name, e))?;
+                let file = self.temps().create_new(&name, 0o600).ctx("create", self.file(&name))?;
                 (file, Some(name))
             }
         };
@@ -79,7 +79,7 @@ impl DiskStore {
         target: &str,
     ) -> Result<std::result::Result<(File, u64), (Prepared, io::Error)>> {
         if !p.written_out {
-            sys::write_out(&p.file).map_err(|e| self.error("write out", target, e))?;
+            sys::write_out(&p.file).ctx("write out", self.file(target))?;
         }
         let placed = match &p.temp_name {
             None => self.dir.link_unnamed(&p.file, target),
@@ -93,7 +93,7 @@ impl DiskStore {
 
     pub(super) fn discard(&mut self, p: Prepared) -> Result<()> {
         if let Some(name) = &p.temp_name {
-            self.temps().remove(name).map_err(|e| self.error("remove", name, e))?;
+            self.temps().remove(name).ctx("remove", self.file(name))?;
         }
         Ok(())
     }

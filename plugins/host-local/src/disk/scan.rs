@@ -7,7 +7,7 @@ impl DiskStore {
     /// markers of `view`.
     pub(super) fn listing_matches(&self, view: &View) -> Result<bool> {
         let mut listed: Vec<(String, Option<u64>)> = Vec::with_capacity(view.len() * 2);
-        for entry in self.dir.list().map_err(|e| self.error("read", ".", e))? {
+        for entry in self.dir.list().ctx("read", self.file("."))? {
             let Ok(name) = String::from_utf8(entry.name) else { continue };
             if lease_ip(&name).is_some() {
                 listed.push((name, Some(entry.ino)));
@@ -37,7 +37,7 @@ impl DiskStore {
         let mut leases = BTreeMap::new();
         let mut markers = Vec::new();
         let mut records = Vec::new();
-        for entry in self.dir.list().map_err(|e| self.error("read", ".", e))? {
+        for entry in self.dir.list().ctx("read", self.file("."))? {
             let Ok(name) = String::from_utf8(entry.name) else { continue };
             if let Some(ip) = lease_ip(&name) {
                 let lease = match read_lease(&self.dir, &name, entry.kind) {

@@ -51,7 +51,7 @@ impl DiskStore {
     /// Remove a lease file and its record (no undo: `release` and `rollback` use it).
     pub(super) fn remove_lease(&mut self, ip: IpAddr) -> Result<()> {
         let name = go_ip_string(ip);
-        self.changed |= self.dir.remove(&name).map_err(|e| self.error("remove", &name, e))?;
+        self.changed |= self.dir.remove(&name).ctx("remove", self.file(&name))?;
         self.write_record(ip, None, None)?;
         self.view.remove(ip);
         Ok(())
