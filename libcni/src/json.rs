@@ -6,6 +6,7 @@
 
 use std::io;
 
+use serde::Serialize;
 use serde_json::ser::{CharEscape, CompactFormatter, Formatter, PrettyFormatter};
 use serde_json::{Map, Value};
 
@@ -65,20 +66,20 @@ impl<F: Formatter> Formatter for GoEscaping<F> {
     }
 }
 
-fn write_with<F: Formatter>(v: &Value, f: F) -> String {
+fn write_with<T: Serialize + ?Sized, F: Formatter>(v: &T, f: F) -> String {
     let mut out = Vec::with_capacity(256);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, GoEscaping(f));
-    serde::Serialize::serialize(v, &mut ser).expect("serialising a Value into memory cannot fail");
+    v.serialize(&mut ser).expect("our types and Values serialise into memory without failing");
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// `json.MarshalIndent(v, "", "    ")`.
-pub fn to_go_pretty(v: &Value) -> String {
+pub fn to_go_pretty<T: Serialize + ?Sized>(v: &T) -> String {
     write_with(v, PrettyFormatter::with_indent(b"    "))
 }
 
 /// `json.Marshal(v)`.
-pub fn to_go_compact(v: &Value) -> String {
+pub fn to_go_compact<T: Serialize + ?Sized>(v: &T) -> String {
     write_with(v, CompactFormatter)
 }
 

@@ -7,6 +7,7 @@
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Code, Error, Result};
@@ -281,13 +282,17 @@ fn check_netns(netns: &str) -> Result<()> {
     Ok(())
 }
 
+/// VERSION output (Go's `version.PluginInfo`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionInfo {
+    cni_version: &'static str,
+    supported_versions: &'static [&'static str],
+}
+
 /// VERSION output: Go prints its own current version, compact, with a newline.
 fn version_json(info: &PluginInfo) -> String {
-    let supported: Vec<Value> = info.supported.iter().map(|v| Value::from(*v)).collect();
-    let mut m = serde_json::Map::new();
-    m.insert("cniVersion".into(), version::CURRENT.into());
-    m.insert("supportedVersions".into(), Value::Array(supported));
-    json::to_go_compact(&Value::Object(m)) + "\n"
+    json::to_go_compact(&VersionInfo { cni_version: version::CURRENT, supported_versions: info.supported }) + "\n"
 }
 
 /// Print a CNI error JSON on stdout if the process panics, so that the runtime still

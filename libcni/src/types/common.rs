@@ -2,23 +2,43 @@
 
 use std::net::IpAddr;
 
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::ip::{go_ip_string, parse_ip, IpNet};
+use crate::ip::{parse_ip, serialize_opt_go_ip, IpNet};
 use crate::json::{self, get_ci};
 
-/// A route (`types.Route`). The 1.1.0 fields are zero/None when absent.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A route (`types.Route`, fields in Go's order). The 1.1.0 fields are zero/None when absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Route {
     /// `None` prints as Go's `<nil>`, as upstream does for a route without `dst`.
+    #[serde(serialize_with = "dst_or_nil")]
     pub dst: Option<IpNet>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_opt_go_ip")]
     pub gw: Option<IpAddr>,
+    #[serde(skip_serializing_if = "is_zero")]
     pub mtu: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub advmss: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub priority: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<i64>,
+}
+
+fn dst_or_nil<S: Serializer>(dst: &Option<IpNet>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match dst {
+        Some(dst) => dst.serialize(s),
+        None => s.serialize_str("<nil>"),
+    }
+}
+
+/// Go's `omitempty` for a number.
+pub(crate) fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl Route {
@@ -27,26 +47,9 @@ impl Route {
             || matches!(self.dst, Some(IpNet { addr: IpAddr::V6(v6), .. }) if v6.to_ipv4_mapped().is_some())
     }
 
-    /// Go's field order: dst, gw, mtu, advmss, priority, table, scope.
+    /// As results carry it: Go's field order, empty fields omitted.
     pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        let dst = self.dst.map(|d| d.to_string()).unwrap_or_else(|| "<nil>".into());
-        m.insert("dst".into(), dst.into());
-        if let Some(gw) = self.gw {
-            m.insert("gw".into(), go_ip_string(gw).into());
-        }
-        for (k, v) in [("mtu", self.mtu), ("advmss", self.advmss), ("priority", self.priority)] {
-            if v != 0 {
-                m.insert(k.into(), v.into());
-            }
-        }
-        if let Some(t) = self.table {
-            m.insert("table".into(), t.into());
-        }
-        if let Some(s) = self.scope {
-            m.insert("scope".into(), s.into());
-        }
-        Value::Object(m)
+        super::to_value(self)
     }
 
     pub fn from_json(v: &Value) -> Result<Route> {
@@ -74,35 +77,21 @@ impl Route {
 }
 
 /// DNS settings (`types.DNS`); every field is omitted when empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Dns {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub domain: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
 }
 
 impl Dns {
     pub fn is_empty(&self) -> bool {
         self.nameservers.is_empty() && self.domain.is_empty() && self.search.is_empty() && self.options.is_empty()
-    }
-
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        let list = |l: &Vec<String>| Value::Array(l.iter().map(|s| Value::from(s.as_str())).collect());
-        if !self.nameservers.is_empty() {
-            m.insert("nameservers".into(), list(&self.nameservers));
-        }
-        if !self.domain.is_empty() {
-            m.insert("domain".into(), self.domain.clone().into());
-        }
-        if !self.search.is_empty() {
-            m.insert("search".into(), list(&self.search));
-        }
-        if !self.options.is_empty() {
-            m.insert("options".into(), list(&self.options));
-        }
-        Value::Object(m)
     }
 
     pub fn from_json(v: Option<&Value>) -> Result<Dns> {
@@ -187,10 +176,6 @@ pub(crate) fn opt_cidr(o: &Map<String, Value>, key: &str) -> Result<Option<IpNet
 pub(crate) fn cidr(o: &Map<String, Value>, key: &str) -> Result<IpNet> {
     // Go leaves a missing IPNet zero-valued; a result without an address is unusable, so refuse it.
     opt_cidr(o, key)?.ok_or_else(|| Error::decoding(format!("invalid CIDR address: missing {key}")))
-}
-
-pub(crate) fn routes_json(routes: &[Route]) -> Value {
-    Value::Array(routes.iter().map(Route::to_json).collect())
 }
 
 pub(crate) fn parse_routes(o: &Map<String, Value>, key: &str) -> Result<Vec<Route>> {
