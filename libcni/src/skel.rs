@@ -218,23 +218,11 @@ fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>> {
 
 /// Go's `validateConfig`: stdin is a JSON object with a valid `name`.
 fn validate_config(bytes: &[u8]) -> Result<Value> {
-    let conf = json::parse(bytes).map_err(|e| Error::decoding(format!("error unmarshall network config: {e}")))?;
-    let Value::Object(obj) = &conf else {
-        return Err(Error::decoding(format!(
-            "error unmarshall network config: json: cannot unmarshal {} into Go value of type struct {{ Name string \"json:\\\"name\\\"\" }}",
-            json::go_kind(&conf)
-        )));
-    };
-    let name = match json::get_ci(obj, "name") {
-        None | Some(Value::Null) => "",
-        Some(Value::String(s)) => s.as_str(),
-        Some(other) => {
-            return Err(Error::decoding(format!(
-                "error unmarshall network config: json: cannot unmarshal {} into Go struct field .name of type string",
-                json::go_kind(other)
-            )))
-        }
-    };
+    let fail = |m: String| Error::decoding(format!("error unmarshall network config: {m}"));
+    let conf = json::parse(bytes).map_err(|e| fail(e.to_string()))?;
+    // Go decodes into an anonymous struct: its fields are named `.name`.
+    let f = json::GoFields::of(&conf, "struct { Name string \"json:\\\"name\\\"\" }", ".", fail)?;
+    let name = f.string("name")?.unwrap_or_default();
     if name.is_empty() {
         return Err(Error::config("missing network name"));
     }

@@ -1,13 +1,13 @@
-//! Pieces shared by every result layout: routes, DNS, and JSON field readers.
+//! Pieces shared by every result layout: routes, DNS, and how their fields are read.
 
 use std::net::IpAddr;
 
 use serde::{Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::ip::{parse_ip, serialize_opt_go_ip, IpNet};
-use crate::json::{self, get_ci};
+use crate::ip::{serialize_opt_go_ip, IpNet};
+use crate::json::GoFields;
 
 /// A route (`types.Route`, fields in Go's order). The 1.1.0 fields are zero/None when absent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -53,20 +53,20 @@ impl Route {
     }
 
     pub fn from_json(v: &Value) -> Result<Route> {
-        let o = object(v, "types.Route")?;
+        let f = fields(v, "types.Route")?;
         // "<nil>" is how Go (and we) print a route without dst: read it back as none.
-        let dst = match opt_str(o, "dst")?.as_deref() {
+        let dst = match f.string("dst")? {
             Some("<nil>") => None,
-            _ => opt_cidr(o, "dst")?,
+            _ => f.cidr("dst")?,
         };
         Ok(Route {
             dst,
-            gw: opt_ip(o, "gw")?,
-            mtu: opt_int(o, "mtu")?.unwrap_or(0),
-            advmss: opt_int(o, "advmss")?.unwrap_or(0),
-            priority: opt_int(o, "priority")?.unwrap_or(0),
-            table: opt_int(o, "table")?,
-            scope: opt_int(o, "scope")?,
+            gw: f.ip("gw")?,
+            mtu: f.int("mtu")?.unwrap_or(0),
+            advmss: f.int("advmss")?.unwrap_or(0),
+            priority: f.int("priority")?.unwrap_or(0),
+            table: f.int("table")?,
+            scope: f.int("scope")?,
         })
     }
 
@@ -96,88 +96,26 @@ impl Dns {
 
     pub fn from_json(v: Option<&Value>) -> Result<Dns> {
         let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(Dns::default()) };
-        let o = object(v, "types.DNS")?;
+        let f = fields(v, "types.DNS")?;
         Ok(Dns {
-            nameservers: opt_strings(o, "nameservers")?,
-            domain: opt_str(o, "domain")?.unwrap_or_default(),
-            search: opt_strings(o, "search")?,
-            options: opt_strings(o, "options")?,
+            nameservers: f.strings("nameservers")?,
+            domain: f.string("domain")?.unwrap_or_default().into(),
+            search: f.strings("search")?,
+            options: f.strings("options")?,
         })
     }
 }
 
-pub(crate) fn type_error(v: &Value, field: &str, go_type: &str) -> Error {
-    Error::decoding(format!(
-        "json: cannot unmarshal {} into Go struct field {field} of type {go_type}",
-        json::go_kind(v)
-    ))
+/// A result object's fields: wrong kinds are decoding errors naming the field alone.
+pub(crate) fn fields<'a>(v: &'a Value, go_type: &str) -> Result<GoFields<'a>> {
+    GoFields::of(v, go_type, "", Error::decoding)
 }
 
-pub(crate) fn object<'a>(v: &'a Value, go_type: &str) -> Result<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| {
-        Error::decoding(format!("json: cannot unmarshal {} into Go value of type {go_type}", json::go_kind(v)))
-    })
-}
-
-fn present<'a>(o: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    get_ci(o, key).filter(|v| !v.is_null())
-}
-
-pub(crate) fn opt_str(o: &Map<String, Value>, key: &str) -> Result<Option<String>> {
-    match present(o, key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(type_error(v, key, "string")),
-    }
-}
-
-pub(crate) fn opt_int(o: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
-    match present(o, key) {
-        None => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| type_error(v, key, "int")),
-    }
-}
-
-pub(crate) fn opt_strings(o: &Map<String, Value>, key: &str) -> Result<Vec<String>> {
-    match present(o, key) {
-        None => Ok(Vec::new()),
-        Some(Value::Array(a)) => {
-            a.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| type_error(v, key, "string"))).collect()
-        }
-        Some(v) => Err(type_error(v, key, "[]string")),
-    }
-}
-
-pub(crate) fn opt_array<'a>(o: &'a Map<String, Value>, key: &str) -> Result<&'a [Value]> {
-    match present(o, key) {
-        None => Ok(&[]),
-        Some(Value::Array(a)) => Ok(a),
-        Some(v) => Err(type_error(v, key, "array")),
-    }
-}
-
-/// An IP field: Go's `net.IP` text unmarshalling ("" means absent).
-pub(crate) fn opt_ip(o: &Map<String, Value>, key: &str) -> Result<Option<IpAddr>> {
-    match opt_str(o, key)? {
-        None => Ok(None),
-        Some(s) if s.is_empty() => Ok(None),
-        Some(s) => parse_ip(&s).map(Some).ok_or_else(|| Error::decoding(format!("invalid IP address: {s}"))),
-    }
-}
-
-/// A CIDR field (`types.IPNet`).
-pub(crate) fn opt_cidr(o: &Map<String, Value>, key: &str) -> Result<Option<IpNet>> {
-    match opt_str(o, key)? {
-        None => Ok(None),
-        Some(s) => IpNet::parse(&s).map(Some).ok_or_else(|| Error::decoding(format!("invalid CIDR address: {s}"))),
-    }
-}
-
-pub(crate) fn cidr(o: &Map<String, Value>, key: &str) -> Result<IpNet> {
+pub(crate) fn cidr(f: &GoFields, key: &str) -> Result<IpNet> {
     // Go leaves a missing IPNet zero-valued; a result without an address is unusable, so refuse it.
-    opt_cidr(o, key)?.ok_or_else(|| Error::decoding(format!("invalid CIDR address: missing {key}")))
+    f.cidr(key)?.ok_or_else(|| Error::decoding(format!("invalid CIDR address: missing {key}")))
 }
 
-pub(crate) fn parse_routes(o: &Map<String, Value>, key: &str) -> Result<Vec<Route>> {
-    opt_array(o, key)?.iter().map(Route::from_json).collect()
+pub(crate) fn parse_routes(f: &GoFields, key: &str) -> Result<Vec<Route>> {
+    f.array(key, "array")?.iter().map(Route::from_json).collect()
 }

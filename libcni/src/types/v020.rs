@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::common::{cidr, object, opt_ip, opt_str, parse_routes, Dns, Route};
+use super::common::{cidr, fields, parse_routes, Dns, Route};
 use crate::error::Result;
 use crate::ip::{serialize_opt_go_ip, IpNet};
 
@@ -33,20 +33,20 @@ pub struct Result020 {
 
 impl IpConfig {
     fn from_json(v: &Value) -> Result<IpConfig> {
-        let o = object(v, "types020.IPConfig")?;
-        Ok(IpConfig { ip: cidr(o, "ip")?, gateway: opt_ip(o, "gateway")?, routes: parse_routes(o, "routes")? })
+        let f = fields(v, "types020.IPConfig")?;
+        Ok(IpConfig { ip: cidr(&f, "ip")?, gateway: f.ip("gateway")?, routes: parse_routes(&f, "routes")? })
     }
 }
 
 impl Result020 {
     pub fn from_json(v: &Value) -> Result<Result020> {
-        let o = object(v, "types020.Result")?;
-        let block = |k| crate::json::get_ci(o, k).filter(|v| !v.is_null()).map(IpConfig::from_json).transpose();
+        let f = fields(v, "types020.Result")?;
+        let block = |k| f.get(k).map(IpConfig::from_json).transpose();
         Ok(Result020 {
-            cni_version: opt_str(o, "cniVersion")?.unwrap_or_default(),
+            cni_version: f.string("cniVersion")?.unwrap_or_default().into(),
             ip4: block("ip4")?,
             ip6: block("ip6")?,
-            dns: Dns::from_json(crate::json::get_ci(o, "dns"))?,
+            dns: Dns::from_json(f.get("dns"))?,
         })
     }
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::common::{cidr, object, opt_array, opt_int, opt_ip, opt_str, parse_routes, Dns, Route};
+use super::common::{cidr, fields, parse_routes, Dns, Route};
 use crate::error::Result;
 use crate::ip::{serialize_opt_go_ip, IpNet};
 
@@ -46,36 +46,36 @@ pub struct Result040 {
 
 impl Interface {
     fn from_json(v: &Value) -> Result<Interface> {
-        let o = object(v, "types040.Interface")?;
+        let f = fields(v, "types040.Interface")?;
         Ok(Interface {
-            name: opt_str(o, "name")?.unwrap_or_default(),
-            mac: opt_str(o, "mac")?.unwrap_or_default(),
-            sandbox: opt_str(o, "sandbox")?.unwrap_or_default(),
+            name: f.string("name")?.unwrap_or_default().into(),
+            mac: f.string("mac")?.unwrap_or_default().into(),
+            sandbox: f.string("sandbox")?.unwrap_or_default().into(),
         })
     }
 }
 
 impl IpConfig {
     fn from_json(v: &Value) -> Result<IpConfig> {
-        let o = object(v, "types040.IPConfig")?;
+        let f = fields(v, "types040.IPConfig")?;
         Ok(IpConfig {
-            version: opt_str(o, "version")?.unwrap_or_default(),
-            interface: opt_int(o, "interface")?,
-            address: cidr(o, "address")?,
-            gateway: opt_ip(o, "gateway")?,
+            version: f.string("version")?.unwrap_or_default().into(),
+            interface: f.int("interface")?,
+            address: cidr(&f, "address")?,
+            gateway: f.ip("gateway")?,
         })
     }
 }
 
 impl Result040 {
     pub fn from_json(v: &Value) -> Result<Result040> {
-        let o = object(v, "types040.Result")?;
+        let f = fields(v, "types040.Result")?;
         Ok(Result040 {
-            cni_version: opt_str(o, "cniVersion")?.unwrap_or_default(),
-            interfaces: opt_array(o, "interfaces")?.iter().map(Interface::from_json).collect::<Result<_>>()?,
-            ips: opt_array(o, "ips")?.iter().map(IpConfig::from_json).collect::<Result<_>>()?,
-            routes: parse_routes(o, "routes")?,
-            dns: Dns::from_json(crate::json::get_ci(o, "dns"))?,
+            cni_version: f.string("cniVersion")?.unwrap_or_default().into(),
+            interfaces: f.array("interfaces", "array")?.iter().map(Interface::from_json).collect::<Result<_>>()?,
+            ips: f.array("ips", "array")?.iter().map(IpConfig::from_json).collect::<Result<_>>()?,
+            routes: parse_routes(&f, "routes")?,
+            dns: Dns::from_json(f.get("dns"))?,
         })
     }
 }

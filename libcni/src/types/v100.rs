@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::common::{cidr, is_zero, object, opt_array, opt_int, opt_ip, opt_str, parse_routes, Dns, Route};
+use super::common::{cidr, fields, is_zero, parse_routes, Dns, Route};
 use crate::error::Result;
 use crate::ip::{serialize_opt_go_ip, IpNet};
 
@@ -51,26 +51,22 @@ pub struct Result100 {
 
 impl Interface {
     fn from_json(v: &Value) -> Result<Interface> {
-        let o = object(v, "types100.Interface")?;
+        let f = fields(v, "types100.Interface")?;
         Ok(Interface {
-            name: opt_str(o, "name")?.unwrap_or_default(),
-            mac: opt_str(o, "mac")?.unwrap_or_default(),
-            mtu: opt_int(o, "mtu")?.unwrap_or(0),
-            sandbox: opt_str(o, "sandbox")?.unwrap_or_default(),
-            socket_path: opt_str(o, "socketPath")?.unwrap_or_default(),
-            pci_id: opt_str(o, "pciID")?.unwrap_or_default(),
+            name: f.string("name")?.unwrap_or_default().into(),
+            mac: f.string("mac")?.unwrap_or_default().into(),
+            mtu: f.int("mtu")?.unwrap_or(0),
+            sandbox: f.string("sandbox")?.unwrap_or_default().into(),
+            socket_path: f.string("socketPath")?.unwrap_or_default().into(),
+            pci_id: f.string("pciID")?.unwrap_or_default().into(),
         })
     }
 }
 
 impl IpConfig {
     fn from_json(v: &Value) -> Result<IpConfig> {
-        let o = object(v, "types100.IPConfig")?;
-        Ok(IpConfig {
-            interface: opt_int(o, "interface")?,
-            address: cidr(o, "address")?,
-            gateway: opt_ip(o, "gateway")?,
-        })
+        let f = fields(v, "types100.IPConfig")?;
+        Ok(IpConfig { interface: f.int("interface")?, address: cidr(&f, "address")?, gateway: f.ip("gateway")? })
     }
 }
 
@@ -83,13 +79,13 @@ impl Result100 {
     }
 
     pub fn from_json(v: &Value) -> Result<Result100> {
-        let o = object(v, "types100.Result")?;
+        let f = fields(v, "types100.Result")?;
         Ok(Result100 {
-            cni_version: opt_str(o, "cniVersion")?.unwrap_or_default(),
-            interfaces: opt_array(o, "interfaces")?.iter().map(Interface::from_json).collect::<Result<_>>()?,
-            ips: opt_array(o, "ips")?.iter().map(IpConfig::from_json).collect::<Result<_>>()?,
-            routes: parse_routes(o, "routes")?,
-            dns: Dns::from_json(crate::json::get_ci(o, "dns"))?,
+            cni_version: f.string("cniVersion")?.unwrap_or_default().into(),
+            interfaces: f.array("interfaces", "array")?.iter().map(Interface::from_json).collect::<Result<_>>()?,
+            ips: f.array("ips", "array")?.iter().map(IpConfig::from_json).collect::<Result<_>>()?,
+            routes: parse_routes(&f, "routes")?,
+            dns: Dns::from_json(f.get("dns"))?,
         })
     }
 }
