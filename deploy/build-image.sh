@@ -3,14 +3,14 @@
 #
 #   deploy/build-image.sh [--tag TAG] [--binaries DIR]
 #
-# --binaries: where the static host-local and delegated-ipam are (default target/release:
+# --binaries: where the static host-local and delegated-ipam are (default target/x86_64-unknown-linux-gnu/release:
 # `cargo build --release` first). node-pod-cidr is built here (Debian's golang-go), busybox
 # is Debian's busybox-static. PODMAN overrides the podman command (e.g. "podman
 # --storage-driver vfs"). The build runs with --network none: nothing can be fetched.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 tag=registry.example.com/edge-cni:0.1.0
-binaries=$repo/target/release
+binaries=$repo/target/x86_64-unknown-linux-gnu/release
 while [ $# -gt 0 ]; do
   case "$1" in
     --tag) tag=${2:?--tag needs a value}; shift 2 ;;

@@ -18,7 +18,7 @@ install_deps
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 cargo build --release --quiet --bins
-export BENCH_OURS="$PWD/target/release/host-local" BENCH_UPSTREAM=/usr/lib/cni/host-local
+export BENCH_OURS="$PWD/target/x86_64-unknown-linux-gnu/release/host-local" BENCH_UPSTREAM=/usr/lib/cni/host-local
 if [ "$quick" -eq 1 ]; then
   BENCH_QUICK=1 BENCH_LEASES=0,110 cargo bench --quiet -p host-local --bench cni_latency
   exit 0

@@ -29,7 +29,7 @@ trap cleanup EXIT
 mkdir -p "$work/bin-upstream" "$work/bin-ours" "$work/net.d"
 for dir in bin-upstream bin-ours; do ln -s /usr/lib/cni/bridge /usr/lib/cni/loopback "$work/$dir/"; done
 ln -s /usr/lib/cni/host-local "$work/bin-upstream/host-local"
-ln -s "$PWD/target/release/host-local" "$work/bin-ours/host-local"
+ln -s "$PWD/target/x86_64-unknown-linux-gnu/release/host-local" "$work/bin-ours/host-local"
 cat > "$work/net.d/10-demo.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "demo", "plugins": [
   {"type": "bridge", "bridge": "$bridge", "isGateway": true,
@@ -45,7 +45,7 @@ cni() { # impl verb netns pod uid
   local impl=$1 verb=$2 ns=$3 pod=$4 uid=$5
   NETCONFPATH="$work/net.d" CNI_PATH="$work/bin-$impl" CNI_CACHE_DIR="$work/cache-$impl" \
     CNI_ARGS="$(pod_args default "$pod" "$uid" "$ns")" \
-    target/release/cnitool "$verb" demo "/var/run/netns/$ns"
+    target/x86_64-unknown-linux-gnu/release/cnitool "$verb" demo "/var/run/netns/$ns"
 }
 
 new_sandbox() { ip netns add "$1"; netnses+=("$1"); }

@@ -25,7 +25,7 @@ export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "==> installing cargo-fuzz"
-  # Outside the repo: its .cargo/config.toml (+crt-static) cannot build proc-macros.
+  # Outside the repo: a tool is built for this host as it comes, not with our plugins' static flags.
   (cd / && cargo install cargo-fuzz --locked --quiet)
 fi
 
@@ -35,8 +35,8 @@ else
   mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz)
 fi
 
-# cargo-fuzz passes its own RUSTFLAGS, which replace the workspace's +crt-static
-# target rustflags (static glibc and ASan do not mix); the fuzz crate has its own
+# cargo-fuzz passes its own --target and RUSTFLAGS, which replace the workspace's
+# +crt-static target rustflags (static glibc and ASan do not mix); the fuzz crate has its own
 # workspace and target dir (fuzz/target), so the main build is untouched.
 logs=fuzz/target/logs
 mkdir -p "$logs"

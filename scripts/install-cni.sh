@@ -43,7 +43,7 @@ if ! printf '%s' "$cni_versions" | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+(,[0-9]+\.[0
   exit 2
 fi
 if [ -z "$source_dir" ]; then
-  source_dir="$(cd "$(dirname "$0")/.." && pwd)/target/release"
+  source_dir="$(cd "$(dirname "$0")/.." && pwd)/target/x86_64-unknown-linux-gnu/release"
 fi
 
 install_binary() { # name

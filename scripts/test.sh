@@ -9,8 +9,8 @@ install_deps
 
 echo "==> release build (static binaries)"
 cargo build --release --workspace --bins
-for bin in host-local delegated-ipam cnitool; do
-  file "target/release/$bin" | grep -q "static" || { echo "target/release/$bin is not statically linked" >&2; exit 1; }
+for bin in target/x86_64-unknown-linux-gnu/release/{host-local,delegated-ipam,cnitool}; do
+  file "$bin" | grep -q "static" || { echo "$bin is not statically linked" >&2; exit 1; }
 done
 
 echo "==> Go test programs on Go libcni, CRI client"

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::error::{Context, Error, Result};
-use crate::json::{self, get_ci};
+use crate::json::{self, GoFields};
 use crate::version;
 
 /// One plugin's configuration inside a list (or a standalone `.conf`).
@@ -50,37 +50,19 @@ impl NetworkConfig {
     /// Go's `ConfFromBytes`.
     pub fn from_value(v: &Value) -> Result<NetworkConfig> {
         let err = |m: String| Error::config(format!("error parsing configuration: {m}"));
-        let Value::Object(raw) = v else {
-            return Err(err(format!(
-                "json: cannot unmarshal {} into Go value of type types.NetConf",
-                json::go_kind(v)
-            )));
-        };
-        let text = |key: &str| -> Result<String> {
-            match get_ci(raw, key) {
-                None | Some(Value::Null) => Ok(String::new()),
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => Err(err(format!(
-                    "json: cannot unmarshal {} into Go struct field NetConf.{key} of type string",
-                    json::go_kind(other)
-                ))),
-            }
-        };
+        let Value::Object(raw) = v else { return Err(err(json::value_type_error(v, "types.NetConf"))) };
+        let f = GoFields::new(raw, "NetConf.", err);
+        let text = |key: &str| -> Result<String> { Ok(f.string(key)?.unwrap_or_default().into()) };
         let plugin_type = text("type")?;
         if plugin_type.is_empty() {
             return Err(err("missing 'type'".into()));
         }
-        let capabilities = match get_ci(raw, "capabilities") {
+        let capabilities = match f.get("capabilities") {
+            None => Vec::new(),
             Some(Value::Object(caps)) => {
                 caps.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(k, _)| k.clone()).collect()
             }
-            None | Some(Value::Null) => Vec::new(),
-            Some(other) => {
-                return Err(err(format!(
-                    "json: cannot unmarshal {} into Go struct field NetConf.capabilities of type map[string]bool",
-                    json::go_kind(other)
-                )))
-            }
+            Some(other) => return Err(f.type_error("capabilities", other, "map[string]bool")),
         };
         Ok(NetworkConfig {
             plugin_type,

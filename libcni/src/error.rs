@@ -2,12 +2,13 @@
 
 use std::{fmt, io};
 
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::json;
 
 /// A CNI error code (SPEC §5 "Error", plus Go's 8 and 999).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Code(pub u32);
 
 impl Code {
@@ -25,11 +26,13 @@ impl Code {
     pub const INTERNAL: Code = Code(999);
 }
 
-/// An error as CNI plugins print it and runtimes read it back.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An error as CNI plugins print it and runtimes read it back: `{"code": …, "msg": …,
+/// "details": …}` in Go's field order, `details` omitted when empty.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Error {
     pub code: Code,
     pub msg: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub details: String,
 }
 
@@ -71,20 +74,9 @@ impl Error {
         self
     }
 
-    /// `{"code": …, "msg": …, "details": …}` in Go's field order; `details` omitted when empty.
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("code".into(), Value::from(self.code.0));
-        m.insert("msg".into(), Value::from(self.msg.clone()));
-        if !self.details.is_empty() {
-            m.insert("details".into(), Value::from(self.details.clone()));
-        }
-        Value::Object(m)
-    }
-
     /// What a Go plugin prints: `json.MarshalIndent` with four spaces, no trailing newline.
     pub fn to_wire(&self) -> String {
-        json::to_go_pretty(&self.to_json())
+        json::to_go_pretty(self)
     }
 
     /// Parse a plugin's error output; `None` if it is not an error object.

@@ -17,6 +17,16 @@ pub fn go_ip_string(ip: IpAddr) -> String {
     }
 }
 
+/// serde's `serialize_with` for an address in Go's `net.IP` text form.
+pub fn serialize_go_ip<S: serde::Serializer>(ip: &IpAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&go_ip_string(*ip))
+}
+
+/// [`serialize_go_ip`] for an optional address (fields skip `None`, as Go's `omitempty`).
+pub fn serialize_opt_go_ip<S: serde::Serializer>(ip: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&ip.map(go_ip_string), s)
+}
+
 /// Go's `net.ParseIP` (no zones, no leading zeros in IPv4 octets).
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse::<IpAddr>().ok()
@@ -98,6 +108,13 @@ fn mask128(prefix: u8) -> u128 {
         0
     } else {
         u128::MAX << (128 - u32::from(prefix))
+    }
+}
+
+/// As Go's `types.IPNet` marshals: its `String()`.
+impl serde::Serialize for IpNet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::conf::{NetworkConfig, NetworkConfigList};
@@ -146,20 +147,14 @@ impl CniConfig {
             }
         }
         if version::gte(&list.cni_version, "1.1.0")? {
-            let attachments: Vec<Value> = valid
-                .iter()
-                .map(|(id, ifname)| {
-                    let mut m = Map::new();
-                    m.insert("containerID".into(), id.clone().into());
-                    m.insert("ifname".into(), ifname.clone().into());
-                    Value::Object(m)
-                })
-                .collect();
+            let attachments: Vec<GcAttachment> =
+                valid.iter().map(|(id, ifname)| GcAttachment { container_id: id, ifname }).collect();
+            let attachments = serde_json::to_value(attachments).expect("attachments serialise to a Value");
             for plugin in &list.plugins {
                 let mut inject = Map::new();
-                inject.insert("cni.dev/valid-attachments".into(), Value::Array(attachments.clone()));
+                inject.insert("cni.dev/valid-attachments".into(), attachments.clone());
                 // The pre-1.1.0-final name, still read by some plugins.
-                inject.insert("cni.dev/attachments".into(), Value::Array(attachments.clone()));
+                inject.insert("cni.dev/attachments".into(), attachments.clone());
                 let stdin = inject_conf(plugin, &list.name, &list.cni_version, inject);
                 if let Err(e) = self.exec(plugin, Command::Gc, &stdin, &RuntimeConf::default()) {
                     failures.push(e);
@@ -220,31 +215,26 @@ impl CniConfig {
 
     /// Write the cache entry in libcni's exact `cniCacheV1` byte layout, atomically.
     fn cache_add(&self, result: &AnyResult, config: &[u8], net: &str, rt: &RuntimeConf) -> Result<()> {
-        let mut m = Map::new();
-        m.insert("kind".into(), CACHE_KIND.into());
-        m.insert("containerId".into(), rt.container_id.clone().into());
-        m.insert("config".into(), base64::encode(config).into());
-        m.insert("ifName".into(), rt.ifname.clone().into());
-        m.insert("networkName".into(), net.into());
-        if !rt.netns.is_empty() {
-            m.insert("netns".into(), rt.netns.clone().into());
-        }
-        if !rt.args.is_empty() {
-            let pairs = rt.args.iter().map(|(k, v)| Value::Array(vec![k.clone().into(), v.clone().into()])).collect();
-            m.insert("cniArgs".into(), Value::Array(pairs));
-        }
-        if !rt.capability_args.is_empty() {
+        let capability_args = (!rt.capability_args.is_empty()).then(|| {
             let mut caps = Value::Object(rt.capability_args.clone());
             crate::types::sort_keys(&mut caps);
-            m.insert("capabilityArgs".into(), caps);
-        }
-        // libcni stores the result as a Go map: keys sorted at every level.
+            caps
+        });
         let mut result_json = result.to_json();
         crate::types::sort_keys(&mut result_json);
-        m.insert("result".into(), result_json);
+        let entry = CachedInfo {
+            kind: CACHE_KIND,
+            container_id: &rt.container_id,
+            config: base64::encode(config),
+            if_name: &rt.ifname,
+            network_name: net,
+            netns: &rt.netns,
+            cni_args: &rt.args,
+            capability_args,
+            result: result_json,
+        };
         let path = self.cache_path(net, rt)?;
-        write_atomic(&path, json::to_go_compact(&Value::Object(m)).as_bytes())
-            .ctx("write", path.display())
+        write_atomic(&path, json::to_go_compact(&entry).as_bytes()).ctx("write", path.display())
     }
 
     fn cache_del(&self, net: &str, rt: &RuntimeConf) -> Result<()> {
@@ -283,6 +273,34 @@ impl CniConfig {
         names.sort();
         Ok(names.iter().filter_map(|p| parse_cache_entry(&fs::read(p).ok()?)).collect())
     }
+}
+
+/// An attachment GC keeps (Go's `types.GCAttachment`).
+#[derive(Serialize)]
+struct GcAttachment<'a> {
+    #[serde(rename = "containerID")]
+    container_id: &'a str,
+    ifname: &'a str,
+}
+
+/// A cache entry: libcni's `cachedInfo`, its field order and `omitempty`s.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CachedInfo<'a> {
+    kind: &'static str,
+    container_id: &'a str,
+    /// Go marshals the `[]byte` as base64.
+    config: String,
+    if_name: &'a str,
+    network_name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    netns: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    cni_args: &'a [(String, String)],
+    // Both Go maps in libcni, so keys sorted at every level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capability_args: Option<Value>,
+    result: Value,
 }
 
 fn parse_cache_entry(bytes: &[u8]) -> Option<CachedAttachment> {

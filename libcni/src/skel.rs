@@ -7,6 +7,7 @@
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Code, Error, Result};
@@ -217,23 +218,11 @@ fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>> {
 
 /// Go's `validateConfig`: stdin is a JSON object with a valid `name`.
 fn validate_config(bytes: &[u8]) -> Result<Value> {
-    let conf = json::parse(bytes).map_err(|e| Error::decoding(format!("error unmarshall network config: {e}")))?;
-    let Value::Object(obj) = &conf else {
-        return Err(Error::decoding(format!(
-            "error unmarshall network config: json: cannot unmarshal {} into Go value of type struct {{ Name string \"json:\\\"name\\\"\" }}",
-            json::go_kind(&conf)
-        )));
-    };
-    let name = match json::get_ci(obj, "name") {
-        None | Some(Value::Null) => "",
-        Some(Value::String(s)) => s.as_str(),
-        Some(other) => {
-            return Err(Error::decoding(format!(
-                "error unmarshall network config: json: cannot unmarshal {} into Go struct field .name of type string",
-                json::go_kind(other)
-            )))
-        }
-    };
+    let fail = |m: String| Error::decoding(format!("error unmarshall network config: {m}"));
+    let conf = json::parse(bytes).map_err(|e| fail(e.to_string()))?;
+    // Go decodes into an anonymous struct: its fields are named `.name`.
+    let f = json::GoFields::of(&conf, "struct { Name string \"json:\\\"name\\\"\" }", ".", fail)?;
+    let name = f.string("name")?.unwrap_or_default();
     if name.is_empty() {
         return Err(Error::config("missing network name"));
     }
@@ -281,13 +270,17 @@ fn check_netns(netns: &str) -> Result<()> {
     Ok(())
 }
 
+/// VERSION output (Go's `version.PluginInfo`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionInfo {
+    cni_version: &'static str,
+    supported_versions: &'static [&'static str],
+}
+
 /// VERSION output: Go prints its own current version, compact, with a newline.
 fn version_json(info: &PluginInfo) -> String {
-    let supported: Vec<Value> = info.supported.iter().map(|v| Value::from(*v)).collect();
-    let mut m = serde_json::Map::new();
-    m.insert("cniVersion".into(), version::CURRENT.into());
-    m.insert("supportedVersions".into(), Value::Array(supported));
-    json::to_go_compact(&Value::Object(m)) + "\n"
+    json::to_go_compact(&VersionInfo { cni_version: version::CURRENT, supported_versions: info.supported }) + "\n"
 }
 
 /// Print a CNI error JSON on stdout if the process panics, so that the runtime still

@@ -73,15 +73,12 @@ pub fn gte(version: &str, other: &str) -> Result<bool> {
 
 /// The `cniVersion` of a config, as Go's `ConfigDecoder` reads it ("" means 0.1.0).
 pub fn decode_conf_version(conf: &Value) -> Result<String> {
-    let v = conf.as_object().and_then(|o| json::get_ci(o, "cniVersion"));
-    match v {
-        None | Some(Value::Null) => Ok("0.1.0".into()),
-        Some(Value::String(s)) if s.is_empty() => Ok("0.1.0".into()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(Error::decoding(format!(
-            "decoding version from network config: json: cannot unmarshal {} into Go struct field .cniVersion of type string",
-            json::go_kind(other)
-        ))),
+    let Some(obj) = conf.as_object() else { return Ok("0.1.0".into()) };
+    let fail = |m: String| Error::decoding(format!("decoding version from network config: {m}"));
+    // Go decodes into an anonymous struct: its fields are named `.cniVersion`.
+    match json::GoFields::new(obj, ".", fail).string("cniVersion")? {
+        None | Some("") => Ok("0.1.0".into()),
+        Some(version) => Ok(version.into()),
     }
 }
 

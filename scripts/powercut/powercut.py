@@ -605,7 +605,9 @@ def main():
     ap.add_argument("--fs", action="append", help="ext4, xfs, btrfs, f2fs, or all (repeatable, or comma-separated)")
     ap.add_argument("--cuts", type=int, default=3, help="power cuts per filesystem (default 3)")
     ap.add_argument("--plugin", choices=["ours", "upstream"], default="ours")
-    ap.add_argument("--binary", type=Path, help="our host-local (default target/release/host-local)")
+    ap.add_argument(
+        "--binary", type=Path, help="our host-local (default target/x86_64-unknown-linux-gnu/release/host-local)"
+    )
     ap.add_argument("--seed", type=int, help="first cut's seed (cut i uses seed+i); random if absent")
     ap.add_argument("--pods", type=int, default=16)
     ap.add_argument("--workers", type=int, default=4)
@@ -637,7 +639,7 @@ def main():
     try:
         need_tools(fss, args.plugin)
         if args.plugin == "ours":
-            binary = (args.binary or REPO / "target" / "release" / "host-local").resolve()
+            binary = (args.binary or REPO / "target" / "x86_64-unknown-linux-gnu" / "release" / "host-local").resolve()
             if not binary.is_file():
                 raise HarnessError(f"{binary} is missing: cargo build --release -p host-local")
         else:

@@ -1,24 +1,44 @@
-//! Pieces shared by every result layout: routes, DNS, and JSON field readers.
+//! Pieces shared by every result layout: routes, DNS, and how their fields are read.
 
 use std::net::IpAddr;
 
-use serde_json::{Map, Value};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::ip::{go_ip_string, parse_ip, IpNet};
-use crate::json::{self, get_ci};
+use crate::ip::{serialize_opt_go_ip, IpNet};
+use crate::json::GoFields;
 
-/// A route (`types.Route`). The 1.1.0 fields are zero/None when absent.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A route (`types.Route`, fields in Go's order). The 1.1.0 fields are zero/None when absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Route {
     /// `None` prints as Go's `<nil>`, as upstream does for a route without `dst`.
+    #[serde(serialize_with = "dst_or_nil")]
     pub dst: Option<IpNet>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_opt_go_ip")]
     pub gw: Option<IpAddr>,
+    #[serde(skip_serializing_if = "is_zero")]
     pub mtu: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub advmss: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub priority: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<i64>,
+}
+
+fn dst_or_nil<S: Serializer>(dst: &Option<IpNet>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match dst {
+        Some(dst) => dst.serialize(s),
+        None => s.serialize_str("<nil>"),
+    }
+}
+
+/// Go's `omitempty` for a number.
+pub(crate) fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl Route {
@@ -27,43 +47,26 @@ impl Route {
             || matches!(self.dst, Some(IpNet { addr: IpAddr::V6(v6), .. }) if v6.to_ipv4_mapped().is_some())
     }
 
-    /// Go's field order: dst, gw, mtu, advmss, priority, table, scope.
+    /// As results carry it: Go's field order, empty fields omitted.
     pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        let dst = self.dst.map(|d| d.to_string()).unwrap_or_else(|| "<nil>".into());
-        m.insert("dst".into(), dst.into());
-        if let Some(gw) = self.gw {
-            m.insert("gw".into(), go_ip_string(gw).into());
-        }
-        for (k, v) in [("mtu", self.mtu), ("advmss", self.advmss), ("priority", self.priority)] {
-            if v != 0 {
-                m.insert(k.into(), v.into());
-            }
-        }
-        if let Some(t) = self.table {
-            m.insert("table".into(), t.into());
-        }
-        if let Some(s) = self.scope {
-            m.insert("scope".into(), s.into());
-        }
-        Value::Object(m)
+        super::to_value(self)
     }
 
     pub fn from_json(v: &Value) -> Result<Route> {
-        let o = object(v, "types.Route")?;
+        let f = fields(v, "types.Route")?;
         // "<nil>" is how Go (and we) print a route without dst: read it back as none.
-        let dst = match opt_str(o, "dst")?.as_deref() {
+        let dst = match f.string("dst")? {
             Some("<nil>") => None,
-            _ => opt_cidr(o, "dst")?,
+            _ => f.cidr("dst")?,
         };
         Ok(Route {
             dst,
-            gw: opt_ip(o, "gw")?,
-            mtu: opt_int(o, "mtu")?.unwrap_or(0),
-            advmss: opt_int(o, "advmss")?.unwrap_or(0),
-            priority: opt_int(o, "priority")?.unwrap_or(0),
-            table: opt_int(o, "table")?,
-            scope: opt_int(o, "scope")?,
+            gw: f.ip("gw")?,
+            mtu: f.int("mtu")?.unwrap_or(0),
+            advmss: f.int("advmss")?.unwrap_or(0),
+            priority: f.int("priority")?.unwrap_or(0),
+            table: f.int("table")?,
+            scope: f.int("scope")?,
         })
     }
 
@@ -74,11 +77,15 @@ impl Route {
 }
 
 /// DNS settings (`types.DNS`); every field is omitted when empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Dns {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub domain: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
 }
 
@@ -87,112 +94,28 @@ impl Dns {
         self.nameservers.is_empty() && self.domain.is_empty() && self.search.is_empty() && self.options.is_empty()
     }
 
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        let list = |l: &Vec<String>| Value::Array(l.iter().map(|s| Value::from(s.as_str())).collect());
-        if !self.nameservers.is_empty() {
-            m.insert("nameservers".into(), list(&self.nameservers));
-        }
-        if !self.domain.is_empty() {
-            m.insert("domain".into(), self.domain.clone().into());
-        }
-        if !self.search.is_empty() {
-            m.insert("search".into(), list(&self.search));
-        }
-        if !self.options.is_empty() {
-            m.insert("options".into(), list(&self.options));
-        }
-        Value::Object(m)
-    }
-
     pub fn from_json(v: Option<&Value>) -> Result<Dns> {
         let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(Dns::default()) };
-        let o = object(v, "types.DNS")?;
+        let f = fields(v, "types.DNS")?;
         Ok(Dns {
-            nameservers: opt_strings(o, "nameservers")?,
-            domain: opt_str(o, "domain")?.unwrap_or_default(),
-            search: opt_strings(o, "search")?,
-            options: opt_strings(o, "options")?,
+            nameservers: f.strings("nameservers")?,
+            domain: f.string("domain")?.unwrap_or_default().into(),
+            search: f.strings("search")?,
+            options: f.strings("options")?,
         })
     }
 }
 
-pub(crate) fn type_error(v: &Value, field: &str, go_type: &str) -> Error {
-    Error::decoding(format!(
-        "json: cannot unmarshal {} into Go struct field {field} of type {go_type}",
-        json::go_kind(v)
-    ))
+/// A result object's fields: wrong kinds are decoding errors naming the field alone.
+pub(crate) fn fields<'a>(v: &'a Value, go_type: &str) -> Result<GoFields<'a>> {
+    GoFields::of(v, go_type, "", Error::decoding)
 }
 
-pub(crate) fn object<'a>(v: &'a Value, go_type: &str) -> Result<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| {
-        Error::decoding(format!("json: cannot unmarshal {} into Go value of type {go_type}", json::go_kind(v)))
-    })
-}
-
-fn present<'a>(o: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    get_ci(o, key).filter(|v| !v.is_null())
-}
-
-pub(crate) fn opt_str(o: &Map<String, Value>, key: &str) -> Result<Option<String>> {
-    match present(o, key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(type_error(v, key, "string")),
-    }
-}
-
-pub(crate) fn opt_int(o: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
-    match present(o, key) {
-        None => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| type_error(v, key, "int")),
-    }
-}
-
-pub(crate) fn opt_strings(o: &Map<String, Value>, key: &str) -> Result<Vec<String>> {
-    match present(o, key) {
-        None => Ok(Vec::new()),
-        Some(Value::Array(a)) => {
-            a.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| type_error(v, key, "string"))).collect()
-        }
-        Some(v) => Err(type_error(v, key, "[]string")),
-    }
-}
-
-pub(crate) fn opt_array<'a>(o: &'a Map<String, Value>, key: &str) -> Result<&'a [Value]> {
-    match present(o, key) {
-        None => Ok(&[]),
-        Some(Value::Array(a)) => Ok(a),
-        Some(v) => Err(type_error(v, key, "array")),
-    }
-}
-
-/// An IP field: Go's `net.IP` text unmarshalling ("" means absent).
-pub(crate) fn opt_ip(o: &Map<String, Value>, key: &str) -> Result<Option<IpAddr>> {
-    match opt_str(o, key)? {
-        None => Ok(None),
-        Some(s) if s.is_empty() => Ok(None),
-        Some(s) => parse_ip(&s).map(Some).ok_or_else(|| Error::decoding(format!("invalid IP address: {s}"))),
-    }
-}
-
-/// A CIDR field (`types.IPNet`).
-pub(crate) fn opt_cidr(o: &Map<String, Value>, key: &str) -> Result<Option<IpNet>> {
-    match opt_str(o, key)? {
-        None => Ok(None),
-        Some(s) => IpNet::parse(&s).map(Some).ok_or_else(|| Error::decoding(format!("invalid CIDR address: {s}"))),
-    }
-}
-
-pub(crate) fn cidr(o: &Map<String, Value>, key: &str) -> Result<IpNet> {
+pub(crate) fn cidr(f: &GoFields, key: &str) -> Result<IpNet> {
     // Go leaves a missing IPNet zero-valued; a result without an address is unusable, so refuse it.
-    opt_cidr(o, key)?.ok_or_else(|| Error::decoding(format!("invalid CIDR address: missing {key}")))
+    f.cidr(key)?.ok_or_else(|| Error::decoding(format!("invalid CIDR address: missing {key}")))
 }
 
-pub(crate) fn routes_json(routes: &[Route]) -> Value {
-    Value::Array(routes.iter().map(Route::to_json).collect())
-}
-
-pub(crate) fn parse_routes(o: &Map<String, Value>, key: &str) -> Result<Vec<Route>> {
-    opt_array(o, key)?.iter().map(Route::from_json).collect()
+pub(crate) fn parse_routes(f: &GoFields, key: &str) -> Result<Vec<Route>> {
+    f.array(key, "array")?.iter().map(Route::from_json).collect()
 }

@@ -9,6 +9,7 @@ pub mod v020;
 pub mod v040;
 pub mod v100;
 
+use serde::Serialize;
 use serde_json::Value;
 
 pub use common::{Dns, Route};
@@ -101,8 +102,8 @@ impl AnyResult {
 
     pub fn to_json(&self) -> Value {
         match self {
-            AnyResult::V020(r) => r.to_json(),
-            AnyResult::V040(r) => r.to_json(),
+            AnyResult::V020(r) => to_value(r),
+            AnyResult::V040(r) => to_value(r),
             AnyResult::V100(r) => r.to_json(),
         }
     }
@@ -118,6 +119,11 @@ impl Result100 {
     pub fn as_version(&self, version: &str) -> Result<AnyResult> {
         AnyResult::V100(self.clone()).convert_to(version)
     }
+}
+
+/// A result type's derived `Serialize` as a `Value`, to be sorted or embedded in a config.
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("result types serialise to a Value without failing")
 }
 
 /// Sort object keys at every level, as a round trip through a Go map does.

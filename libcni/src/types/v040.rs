@@ -2,113 +2,80 @@
 
 use std::net::IpAddr;
 
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
-use super::common::{cidr, object, opt_array, opt_int, opt_ip, opt_str, parse_routes, routes_json, Dns, Route};
+use super::common::{cidr, fields, parse_routes, Dns, Route};
 use crate::error::Result;
-use crate::ip::{go_ip_string, IpNet};
+use crate::ip::{serialize_opt_go_ip, IpNet};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Interface {
     pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub mac: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub sandbox: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct IpConfig {
     /// "4" or "6".
     pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interface: Option<i64>,
     pub address: IpNet,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_opt_go_ip")]
     pub gateway: Option<IpAddr>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Go's struct order: cniVersion, interfaces, ips, routes, dns (always present).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Result040 {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub cni_version: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<Interface>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<IpConfig>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
     pub dns: Dns,
 }
 
 impl Interface {
-    fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("name".into(), self.name.clone().into());
-        if !self.mac.is_empty() {
-            m.insert("mac".into(), self.mac.clone().into());
-        }
-        if !self.sandbox.is_empty() {
-            m.insert("sandbox".into(), self.sandbox.clone().into());
-        }
-        Value::Object(m)
-    }
-
     fn from_json(v: &Value) -> Result<Interface> {
-        let o = object(v, "types040.Interface")?;
+        let f = fields(v, "types040.Interface")?;
         Ok(Interface {
-            name: opt_str(o, "name")?.unwrap_or_default(),
-            mac: opt_str(o, "mac")?.unwrap_or_default(),
-            sandbox: opt_str(o, "sandbox")?.unwrap_or_default(),
+            name: f.string("name")?.unwrap_or_default().into(),
+            mac: f.string("mac")?.unwrap_or_default().into(),
+            sandbox: f.string("sandbox")?.unwrap_or_default().into(),
         })
     }
 }
 
 impl IpConfig {
-    fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("version".into(), self.version.clone().into());
-        if let Some(i) = self.interface {
-            m.insert("interface".into(), i.into());
-        }
-        m.insert("address".into(), self.address.to_string().into());
-        if let Some(gw) = self.gateway {
-            m.insert("gateway".into(), go_ip_string(gw).into());
-        }
-        Value::Object(m)
-    }
-
     fn from_json(v: &Value) -> Result<IpConfig> {
-        let o = object(v, "types040.IPConfig")?;
+        let f = fields(v, "types040.IPConfig")?;
         Ok(IpConfig {
-            version: opt_str(o, "version")?.unwrap_or_default(),
-            interface: opt_int(o, "interface")?,
-            address: cidr(o, "address")?,
-            gateway: opt_ip(o, "gateway")?,
+            version: f.string("version")?.unwrap_or_default().into(),
+            interface: f.int("interface")?,
+            address: cidr(&f, "address")?,
+            gateway: f.ip("gateway")?,
         })
     }
 }
 
 impl Result040 {
-    /// Go's struct order: cniVersion, interfaces, ips, routes, dns (always present).
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        if !self.cni_version.is_empty() {
-            m.insert("cniVersion".into(), self.cni_version.clone().into());
-        }
-        if !self.interfaces.is_empty() {
-            m.insert("interfaces".into(), Value::Array(self.interfaces.iter().map(Interface::to_json).collect()));
-        }
-        if !self.ips.is_empty() {
-            m.insert("ips".into(), Value::Array(self.ips.iter().map(IpConfig::to_json).collect()));
-        }
-        if !self.routes.is_empty() {
-            m.insert("routes".into(), routes_json(&self.routes));
-        }
-        m.insert("dns".into(), self.dns.to_json());
-        Value::Object(m)
-    }
-
     pub fn from_json(v: &Value) -> Result<Result040> {
-        let o = object(v, "types040.Result")?;
+        let f = fields(v, "types040.Result")?;
         Ok(Result040 {
-            cni_version: opt_str(o, "cniVersion")?.unwrap_or_default(),
-            interfaces: opt_array(o, "interfaces")?.iter().map(Interface::from_json).collect::<Result<_>>()?,
-            ips: opt_array(o, "ips")?.iter().map(IpConfig::from_json).collect::<Result<_>>()?,
-            routes: parse_routes(o, "routes")?,
-            dns: Dns::from_json(crate::json::get_ci(o, "dns"))?,
+            cni_version: f.string("cniVersion")?.unwrap_or_default().into(),
+            interfaces: f.array("interfaces", "array")?.iter().map(Interface::from_json).collect::<Result<_>>()?,
+            ips: f.array("ips", "array")?.iter().map(IpConfig::from_json).collect::<Result<_>>()?,
+            routes: parse_routes(&f, "routes")?,
+            dns: Dns::from_json(f.get("dns"))?,
         })
     }
 }

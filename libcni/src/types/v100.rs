@@ -2,123 +2,90 @@
 
 use std::net::IpAddr;
 
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
-use super::common::{cidr, object, opt_array, opt_int, opt_ip, opt_str, parse_routes, routes_json, Dns, Route};
+use super::common::{cidr, fields, is_zero, parse_routes, Dns, Route};
 use crate::error::Result;
-use crate::ip::{go_ip_string, IpNet};
+use crate::ip::{serialize_opt_go_ip, IpNet};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Interface {
     pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub mac: String,
+    #[serde(skip_serializing_if = "is_zero")]
     pub mtu: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub sandbox: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub socket_path: String,
+    #[serde(skip_serializing_if = "String::is_empty", rename = "pciID")]
     pub pci_id: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct IpConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interface: Option<i64>,
     pub address: IpNet,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_opt_go_ip")]
     pub gateway: Option<IpAddr>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Result100 {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub cni_version: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<Interface>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<IpConfig>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+    #[serde(skip_serializing_if = "Dns::is_empty")]
     pub dns: Dns,
 }
 
 impl Interface {
-    fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("name".into(), self.name.clone().into());
-        for (k, v) in
-            [("mac", &self.mac), ("sandbox", &self.sandbox), ("socketPath", &self.socket_path), ("pciID", &self.pci_id)]
-        {
-            if !v.is_empty() {
-                m.insert(k.into(), v.clone().into());
-            }
-        }
-        if self.mtu != 0 {
-            m.insert("mtu".into(), self.mtu.into());
-        }
-        Value::Object(m)
-    }
-
     fn from_json(v: &Value) -> Result<Interface> {
-        let o = object(v, "types100.Interface")?;
+        let f = fields(v, "types100.Interface")?;
         Ok(Interface {
-            name: opt_str(o, "name")?.unwrap_or_default(),
-            mac: opt_str(o, "mac")?.unwrap_or_default(),
-            mtu: opt_int(o, "mtu")?.unwrap_or(0),
-            sandbox: opt_str(o, "sandbox")?.unwrap_or_default(),
-            socket_path: opt_str(o, "socketPath")?.unwrap_or_default(),
-            pci_id: opt_str(o, "pciID")?.unwrap_or_default(),
+            name: f.string("name")?.unwrap_or_default().into(),
+            mac: f.string("mac")?.unwrap_or_default().into(),
+            mtu: f.int("mtu")?.unwrap_or(0),
+            sandbox: f.string("sandbox")?.unwrap_or_default().into(),
+            socket_path: f.string("socketPath")?.unwrap_or_default().into(),
+            pci_id: f.string("pciID")?.unwrap_or_default().into(),
         })
     }
 }
 
 impl IpConfig {
-    fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        if let Some(i) = self.interface {
-            m.insert("interface".into(), i.into());
-        }
-        m.insert("address".into(), self.address.to_string().into());
-        if let Some(gw) = self.gateway {
-            m.insert("gateway".into(), go_ip_string(gw).into());
-        }
-        Value::Object(m)
-    }
-
     fn from_json(v: &Value) -> Result<IpConfig> {
-        let o = object(v, "types100.IPConfig")?;
-        Ok(IpConfig {
-            interface: opt_int(o, "interface")?,
-            address: cidr(o, "address")?,
-            gateway: opt_ip(o, "gateway")?,
-        })
+        let f = fields(v, "types100.IPConfig")?;
+        Ok(IpConfig { interface: f.int("interface")?, address: cidr(&f, "address")?, gateway: f.ip("gateway")? })
     }
 }
 
 impl Result100 {
     /// Go re-marshals 1.x results through a map: keys sorted at every level, empty `dns` dropped.
     pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        if !self.cni_version.is_empty() {
-            m.insert("cniVersion".into(), self.cni_version.clone().into());
-        }
-        if !self.dns.is_empty() {
-            m.insert("dns".into(), self.dns.to_json());
-        }
-        if !self.interfaces.is_empty() {
-            m.insert("interfaces".into(), Value::Array(self.interfaces.iter().map(Interface::to_json).collect()));
-        }
-        if !self.ips.is_empty() {
-            m.insert("ips".into(), Value::Array(self.ips.iter().map(IpConfig::to_json).collect()));
-        }
-        if !self.routes.is_empty() {
-            m.insert("routes".into(), routes_json(&self.routes));
-        }
-        let mut v = Value::Object(m);
+        let mut v = super::to_value(self);
         super::sort_keys(&mut v);
         v
     }
 
     pub fn from_json(v: &Value) -> Result<Result100> {
-        let o = object(v, "types100.Result")?;
+        let f = fields(v, "types100.Result")?;
         Ok(Result100 {
-            cni_version: opt_str(o, "cniVersion")?.unwrap_or_default(),
-            interfaces: opt_array(o, "interfaces")?.iter().map(Interface::from_json).collect::<Result<_>>()?,
-            ips: opt_array(o, "ips")?.iter().map(IpConfig::from_json).collect::<Result<_>>()?,
-            routes: parse_routes(o, "routes")?,
-            dns: Dns::from_json(crate::json::get_ci(o, "dns"))?,
+            cni_version: f.string("cniVersion")?.unwrap_or_default().into(),
+            interfaces: f.array("interfaces", "array")?.iter().map(Interface::from_json).collect::<Result<_>>()?,
+            ips: f.array("ips", "array")?.iter().map(IpConfig::from_json).collect::<Result<_>>()?,
+            routes: parse_routes(&f, "routes")?,
+            dns: Dns::from_json(f.get("dns"))?,
         })
     }
 }

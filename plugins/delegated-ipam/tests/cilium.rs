@@ -35,10 +35,7 @@ impl Scene {
     }
 
     fn ours_host_local() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target")
-            .join(if cfg!(debug_assertions) { "debug" } else { "release" })
-            .join("host-local")
+        workspace_bin("host-local")
     }
 
     /// A shell-script plugin in the plugin dir.
@@ -107,10 +104,12 @@ impl Scene {
 }
 
 fn ours_cnitool() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target")
-        .join(if cfg!(debug_assertions) { "debug" } else { "release" })
-        .join("cnitool")
+    workspace_bin("cnitool")
+}
+
+/// Another package's binary: `cargo test --workspace` builds it beside ours.
+fn workspace_bin(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_delegated-ipam")).with_file_name(name)
 }
 
 fn go_cnitool() -> PathBuf {

@@ -249,7 +249,7 @@ impl Bound {
 
 fn main() {
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
-    let ours_default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/host-local");
+    let ours_default = PathBuf::from(env!("CARGO_BIN_EXE_host-local"));
     let plugins = [
         Plugin {
             name: "upstream",

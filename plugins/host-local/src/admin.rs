@@ -9,10 +9,10 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use libcni::ip::go_ip_string;
+use libcni::ip::{go_ip_string, serialize_go_ip};
 use libcni::json;
 use libcni::{Context, Error, Result};
-use serde_json::{Map, Value};
+use serde::{Serialize, Serializer};
 
 use crate::config::{parse_duration, DEFAULT_DATA_DIR};
 use crate::disk::{DiskStore, Prepare};
@@ -72,8 +72,11 @@ The ranges come from the network's configuration in CONFDIR (default /etc/cni/ne
 without one, only active and held addresses are reported (range_set=\"unknown\").
 ";
 
-/// One row of `host-local leases`.
+/// One row of `host-local leases`; `--json` writes its fields in this order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Row {
+    #[serde(serialize_with = "serialize_go_ip")]
     ip: IpAddr,
     network: String,
     container_id: String,
@@ -81,22 +84,12 @@ struct Row {
     pod_namespace: String,
     pod_name: String,
     state: &'static str,
+    #[serde(serialize_with = "serialize_rfc3339")]
     since: u64,
 }
 
-impl Row {
-    fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("ip".into(), go_ip_string(self.ip).into());
-        m.insert("network".into(), self.network.clone().into());
-        m.insert("containerId".into(), self.container_id.clone().into());
-        m.insert("ifname".into(), self.ifname.clone().into());
-        m.insert("podNamespace".into(), self.pod_namespace.clone().into());
-        m.insert("podName".into(), self.pod_name.clone().into());
-        m.insert("state".into(), self.state.into());
-        m.insert("since".into(), rfc3339(self.since).into());
-        Value::Object(m)
-    }
+fn serialize_rfc3339<S: Serializer>(unix_seconds: &u64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*unix_seconds))
 }
 
 #[derive(Default)]
@@ -256,7 +249,7 @@ fn leases(opts: &Options) -> Result<String> {
         store.commit()?;
     }
     if opts.json {
-        return Ok(json::to_go_pretty(&Value::Array(rows.iter().map(Row::to_json).collect())) + "\n");
+        return Ok(json::to_go_pretty(&rows) + "\n");
     }
     let header = ["IP", "NETWORK", "STATE", "NAMESPACE", "POD", "CONTAINER", "IFNAME", "SINCE"];
     let cells: Vec<[String; 8]> = rows

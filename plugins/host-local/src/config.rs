@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use libcni::args::{self, CniArgs, Kind};
 use libcni::ip::{canonical, parse_ip, IpNet};
-use libcni::json::{get_ci, go_kind};
+use libcni::json::{field_type_error, GoFields};
 use libcni::types::Route;
 use libcni::{version, Error, Result};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::range::{canonicalize_set, sets_overlap, RangeSet, RangeSpec};
 
@@ -65,84 +65,40 @@ impl IpamConfig {
     }
 }
 
-/// A Go-style type error for a field.
-fn type_error(v: &Value, path: &str, go_type: &str) -> Error {
-    Error::config(format!("json: cannot unmarshal {} into Go struct field {path} of type {go_type}", go_kind(v)))
-}
-
-fn field<'a>(o: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    get_ci(o, key).filter(|v| !v.is_null())
-}
-
-fn string(o: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>> {
-    match field(o, key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(type_error(v, path, "string")),
-    }
-}
-
-/// A `net.IP` field: "" means unset; otherwise Go's "invalid IP address: x".
-fn ip_field(o: &Map<String, Value>, key: &str, path: &str) -> Result<Option<IpAddr>> {
-    match string(o, key, path)?.filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => parse_ip(&s).map(Some).ok_or_else(|| Error::config(format!("invalid IP address: {s}"))),
-    }
-}
-
-fn array<'a>(o: &'a Map<String, Value>, key: &str, path: &str, go_type: &str) -> Result<&'a [Value]> {
-    match field(o, key) {
-        None => Ok(&[]),
-        Some(Value::Array(a)) => Ok(a),
-        Some(v) => Err(type_error(v, path, go_type)),
-    }
-}
-
-fn object<'a>(v: &'a Value, path: &str, go_type: &str) -> Result<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| type_error(v, path, go_type))
-}
-
-fn range_spec(o: &Map<String, Value>, path: &str) -> Result<RangeSpec> {
-    let subnet = match string(o, "subnet", &format!("{path}.subnet"))? {
-        None => None,
-        Some(s) => Some(IpNet::parse(&s).ok_or_else(|| Error::config(format!("invalid CIDR address: {s}")))?),
-    };
+fn range_spec(f: &GoFields) -> Result<RangeSpec> {
     Ok(RangeSpec {
-        subnet,
-        range_start: ip_field(o, "rangeStart", &format!("{path}.rangeStart"))?,
-        range_end: ip_field(o, "rangeEnd", &format!("{path}.rangeEnd"))?,
-        gateway: ip_field(o, "gateway", &format!("{path}.gateway"))?,
+        subnet: f.cidr("subnet")?,
+        range_start: f.ip("rangeStart")?,
+        range_end: f.ip("rangeEnd")?,
+        gateway: f.ip("gateway")?,
     })
 }
 
-fn range_sets(values: &[Value], path: &str) -> Result<Vec<Vec<RangeSpec>>> {
-    values
+/// A `[]allocator.RangeSet` field: each set an array of ranges, null an empty set.
+fn range_sets(f: &GoFields, key: &str) -> Result<Vec<Vec<RangeSpec>>> {
+    f.array(key, "[]allocator.RangeSet")?
         .iter()
         .map(|set| match set {
-            Value::Array(ranges) => {
-                ranges.iter().map(|r| range_spec(object(r, path, "allocator.Range")?, path)).collect::<Result<Vec<_>>>()
-            }
+            Value::Array(ranges) => ranges.iter().map(|r| range_spec(&f.element(key, r, "allocator.Range")?)).collect(),
             Value::Null => Ok(Vec::new()),
-            other => Err(type_error(other, path, "allocator.RangeSet")),
+            other => Err(f.type_error(key, other, "allocator.RangeSet")),
         })
         .collect()
 }
 
-/// An `ip.IP` entry of `args.cni.ips` / `runtimeConfig.ips`: "ip" or "ip/prefix", "" is nil.
-fn requested_ip(v: &Value, path: &str) -> Result<Option<IpAddr>> {
-    let Value::String(s) = v else { return Err(type_error(v, path, "ip.IP")) };
-    if s.is_empty() {
-        return Ok(None);
-    }
-    let addr = if s.contains('/') { IpNet::parse(s).map(|n| n.addr) } else { parse_ip(s) };
-    addr.map(Some).ok_or_else(|| Error::config(format!("invalid IP address {s}")))
-}
-
-fn requested_ips(list: &[Value], path: &str, out: &mut Vec<Option<IpAddr>>) -> Result<()> {
-    for v in list {
-        out.push(requested_ip(v, path)?);
-    }
-    Ok(())
+/// A `[]*ip.IP` field (`args.cni.ips`, `runtimeConfig.ips`): "ip" or "ip/prefix", "" is nil.
+fn requested_ips(f: &GoFields, key: &str) -> Result<Vec<Option<IpAddr>>> {
+    f.array(key, "[]*ip.IP")?
+        .iter()
+        .map(|v| {
+            let Value::String(s) = v else { return Err(f.type_error(key, v, "ip.IP")) };
+            if s.is_empty() {
+                return Ok(None);
+            }
+            let addr = if s.contains('/') { IpNet::parse(s).map(|n| n.addr) } else { parse_ip(s) };
+            addr.map(Some).ok_or_else(|| Error::config(format!("invalid IP address {s}")))
+        })
+        .collect()
 }
 
 /// Go-style durations as users write them: "90s", "30m", "72h", "1h30m", "0".
@@ -176,18 +132,19 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
-fn sticky(ipam: &Map<String, Value>) -> Result<Option<Sticky>> {
+fn sticky(ipam: &GoFields) -> Result<Option<Sticky>> {
     let default = Sticky { key: StickyKey::NamespaceName, hold_duration: None };
-    let o = match field(ipam, "stickyIPs") {
+    // Our own section: its errors name it `ipam.stickyIPs`, not after a Go struct.
+    let o = match ipam.get("stickyIPs") {
         None | Some(Value::Bool(true)) => return Ok(Some(default)),
         Some(Value::Bool(false)) => return Ok(None),
-        Some(Value::Object(o)) => o,
-        Some(v) => return Err(type_error(v, "ipam.stickyIPs", "bool or object")),
+        Some(Value::Object(o)) => GoFields::new(o, "ipam.stickyIPs.", Error::config),
+        Some(v) => return Err(Error::config(field_type_error(v, "ipam.stickyIPs", "bool or object"))),
     };
-    if matches!(field(o, "enabled"), Some(Value::Bool(false))) {
+    if matches!(o.get("enabled"), Some(Value::Bool(false))) {
         return Ok(None);
     }
-    let key = match string(o, "key", "ipam.stickyIPs.key")?.as_deref() {
+    let key = match o.string("key")? {
         None | Some("namespace/name") => StickyKey::NamespaceName,
         Some("uid") => StickyKey::Uid,
         Some(other) => {
@@ -196,10 +153,10 @@ fn sticky(ipam: &Map<String, Value>) -> Result<Option<Sticky>> {
             )))
         }
     };
-    let hold_duration = match string(o, "holdDuration", "ipam.stickyIPs.holdDuration")? {
+    let hold_duration = match o.string("holdDuration")? {
         None => None,
         Some(s) => Some(
-            parse_duration(&s)
+            parse_duration(s)
                 .ok_or_else(|| Error::config(format!("ipam.stickyIPs.holdDuration: invalid duration {s:?}")))?,
         ),
     };
@@ -208,45 +165,40 @@ fn sticky(ipam: &Map<String, Value>) -> Result<Option<Sticky>> {
 
 /// Upstream's `LoadIPAMConfig` over the whole network config and CNI_ARGS.
 pub fn load(conf: &Value, cni_args: &str) -> Result<IpamConfig> {
-    let net = object(conf, "", "allocator.Net")?;
-    let name = string(net, "name", "Net.name")?.unwrap_or_default();
-    let cni_version = string(net, "cniVersion", "Net.cniVersion")?.unwrap_or_default();
+    // Upstream's root error names an empty field, not a Go value.
+    let Value::Object(net) = conf else { return Err(Error::config(field_type_error(conf, "", "allocator.Net"))) };
+    let net = GoFields::new(net, "Net.", Error::config);
+    let name = net.string("name")?.unwrap_or_default().to_string();
+    let cni_version = net.string("cniVersion")?.unwrap_or_default().to_string();
     // Decode everything first, as Go's json.Unmarshal does, then validate in upstream's order.
-    let ipam = field(net, "ipam").map(|v| object(v, "Net.ipam", "allocator.IPAMConfig")).transpose()?;
-    let runtime = field(net, "runtimeConfig").map(|v| object(v, "Net.runtimeConfig", "struct")).transpose()?;
+    let ipam = net.object("ipam", "allocator.IPAMConfig")?;
+    let runtime = net.object("runtimeConfig", "struct")?;
     let mut args_ips = Vec::new();
-    if let Some(a) = field(net, "args") {
-        if let Some(cni) = field(object(a, "Net.args", "struct")?, "cni") {
-            let ips = array(object(cni, "Net.args.cni", "allocator.IPAMArgs")?, "ips", "Net.args.cni.ips", "[]*ip.IP")?;
-            requested_ips(ips, "Net.args.cni.ips", &mut args_ips)?;
+    if let Some(args) = net.object("args", "struct")? {
+        if let Some(cni) = args.object("cni", "allocator.IPAMArgs")? {
+            args_ips = requested_ips(&cni, "ips")?;
         }
     }
     let mut runtime_ips = Vec::new();
     let mut runtime_ranges = Vec::new();
     if let Some(rc) = runtime {
-        requested_ips(
-            array(rc, "ips", "Net.runtimeConfig.ips", "[]*ip.IP")?,
-            "Net.runtimeConfig.ips",
-            &mut runtime_ips,
-        )?;
-        let sets = array(rc, "ipRanges", "Net.runtimeConfig.ipRanges", "[]allocator.RangeSet")?;
-        runtime_ranges = range_sets(sets, "Net.runtimeConfig.ipRanges")?;
+        runtime_ips = requested_ips(&rc, "ips")?;
+        runtime_ranges = range_sets(&rc, "ipRanges")?;
     }
     let Some(ipam) = ipam else {
         return Err(Error::config("IPAM config missing 'ipam' key"));
     };
-    let legacy = range_spec(ipam, "Net.ipam")?;
-    let ranges = range_sets(array(ipam, "ranges", "Net.ipam.ranges", "[]allocator.RangeSet")?, "Net.ipam.ranges")?;
-    let routes = array(ipam, "routes", "Net.ipam.routes", "[]*types.Route")?
+    let legacy = range_spec(&ipam)?;
+    let ranges = range_sets(&ipam, "ranges")?;
+    let routes = ipam
+        .array("routes", "[]*types.Route")?
         .iter()
         .map(|r| Route::from_json(r).map_err(|e| Error::config(e.msg)))
         .collect::<Result<Vec<_>>>()?;
-    let data_dir = string(ipam, "dataDir", "Net.ipam.dataDir")?
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-    let resolv_conf = string(ipam, "resolvConf", "Net.ipam.resolvConf")?.filter(|s| !s.is_empty()).map(PathBuf::from);
-    let log_file = string(ipam, "logFile", "Net.ipam.logFile")?.filter(|s| !s.is_empty()).map(PathBuf::from);
-    let sticky = sticky(ipam)?;
+    let data_dir = ipam.string("dataDir")?.filter(|d| !d.is_empty()).unwrap_or(DEFAULT_DATA_DIR);
+    let resolv_conf = ipam.string("resolvConf")?.filter(|s| !s.is_empty()).map(PathBuf::from);
+    let log_file = ipam.string("logFile")?.filter(|s| !s.is_empty()).map(PathBuf::from);
+    let sticky = sticky(&ipam)?;
 
     let mut requested: Vec<Option<IpAddr>> = Vec::new();
     let args = CniArgs::parse(cni_args, ARGS_SCHEMA)?;

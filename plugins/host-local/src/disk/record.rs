@@ -4,7 +4,8 @@
 //! `changedAt` are node time (`crate::clock`), which orders and ages holds.
 
 use libcni::json;
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::store::{parse_rfc3339, rfc3339, LeaseState, Owner, PodRecord};
 
@@ -18,21 +19,38 @@ pub fn to_json(p: &PodRecord) -> String {
 /// lease content being replaced. The record is renamed into place before the lease is, so
 /// after a crash between the two the old lease is still recognised as the pod's.
 pub fn to_json_replacing(p: &PodRecord, replaces: Option<&str>) -> String {
-    let mut m = Map::new();
-    m.insert("containerId".into(), p.owner.container_id.clone().into());
-    m.insert("ifname".into(), p.owner.ifname.clone().into());
-    m.insert("namespace".into(), p.namespace.clone().into());
-    m.insert("name".into(), p.name.clone().into());
-    m.insert("uid".into(), p.uid.clone().into());
-    m.insert("bootId".into(), p.boot_id.clone().into());
-    m.insert("state".into(), (if p.state == LeaseState::Held { "held" } else { "active" }).into());
-    m.insert("since".into(), rfc3339(p.since).into());
-    m.insert("addedAt".into(), p.added_at.into());
-    m.insert("changedAt".into(), p.changed_at.into());
-    if let Some(replaces) = replaces {
-        m.insert("replaces".into(), replaces.into());
-    }
-    json::to_go_compact(&Value::Object(m)) + "\n"
+    let record = RecordFile {
+        container_id: &p.owner.container_id,
+        ifname: &p.owner.ifname,
+        namespace: &p.namespace,
+        name: &p.name,
+        uid: &p.uid,
+        boot_id: &p.boot_id,
+        state: if p.state == LeaseState::Held { "held" } else { "active" },
+        since: rfc3339(p.since),
+        added_at: p.added_at,
+        changed_at: p.changed_at,
+        replaces,
+    };
+    json::to_go_compact(&record) + "\n"
+}
+
+/// A record file's fields, in the order they are written.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordFile<'a> {
+    container_id: &'a str,
+    ifname: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+    uid: &'a str,
+    boot_id: &'a str,
+    state: &'static str,
+    since: String,
+    added_at: u64,
+    changed_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaces: Option<&'a str>,
 }
 
 /// A record file's content; `None` for anything that is not a complete record.
