@@ -1160,7 +1160,7 @@ fn spawn_injected(store: &Store, call: &Call, inject: &str) -> std::process::Chi
     let mut cmd = Command::new("strace");
     cmd.args(["-f", "-qq", "-o"])
         .arg(&log)
-        .args(["-e", "trace=fsync,fdatasync"])
+        .args(["-e", "trace=fsync,fdatasync,renameat"])
         .args(["-e", &format!("inject={inject}")]);
     cmd.arg(ours()).env_clear().envs([
         ("CNI_COMMAND", call.command.as_str()),
@@ -1204,9 +1204,9 @@ fn a_take_over_cut_short_by_a_failing_sync_leaves_the_hold_a_hold() {
     let c = store.conf();
     let held = address(&ok(exec(&pod("ADD", "c1", "web", &c))));
     ok(exec(&pod("DEL", "c1", "web", &c)));
-    // The new sandbox's take-over: the record is replaced (first fsync), then the lease's
-    // sync before its rename fails.
-    let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &c), "fsync:error=EIO:when=2"));
+    // The new sandbox's take-over: the record is renamed into place, then the lease's
+    // rename fails.
+    let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &c), "renameat:error=EIO:when=2"));
     assert_eq!(failed.error().0, 5, "{failed:?}");
     assert_eq!(store.owner(held).as_deref(), Some("c1"));
     let record: serde_json::Value =
@@ -1215,6 +1215,13 @@ fn a_take_over_cut_short_by_a_failing_sync_leaves_the_hold_a_hold() {
     // Read from the files, the hold is still a hold: the pod gets its address.
     force_rescan(&store);
     assert_eq!(address(&ok(exec(&pod("ADD", "c2", "web", &c)))), held);
+}
+
+/// Whether `dir` is on ext4 or xfs, where the store does not sync a replacement before its
+/// rename (README "Durability and the store").
+fn orders_renames_after_write_out(dir: &Path) -> bool {
+    let out = Command::new("stat").args(["-f", "-c", "%t"]).arg(dir).output().unwrap();
+    matches!(String::from_utf8_lossy(&out.stdout).trim(), "ef53" | "58465342")
 }
 
 #[test]
@@ -1226,10 +1233,12 @@ fn undoing_a_failed_sync_never_touches_what_another_call_did_since() {
     let c = store.conf();
     let only = address(&ok(exec(&pod("ADD", "c1", "web", &c))));
     ok(exec(&pod("DEL", "c1", "web", &c)));
-    // Its fsyncs: the record and the lease before their renames, the counters (a hold
-    // reclaimed), then, after the lock is let go, the two named files: the first of those
-    // waits 3 s and fails.
-    let slow = spawn_injected(&store, &pod("ADD", "c9", "other", &c), "fsync:error=EIO:delay_enter=3000000:when=4");
+    // Its fsyncs: the record and the lease before their renames (not on ext4 and xfs), the
+    // counters (a hold reclaimed), then, after the lock is let go, the two named files: the
+    // first of those waits 3 s and fails.
+    let first_after_unlock = if orders_renames_after_write_out(&store.store()) { 2 } else { 4 };
+    let inject = format!("fsync:error=EIO:delay_enter=3000000:when={first_after_unlock}");
+    let slow = spawn_injected(&store, &pod("ADD", "c9", "other", &c), &inject);
     let deadline = Instant::now() + Duration::from_secs(20);
     while store.owner(only).as_deref() != Some("c9") {
         assert!(Instant::now() < deadline, "c9 never took the address over");
