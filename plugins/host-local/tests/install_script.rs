@@ -169,7 +169,9 @@ fn binaries_are_replaced_atomically_while_in_use() {
     let dd = TempDir::new("install-atomic");
     assert_eq!(install(&dd, &[]).0, 0);
     let target = dd.path().join("bin/host-local");
-    let first_inode = std::fs::metadata(&target).unwrap().ino();
+    // Held open, so that its inode cannot be freed and its number reused by a later install.
+    let first = std::fs::File::open(&target).unwrap();
+    let first_inode = first.metadata().unwrap().ino();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let runner = {
         let (target, stop) = (target.clone(), stop.clone());
@@ -194,6 +196,7 @@ fn binaries_are_replaced_atomically_while_in_use() {
     let runs = runner.join().expect("every exec succeeded");
     assert!(runs > 0);
     assert_ne!(std::fs::metadata(&target).unwrap().ino(), first_inode, "replaced by rename, not rewritten");
+    drop(first);
 }
 
 /// deploy/conflists are valid lists whose host-local settings load.
