@@ -58,6 +58,7 @@ use std::path::{Path, PathBuf};
 
 use libcni::ip::{canonical, go_ip_string};
 use libcni::{Code, Context, Error, Result};
+use rustix::io::Errno;
 
 use crate::clock::{running_boot_id, NodeClock, Saved};
 use crate::counters::{Counter, Counters};
@@ -133,8 +134,8 @@ impl DiskStore {
         if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o755).create(path) {
             return Err(fail("mkdir", e));
         }
-        let dir = Dir::open(path).map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+        let dir = Dir::open(path).map_err(|e| match Errno::from_io_error(&e) {
+            Some(Errno::LOOP | Errno::NOTDIR) => {
                 Error::io(format!("refusing to use {}: it is a symlink or not a directory", path.display()))
             }
             _ => fail("open", e),
@@ -142,7 +143,7 @@ impl DiskStore {
         let lock = match dir.open_lock(LOCK_FILE) {
             Ok(lock) => Some(lock),
             // A read-only store without a lock file: nobody can change it.
-            Err(e) if e.raw_os_error() == Some(libc::EROFS) => None,
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::ROFS) => None,
             Err(e) => return Err(fail("open lock in", e)),
         };
         let ordered_renames = dir.orders_renames_after_write_out();
