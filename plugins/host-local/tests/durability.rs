@@ -3,8 +3,8 @@
 //! data), and after it has its name the file is fsynced, before ADD's result is printed
 //! (btrfs ignores an fsync of a nameless file). A file that replaces another is synced
 //! before its rename too, except on ext4 and xfs. The directory is never fsynced (on btrfs
-//! that logs other calls' unsynced names without their data). Syncs run on helper threads,
-//! so what is checked is when each one *completed*. That the order is enough is shown by
+//! that logs other calls' unsynced names without their data). What is checked is when each
+//! sync *completed*, so that a sync moved to another thread would still be judged right. That the order is enough is shown by
 //! the power-cut test (tests/power_cut.rs); this test keeps it from regressing.
 
 mod common;
