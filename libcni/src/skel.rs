@@ -283,8 +283,8 @@ fn version_json(info: &PluginInfo) -> String {
     json::to_go_compact(&VersionInfo { cni_version: version::CURRENT, supported_versions: info.supported }) + "\n"
 }
 
-/// Print a CNI error JSON on stdout if the process panics, so that the runtime still
-/// gets a parseable error (Go's skel has no such net: a Go panic leaves stdout empty).
+/// Print a CNI error JSON on stdout and exit 1 if the process panics, so that the runtime
+/// still gets a parseable error (Go's skel has no such net: a Go panic leaves stdout empty).
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|panic| {
         let what = panic
@@ -298,6 +298,9 @@ pub fn install_panic_hook() {
         let mut out = io::stdout().lock();
         let _ = out.write_all(e.to_wire().as_bytes());
         let _ = out.flush();
+        // Exit here, as every failure does: never unwind into (or abort from) the libc
+        // `main` of a plugin binary.
+        std::process::exit(1);
     }));
 }
 

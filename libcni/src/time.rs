@@ -6,9 +6,14 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// RFC 3339 in UTC, e.g. `2026-11-23T17:42:28Z`.
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// RFC 3339 in UTC, e.g. `2026-11-23T17:42:28Z`; a later time (a file's planted mtime) as
+/// the last second it can write.
 pub fn rfc3339(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+    let at = UNIX_EPOCH + Duration::from_secs(unix.min(LAST_RFC3339_SECOND));
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// Parse what [`rfc3339`] writes, and only that (no fractions, no offsets).
@@ -44,10 +49,17 @@ mod tests {
     #[test]
     fn every_second_we_write_reads_back() {
         for i in 0..20_000u64 {
-            let unix = i.wrapping_mul(2_654_435_761) % 253_402_300_800; // up to 9999-12-31
+            let unix = i.wrapping_mul(2_654_435_761) % (LAST_RFC3339_SECOND + 1);
             let text = rfc3339(unix);
             assert_eq!(text.len(), 20, "{text}");
             assert_eq!(parse_rfc3339(&text), Some(unix), "{text}");
         }
+    }
+
+    #[test]
+    fn times_past_year_9999_are_written_as_its_last_second() {
+        assert_eq!(rfc3339(LAST_RFC3339_SECOND), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(300_000_000_000), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 }
