@@ -13,13 +13,14 @@
 //! - A new file is written complete, its data pushed to the device, and only then given
 //!   its name: by `link` (fails if the name exists: upstream's `O_EXCL` uniqueness) or
 //!   `rename` (replacements). A name therefore never appears without its data, whatever
-//!   journal commit carries it. Except on ext4 and xfs, a replacement is also synced
-//!   before its rename (btrfs, see `replace_files`).
+//!   journal commit carries it. Except on xfs and journalled ext4, a replacement is also
+//!   synced before its rename (btrfs, see `replace_files` and `sys::Durability`).
 //! - What ADD reports is durable before it returns: after the lock is released, each file
 //!   it named is fsynced, which makes the name durable with it. Files are
 //!   synced *after* they have their names: btrfs ignores an fsync of a nameless
-//!   (`O_TMPFILE`) inode. The directory is never fsynced: on btrfs that would log every new
-//!   name in it, also other calls' not yet synced ones, with no data (see `sync_placed`).
+//!   (`O_TMPFILE`) inode. The directory is fsynced only where a file's fsync does not carry
+//!   its name (ext4 without a journal): on btrfs that would log every new name in it, also
+//!   other calls' not yet synced ones, with no data (see `sync_placed`).
 //!   If a sync fails, the call takes the lock again, undoes its changes and fails. DEL and
 //!   GC are not synced (README: "What a power cut can undo").
 //! - Entries that are not what we write (non-UTF-8 or oversized leases, directories,
@@ -64,7 +65,7 @@ use crate::clock::{running_boot_id, NodeClock, Saved};
 use crate::counters::{Counter, Counters};
 use crate::index::{Entry, View};
 use crate::store::{matching, unix_now, Lease, Marker, Owner, PodRecord, Query, Store};
-use sys::{Dir, Kind};
+use sys::{Dir, Durability, Kind};
 
 pub use entry::parse_last_reserved;
 use entry::{lease_ip, lease_unchanged, read_entry, read_lease, Content, LeaseFile};
@@ -106,9 +107,8 @@ pub struct DiskStore {
     changed: bool,
     index_stale: bool,
     durable: bool,
-    /// The filesystem orders a rename after the data written out before it (ext4, xfs):
-    /// replacements need not be synced before their rename.
-    ordered_renames: bool,
+    /// How names become durable on the store's filesystem.
+    durability: Durability,
     /// The view turned out stale (a foreign change within our clock tick) and was read
     /// again: the allocation should be made again.
     stale: bool,
@@ -146,7 +146,7 @@ impl DiskStore {
             Err(e) if Errno::from_io_error(&e) == Some(Errno::ROFS) => None,
             Err(e) => return Err(fail("open lock in", e)),
         };
-        let ordered_renames = dir.orders_renames_after_write_out();
+        let durability = dir.durability();
         let mut store = DiskStore {
             path: path.to_path_buf(),
             dir,
@@ -157,7 +157,7 @@ impl DiskStore {
             changed: false,
             index_stale: false,
             durable: prepare.durable,
-            ordered_renames,
+            durability,
             stale: false,
             undo: Vec::new(),
             prepared_lease: None,

@@ -2,7 +2,7 @@
 //! out before the file gets its name (so no journal commit can carry the name without the
 //! data), and after it has its name the file is fsynced, before ADD's result is printed
 //! (btrfs ignores an fsync of a nameless file). A file that replaces another is synced
-//! before its rename too, except on ext4 and xfs. The directory is never fsynced (on btrfs
+//! before its rename too, except on xfs and journalled ext4. The directory is never fsynced (on btrfs
 //! that logs other calls' unsynced names without their data). What is checked is when each
 //! sync *completed*, so that a sync moved to another thread would still be judged right. That the order is enough is shown by
 //! the power-cut test (tests/power_cut.rs); this test keeps it from regressing.
@@ -11,7 +11,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{net_conf, ours, TempDir};
+use common::{ours, TempDir};
 
 /// Run our plugin under strace; returns the traced calls, one per line, pid stripped.
 fn trace(dd: &TempDir, command: &str, container: &str, conf: &str) -> Vec<String> {
@@ -22,7 +22,7 @@ fn trace(dd: &TempDir, command: &str, container: &str, conf: &str) -> Vec<String
             "-y",
             "-qq",
             "-e",
-            "trace=openat,write,fsync,fdatasync,sync_file_range,linkat,rename,renameat,renameat2,unlink,unlinkat,exit_group",
+            "trace=openat,write,pwrite64,ftruncate,fsync,fdatasync,sync_file_range,linkat,rename,renameat,renameat2,unlink,unlinkat,exit_group",
             "-o",
         ])
         .arg(&log)
@@ -85,17 +85,23 @@ fn done_before(calls: &[String], syscall: &str, path: &str, at: usize) -> bool {
     })
 }
 
-/// Whether `path`'s data was written out (`sync_file_range` waiting for the writes)
-/// before line `at`.
+/// Whether `path`'s data was written out (`sync_file_range` waiting for the writes, or a
+/// completed fsync) before line `at`, after the last write to it (a prepared file can be
+/// rewritten in place once the call knows more).
 fn written_out_before(calls: &[String], path: &str, at: usize) -> bool {
-    let waited = calls[..at].iter().any(|c| {
+    let last_write = calls[..at].iter().rposition(|c| {
+        let c = call_of(c);
+        ["write(", "pwrite64(", "ftruncate("].iter().any(|w| c.starts_with(w)) && c.contains(&format!("<{path}>"))
+    });
+    let from = last_write.map_or(0, |w| w + 1);
+    let since = &calls[from..at];
+    let waited = since.iter().any(|c| {
         let c = call_of(c);
         c.starts_with("sync_file_range(")
             && c.contains(&format!("<{path}>"))
             && c.contains("SYNC_FILE_RANGE_WAIT_AFTER")
     });
-    // A completed fsync has written the data out too.
-    waited || done_before(calls, "fsync", path, at)
+    waited || done_before(since, "fsync", path, since.len())
 }
 
 /// What a `linkat`/`renameat`/`renameat2` put in place: (source, target) as paths. The
@@ -118,20 +124,38 @@ fn placement(call: &str) -> Option<(String, String)> {
     }
 }
 
+/// An ADD on a journalled ext4: the files' syncs carry their names, the directory is never
+/// synced (on btrfs that would log other calls' unsynced names).
 #[test]
-#[ignore = "needs strace: run scripts/test.sh"]
+#[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
 fn add_is_durable_before_the_result_is_printed() {
+    let ext4 = LoopFs::mount("durable-add-ext4", &["mkfs.ext4", "-q"]);
+    add_is_durable(&ext4.data_dir(), false);
+}
+
+/// Without a journal an ext4's file sync carries only a brand-new file's name: the
+/// directory is synced too, before the result is printed.
+#[test]
+#[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
+fn on_ext4_without_a_journal_add_also_syncs_the_directory() {
+    let ext4 = LoopFs::mount("durable-add-ext4-nj", &["mkfs.ext4", "-q", "-O", "^has_journal"]);
+    add_is_durable(&ext4.data_dir(), true);
+}
+
+fn add_is_durable(data_dir: &str, dir_synced: bool) {
     let dd = TempDir::new("durable-add");
-    let conf = net_conf("1.0.0", &dd, r#""ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"2001:db8::/64"}]]"#);
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{data_dir}","ranges":[[{{"subnet":"10.0.0.0/24"}}],[{{"subnet":"2001:db8::/64"}}]]}}}}"#
+    );
     let calls = trace(&dd, "ADD", "c1", &conf);
-    let net = format!("{}/net", dd.display());
+    let net = format!("{data_dir}/net");
     let printed = position(&calls, "result write", |c| c.starts_with("write(1<"));
     assert!(none_pending(&calls, "fsync", printed), "every sync has returned before printing");
-    let dir_syncs = calls.iter().filter(|c| {
+    let dir_syncs = calls[..printed].iter().filter(|c| {
         let c = call_of(c);
         (c.starts_with("fsync(") || c.starts_with("fdatasync(")) && c.contains(&format!("<{net}>"))
     });
-    assert_eq!(dir_syncs.count(), 0, "the directory is never synced:\n{}", calls.join("\n"));
+    assert_eq!(dir_syncs.count(), usize::from(dir_synced), "directory synced?\n{}", calls.join("\n"));
     for target in ["10.0.0.2", "2001:db8::2", "10.0.0.2.pod", "2001:db8::2.pod"] {
         let target_path = format!("{net}/{target}");
         let placed = position(&calls, target, |c| placement(c).is_some_and(|(_, to)| to == target_path));
@@ -155,7 +179,7 @@ fn add_is_durable_before_the_result_is_printed() {
             trace()
         );
     }
-    let lease = std::fs::read(dd.path().join("net/10.0.0.2")).unwrap();
+    let lease = std::fs::read(format!("{net}/10.0.0.2")).unwrap();
     assert_eq!(lease, b"c1\r\neth0", "the lease file is exactly upstream's format");
 }
 
@@ -176,22 +200,23 @@ fn names_of(calls: &[String], path: &str) -> Vec<String> {
     names
 }
 
-/// A btrfs filesystem on a loop device, mounted in a scratch directory; unmounted on drop.
-struct Btrfs {
+/// A filesystem made by `mkfs` on a loop device, mounted in a scratch directory; unmounted
+/// on drop.
+struct LoopFs {
     dir: TempDir,
 }
 
-impl Btrfs {
-    fn mount(tag: &str) -> Btrfs {
+impl LoopFs {
+    fn mount(tag: &str, mkfs: &[&str]) -> LoopFs {
         let dir = TempDir::new(tag);
         let image = dir.path().join("image");
         std::fs::File::create(&image).unwrap().set_len(256 << 20).unwrap();
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let ok = |cmd: &mut Command| assert!(cmd.status().is_ok_and(|s| s.success()), "{cmd:?}");
-        ok(Command::new("mkfs.btrfs").arg("-q").arg(&image));
+        let ok = |cmd: &mut Command| assert!(cmd.output().is_ok_and(|o| o.status.success()), "{cmd:?}");
+        ok(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image));
         ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mnt));
-        Btrfs { dir }
+        LoopFs { dir }
     }
 
     fn data_dir(&self) -> String {
@@ -199,7 +224,7 @@ impl Btrfs {
     }
 }
 
-impl Drop for Btrfs {
+impl Drop for LoopFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path().join("mnt")).status();
     }
@@ -228,11 +253,10 @@ fn replacements_are_complete_before_their_rename(dd: &TempDir, data_dir: &str, s
             let file = names_of(calls, &placement(call_of(&calls[placed])).unwrap().0);
             let written_out = file.iter().any(|path| written_out_before(calls, path, placed));
             assert!(written_out, "{target}: written out before the rename:\n{}", trace());
-            if sync_first {
-                // btrfs logs the removal of the old name at once: the new file must be logged.
-                let synced = file.iter().any(|path| done_before(calls, "fsync", path, placed));
-                assert!(synced, "{target}: synced before the rename:\n{}", trace());
-            }
+            // btrfs logs the removal of the old name at once: the new file must be logged.
+            // With an ordered journal, that sync would be a journal commit for nothing.
+            let synced = file.iter().any(|path| done_before(calls, "fsync", path, placed));
+            assert_eq!(synced, sync_first, "{target}: synced before the rename?\n{}", trace());
         }
     }
     let printed = position(&take_back, "result write", |c| c.starts_with("write(1<"));
@@ -247,12 +271,23 @@ fn replacements_are_complete_before_their_rename(dd: &TempDir, data_dir: &str, s
     }
 }
 
-/// ext4 (and xfs) commit a rename with or after the data written out before it.
+/// ext4 with its journal (and xfs) commit a rename with or after the data written out
+/// before it.
 #[test]
-#[ignore = "needs strace: run scripts/test.sh"]
-fn on_ext4_replacements_are_written_out_before_their_rename() {
-    let dd = TempDir::new("durable-hold");
-    replacements_are_complete_before_their_rename(&dd, &dd.display(), false);
+#[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
+fn on_journalled_ext4_replacements_are_written_out_not_synced_before_their_rename() {
+    let dd = TempDir::new("durable-hold-ext4");
+    let ext4 = LoopFs::mount("ext4", &["mkfs.ext4", "-q"]);
+    replacements_are_complete_before_their_rename(&dd, &ext4.data_dir(), false);
+}
+
+/// Without a journal ext4 writes metadata blocks back in any order: sync first.
+#[test]
+#[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
+fn on_ext4_without_a_journal_replacements_are_synced_before_their_rename() {
+    let dd = TempDir::new("durable-hold-ext4-nj");
+    let ext4 = LoopFs::mount("ext4-nj", &["mkfs.ext4", "-q", "-O", "^has_journal"]);
+    replacements_are_complete_before_their_rename(&dd, &ext4.data_dir(), true);
 }
 
 /// btrfs could make a replaced name's removal durable alone: the new file is synced first.
@@ -260,7 +295,7 @@ fn on_ext4_replacements_are_written_out_before_their_rename() {
 #[ignore = "needs strace, root and mkfs.btrfs: run scripts/test.sh"]
 fn on_btrfs_replacements_are_synced_before_their_rename() {
     let dd = TempDir::new("durable-hold-btrfs");
-    let btrfs = Btrfs::mount("btrfs");
+    let btrfs = LoopFs::mount("btrfs", &["mkfs.btrfs", "-q"]);
     replacements_are_complete_before_their_rename(&dd, &btrfs.data_dir(), true);
 }
 
@@ -287,4 +322,10 @@ fn trace_parsing_handles_strace_formats() {
     assert_eq!(placement(call_of(&single[1])), Some(("/n/.hostlocal/.tmp-1".into(), "/n/10.0.0.2.pod".into())));
     assert!(written_out_before(&single, "/n/.hostlocal/.tmp-1", 1));
     assert!(!written_out_before(&single, "/n/.hostlocal/.tmp-1", 0));
+    let rewritten = trace(
+        "sync_file_range(5</n/#12>(deleted), 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE|SYNC_FILE_RANGE_WRITE|SYNC_FILE_RANGE_WAIT_AFTER) = 0\n\
+         pwrite64(5</n/#12>(deleted), \"{}\", 2, 0) = 2\n\
+         renameat(4</n/.hostlocal>, \".tmp-1\", 3</n>, \"10.0.0.2.pod\") = 0",
+    );
+    assert!(!written_out_before(&rewritten, "/n/#12", 2), "rewritten after its write-out");
 }

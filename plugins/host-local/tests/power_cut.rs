@@ -1,5 +1,5 @@
-//! Power cuts: what host-local ADD acknowledged survives a pulled plug on ext4, xfs, btrfs
-//! and f2fs. scripts/powercut/powercut.py does the work: per cut, a qemu VM (TCG) runs an
+//! Power cuts: what host-local ADD acknowledged survives a pulled plug on ext4 (with and
+//! without its journal), xfs, btrfs and f2fs. scripts/powercut/powercut.py does the work: per cut, a qemu VM (TCG) runs an
 //! ADD/DEL storm with pod arguments on a fresh disk image, the host SIGKILLs qemu at a random
 //! moment, a second boot of the same image dumps the store and re-ADDs every pod; the host
 //! then checks (a) every acknowledged lease is there, (b) no empty or partial file, (c) every
@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const FILESYSTEMS: [&str; 4] = ["ext4", "xfs", "btrfs", "f2fs"];
+const FILESYSTEMS: [&str; 5] = ["ext4", "ext4-nojournal", "xfs", "btrfs", "f2fs"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()

@@ -168,7 +168,7 @@ impl DiskStore {
         // logged: there (and wherever we do not know better) each file is synced first, or
         // another call's sync could make the removal durable alone.
         let files = staged.iter().map(|(_, (_, _, file, _))| file);
-        let complete = if self.ordered_renames { files.into_iter().try_for_each(sys::write_out) } else { sync_each(files) };
+        let complete = if self.durability.ordered_renames { files.into_iter().try_for_each(sys::write_out) } else { sync_each(files) };
         if let Err(e) = complete {
             self.remove_staged(&staged);
             return Err(self.error("replace", staged[0].0, e));
@@ -184,6 +184,12 @@ impl DiskStore {
         }
         for (_, (_, _, file, _)) in staged {
             self.placed(file);
+        }
+        // Without a journal the replaced files are freed in memory now, and any later
+        // writeback of their inode-table block (another call's fsync shares it) would reach
+        // the disk before our entries: fsck then drops the name altogether. Sync them now.
+        if self.durability.sync_directory {
+            self.dir.sync().map_err(|e| self.error("sync", ".", e))?;
         }
         Ok(inodes)
     }
@@ -236,10 +242,16 @@ impl DiskStore {
     /// Sync what this call named. Each file's fsync makes its name durable
     /// too: the name was given in the same (ext4, xfs) or an earlier (f2fs checkpoint)
     /// transaction, and btrfs logs the names of a new inode with it. The directory itself
-    /// is never fsynced: on btrfs that logs every new name in it, also other calls' whose
+    /// is fsynced only where that is not so (an ext4 without a journal, an unknown
+    /// filesystem): on btrfs it would log every new name in it, also other calls' whose
     /// files are not logged yet, and those would come back empty after a crash.
     pub(super) fn sync_placed(&mut self) -> io::Result<()> {
-        sync_each(&std::mem::take(&mut self.placed))
+        let placed = std::mem::take(&mut self.placed);
+        sync_each(&placed)?;
+        if self.durability.sync_directory && !placed.is_empty() {
+            self.dir.sync()?;
+        }
+        Ok(())
     }
 }
 

@@ -12,6 +12,22 @@ use rustix::fs::{AtFlags, FileType, FsWord, Mode, OFlags, RawDir, RawMode, Renam
 use rustix::io::Errno;
 use rustix::time::{clock_gettime_dynamic, DynamicClockId};
 
+/// How names become durable on a filesystem.
+#[derive(Clone, Copy, Debug)]
+pub struct Durability {
+    /// A rename is committed only with or after the data and size of a file written out
+    /// before it (`write_out`): xfs, and ext4 with its journal, whose commits are ordered and
+    /// carry the file's size and extents in the rename's transaction or an earlier one. So
+    /// a replacement needs no sync before its rename. Not btrfs, whose log can make the
+    /// removal of the replaced name durable alone (see `replace_files`), nor anything else.
+    pub ordered_renames: bool,
+    /// A file's fsync does not make the name it was linked or renamed to durable: the
+    /// directory is synced too. Never on btrfs, where that would log other calls' new names
+    /// without their data (see `sync_placed`); ext4 with a journal, xfs and f2fs carry the
+    /// name with the file.
+    pub sync_directory: bool,
+}
+
 /// A directory opened without following a symlink at its last component.
 pub struct Dir(OwnedFd);
 
@@ -84,16 +100,38 @@ impl Dir {
         Ok(Dir(rustix::fs::openat(at, name, flags, Mode::empty())?))
     }
 
-    /// Whether the filesystem commits a rename only with or after the data and size of a
-    /// file written out before it (`write_out`), so that a replacement needs no sync of its
-    /// own: ext4 and xfs, whose journal commits are ordered and carry the file's size and
-    /// extents in the rename's transaction or an earlier one. Not btrfs, whose log can make
-    /// the removal of the replaced name durable alone (see `replace_files`), nor f2fs or any
-    /// filesystem not named here: those sync the file before the rename.
-    pub fn orders_renames_after_write_out(&self) -> bool {
+    /// What the filesystem needs for a name to be durable (see `Durability`).
+    pub fn durability(&self) -> Durability {
         const EXT4_SUPER_MAGIC: FsWord = 0xEF53;
         const XFS_SUPER_MAGIC: FsWord = 0x5846_5342;
-        rustix::fs::fstatfs(&self.0).is_ok_and(|fs| matches!(fs.f_type, EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC))
+        const BTRFS_SUPER_MAGIC: FsWord = 0x9123_683E;
+        const F2FS_SUPER_MAGIC: FsWord = 0xF2F5_2010;
+        let journalled = Durability { ordered_renames: true, sync_directory: false };
+        match rustix::fs::fstatfs(&self.0).map(|fs| fs.f_type) {
+            Ok(XFS_SUPER_MAGIC) => journalled,
+            Ok(EXT4_SUPER_MAGIC) if self.has_internal_journal() => journalled,
+            Ok(BTRFS_SUPER_MAGIC | F2FS_SUPER_MAGIC) => Durability { ordered_renames: false, sync_directory: false },
+            // An ext4 (or ext2) without a journal, as some SD-card images are made, writes
+            // metadata blocks back in any order and its file fsync carries only a brand-new
+            // file's name; and anything we do not know: the POSIX way.
+            _ => Durability { ordered_renames: false, sync_directory: true },
+        }
+    }
+
+    /// fsync the directory: its entries, on a filesystem where a file's sync does not
+    /// carry its name.
+    pub fn sync(&self) -> io::Result<()> {
+        Ok(rustix::fs::fsync(&self.0)?)
+    }
+
+    /// jbd2 lists an ext4's internal journal as /proc/fs/jbd2/<device>-8 (8: the journal's
+    /// inode), the device named as /sys/dev/block/<major>:<minor> links to it.
+    fn has_internal_journal(&self) -> bool {
+        let Ok(st) = rustix::fs::fstat(&self.0) else { return false };
+        let dev = format!("/sys/dev/block/{}:{}", rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev));
+        let Ok(target) = rustix::fs::readlink(dev, Vec::new()) else { return false };
+        let Some(name) = target.to_str().ok().and_then(|t| t.rsplit('/').next()) else { return false };
+        rustix::fs::access(format!("/proc/fs/jbd2/{name}-8"), rustix::fs::Access::EXISTS).is_ok()
     }
 
     fn open_at(&self, name: &str, flags: OFlags, mode: RawMode) -> Result<File, Errno> {
