@@ -1225,19 +1225,22 @@ fn a_take_over_cut_short_between_its_renames_leaves_the_hold_a_hold() {
     assert_eq!(address(&ok(exec(&pod("ADD", "c2", "web", &c)))), held);
 }
 
-/// Whether `dir` is on xfs or a journalled ext4, where the store does not sync a replacement
-/// before its rename (README "Durability and the store").
-fn orders_renames_after_write_out(dir: &Path) -> bool {
+/// How the store makes names durable on `dir`'s filesystem (README "Durability and the
+/// store"): whether replacements are synced before their rename, and whether the directory
+/// is synced after renames and after naming.
+fn sync_model(dir: &Path) -> (bool, bool) {
     let out = Command::new("stat").args(["-f", "-c", "%t"]).arg(dir).output().unwrap();
     match String::from_utf8_lossy(&out.stdout).trim() {
-        "58465342" => true,
+        "58465342" => (false, false),
+        "9123683e" | "f2f52010" => (true, false),
         "ef53" => {
             let dev = fs::metadata(dir).unwrap().dev();
             let block = format!("/sys/dev/block/{}:{}", rustix::fs::major(dev), rustix::fs::minor(dev));
             let name = fs::read_link(block).unwrap().file_name().unwrap().to_string_lossy().into_owned();
-            Path::new(&format!("/proc/fs/jbd2/{name}-8")).exists()
+            let journalled = Path::new(&format!("/proc/fs/jbd2/{name}-8")).exists();
+            (!journalled, !journalled)
         }
-        _ => false,
+        _ => (true, true),
     }
 }
 
@@ -1250,10 +1253,11 @@ fn undoing_a_failed_sync_never_touches_what_another_call_did_since() {
     let c = store.conf();
     let only = address(&ok(exec(&pod("ADD", "c1", "web", &c))));
     ok(exec(&pod("DEL", "c1", "web", &c)));
-    // Its fsyncs: the record and the lease before their renames (not on ext4 and xfs), the
-    // counters (a hold reclaimed), then, after the lock is let go, the two named files: the
-    // first of those waits 3 s and fails.
-    let first_after_unlock = if orders_renames_after_write_out(&store.store()) { 2 } else { 4 };
+    // Its fsyncs: the record and the lease before their renames and the directory after
+    // them (as the filesystem needs), the counters (a hold reclaimed), then, after the lock
+    // is let go, the two named files: the first of those waits 3 s and fails.
+    let (sync_first, sync_directory) = sync_model(&store.store());
+    let first_after_unlock = 2 + 2 * usize::from(sync_first) + usize::from(sync_directory);
     let inject = format!("fsync:error=EIO:delay_enter=3000000:when={first_after_unlock}");
     let slow = spawn_injected(&store, &pod("ADD", "c9", "other", &c), &inject);
     let deadline = Instant::now() + Duration::from_secs(20);
