@@ -19,8 +19,10 @@
 //!   it named is fsynced, which makes the name durable with it. Files are
 //!   synced *after* they have their names: btrfs ignores an fsync of a nameless
 //!   (`O_TMPFILE`) inode. The directory is fsynced only where a file's fsync does not carry
-//!   its name (ext4 without a journal): on btrfs that would log every new name in it, also
-//!   other calls' not yet synced ones, with no data (see `sync_placed`).
+//!   its name (renames on an ext4 without a journal, right after them, which makes those
+//!   replacements durable under the lock; unknown filesystems): on btrfs that would log
+//!   every new name in it, also other calls' not yet synced ones, with no data (see
+//!   `sync_placed`).
 //!   If a sync fails, the call takes the lock again, undoes its changes and fails. DEL and
 //!   GC are not synced (README: "What a power cut can undo").
 //! - Entries that are not what we write (non-UTF-8 or oversized leases, directories,
@@ -117,6 +119,8 @@ pub struct DiskStore {
     prepared_record: Option<Prepared>,
     /// Files this call named, to be synced before `commit` returns.
     placed: Vec<File>,
+    /// `placed` holds a file an earlier call named (a repeated ADD's).
+    placed_earlier: bool,
     temp_counter: u32,
     /// The boot this call runs in, once known.
     boot_id: Option<String>,
@@ -163,6 +167,7 @@ impl DiskStore {
             prepared_lease: None,
             prepared_record: None,
             placed: Vec::new(),
+            placed_earlier: false,
             temp_counter: 0,
             boot_id: None,
             clock: None,

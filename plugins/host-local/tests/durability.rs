@@ -2,8 +2,9 @@
 //! out before the file gets its name (so no journal commit can carry the name without the
 //! data), and after it has its name the file is fsynced, before ADD's result is printed
 //! (btrfs ignores an fsync of a nameless file). A file that replaces another is synced
-//! before its rename too, except on xfs and journalled ext4. The directory is never fsynced (on btrfs
-//! that logs other calls' unsynced names without their data). What is checked is when each
+//! before its rename too, except on xfs and journalled ext4. The directory is fsynced only on
+//! an ext4 without a journal, after renames and for a repeated ADD (on btrfs that would log
+//! other calls' unsynced names without their data). What is checked is when each
 //! sync *completed*, so that a sync moved to another thread would still be judged right. That the order is enough is shown by
 //! the power-cut test (tests/power_cut.rs); this test keeps it from regressing.
 
@@ -11,7 +12,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{ours, TempDir};
+use common::{ours, LoopFs, TempDir};
 
 /// Run our plugin under strace; returns the traced calls, one per line, pid stripped.
 fn trace(dd: &TempDir, command: &str, container: &str, conf: &str) -> Vec<String> {
@@ -133,16 +134,25 @@ fn add_is_durable_before_the_result_is_printed() {
     add_is_durable(&ext4.data_dir(), false);
 }
 
-/// Without a journal an ext4's file sync carries only a brand-new file's name: the
-/// directory is synced too, before the result is printed.
+/// Without a journal an ext4's file sync carries only a brand-new entry's name (the
+/// power-cut test's ext4-nojournal runs show it is enough): an ADD syncs its new files
+/// alone, and a repeated ADD, whose files an earlier call named, syncs the directory too.
 #[test]
 #[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
-fn on_ext4_without_a_journal_add_also_syncs_the_directory() {
+fn on_ext4_without_a_journal_only_a_repeated_add_syncs_the_directory() {
     let ext4 = LoopFs::mount("durable-add-ext4-nj", &["mkfs.ext4", "-q", "-O", "^has_journal"]);
     add_is_durable(&ext4.data_dir(), true);
 }
 
-fn add_is_durable(data_dir: &str, dir_synced: bool) {
+fn dir_syncs(calls: &[String], dir: &str, before: usize) -> usize {
+    let dir_sync = |c: &&String| {
+        let c = call_of(c);
+        (c.starts_with("fsync(") || c.starts_with("fdatasync(")) && c.contains(&format!("<{dir}>"))
+    };
+    calls[..before].iter().filter(dir_sync).count()
+}
+
+fn add_is_durable(data_dir: &str, repeated_add_syncs_dir: bool) {
     let dd = TempDir::new("durable-add");
     let conf = format!(
         r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{data_dir}","ranges":[[{{"subnet":"10.0.0.0/24"}}],[{{"subnet":"2001:db8::/64"}}]]}}}}"#
@@ -151,11 +161,12 @@ fn add_is_durable(data_dir: &str, dir_synced: bool) {
     let net = format!("{data_dir}/net");
     let printed = position(&calls, "result write", |c| c.starts_with("write(1<"));
     assert!(none_pending(&calls, "fsync", printed), "every sync has returned before printing");
-    let dir_syncs = calls[..printed].iter().filter(|c| {
-        let c = call_of(c);
-        (c.starts_with("fsync(") || c.starts_with("fdatasync(")) && c.contains(&format!("<{net}>"))
-    });
-    assert_eq!(dir_syncs.count(), usize::from(dir_synced), "directory synced?\n{}", calls.join("\n"));
+    assert_eq!(dir_syncs(&calls, &net, printed), 0, "directory synced:\n{}", calls.join("\n"));
+    let again = trace(&dd, "ADD", "c1", &conf);
+    let printed_again = position(&again, "result write", |c| c.starts_with("write(1<"));
+    assert!(none_pending(&again, "fsync", printed_again), "a repeated ADD's syncs return before it prints");
+    let synced = dir_syncs(&again, &net, printed_again);
+    assert_eq!(synced, usize::from(repeated_add_syncs_dir), "repeated ADD:\n{}", again.join("\n"));
     for target in ["10.0.0.2", "2001:db8::2", "10.0.0.2.pod", "2001:db8::2.pod"] {
         let target_path = format!("{net}/{target}");
         let placed = position(&calls, target, |c| placement(c).is_some_and(|(_, to)| to == target_path));
@@ -200,41 +211,12 @@ fn names_of(calls: &[String], path: &str) -> Vec<String> {
     names
 }
 
-/// A filesystem made by `mkfs` on a loop device, mounted in a scratch directory; unmounted
-/// on drop.
-struct LoopFs {
-    dir: TempDir,
-}
-
-impl LoopFs {
-    fn mount(tag: &str, mkfs: &[&str]) -> LoopFs {
-        let dir = TempDir::new(tag);
-        let image = dir.path().join("image");
-        std::fs::File::create(&image).unwrap().set_len(256 << 20).unwrap();
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let ok = |cmd: &mut Command| assert!(cmd.output().is_ok_and(|o| o.status.success()), "{cmd:?}");
-        ok(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image));
-        ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mnt));
-        LoopFs { dir }
-    }
-
-    fn data_dir(&self) -> String {
-        format!("{}/mnt", self.dir.display())
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path().join("mnt")).status();
-    }
-}
-
 /// A pod's sandbox is deleted (its record is replaced by a hold record) and its next
 /// sandbox takes the address back (record and lease replaced): every replacement is
 /// complete on the device before its rename, synced first where `sync_first`, and the
-/// take-back's files are synced before its result is printed.
-fn replacements_are_complete_before_their_rename(dd: &TempDir, data_dir: &str, sync_first: bool) {
+/// take-back is durable before its result is printed: its files synced after their
+/// renames, or (`sync_first` and `dir_synced`) the directory right after them.
+fn replacements_are_complete_before_their_rename(dd: &TempDir, data_dir: &str, sync_first: bool, dir_synced: bool) {
     let conf = format!(
         r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{data_dir}","subnet":"10.0.0.0/24"}}}}"#
     );
@@ -260,14 +242,20 @@ fn replacements_are_complete_before_their_rename(dd: &TempDir, data_dir: &str, s
         }
     }
     let printed = position(&take_back, "result write", |c| c.starts_with("write(1<"));
-    for target in ["10.0.0.2.pod", "10.0.0.2"] {
+    let renamed = ["10.0.0.2.pod", "10.0.0.2"].map(|target| {
         let path = format!("{net}/{target}");
-        let renamed = position(&take_back, target, |c| placement(c).is_some_and(|(_, to)| to == path));
+        (target, position(&take_back, target, |c| placement(c).is_some_and(|(_, to)| to == path)), path)
+    });
+    let last_rename = renamed.iter().map(|(_, at, _)| *at).max().unwrap();
+    let dir_synced_after = dir_syncs(&take_back, &net, printed) > dir_syncs(&take_back, &net, last_rename);
+    assert_eq!(dir_synced_after, dir_synced, "directory synced after the renames?\n{}", take_back.join("\n"));
+    for (target, at, path) in renamed {
         let file = names_of(&take_back, &path);
-        let synced = take_back[renamed..printed]
+        let synced = take_back[at..printed]
             .iter()
             .any(|c| call_of(c).starts_with("fsync(") && file.iter().any(|name| c.contains(&format!("<{name}>"))));
-        assert!(synced, "{target}: synced after its rename, before printing:\n{}", take_back.join("\n"));
+        // Synced before the rename and the directory after it: durable, nothing more to do.
+        assert_eq!(synced, !dir_synced, "{target}: synced after its rename?\n{}", take_back.join("\n"));
     }
 }
 
@@ -278,16 +266,17 @@ fn replacements_are_complete_before_their_rename(dd: &TempDir, data_dir: &str, s
 fn on_journalled_ext4_replacements_are_written_out_not_synced_before_their_rename() {
     let dd = TempDir::new("durable-hold-ext4");
     let ext4 = LoopFs::mount("ext4", &["mkfs.ext4", "-q"]);
-    replacements_are_complete_before_their_rename(&dd, &ext4.data_dir(), false);
+    replacements_are_complete_before_their_rename(&dd, &ext4.data_dir(), false, false);
 }
 
-/// Without a journal ext4 writes metadata blocks back in any order: sync first.
+/// Without a journal ext4 writes metadata blocks back in any order: sync first, and the
+/// directory right after the renames.
 #[test]
 #[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
 fn on_ext4_without_a_journal_replacements_are_synced_before_their_rename() {
     let dd = TempDir::new("durable-hold-ext4-nj");
     let ext4 = LoopFs::mount("ext4-nj", &["mkfs.ext4", "-q", "-O", "^has_journal"]);
-    replacements_are_complete_before_their_rename(&dd, &ext4.data_dir(), true);
+    replacements_are_complete_before_their_rename(&dd, &ext4.data_dir(), true, true);
 }
 
 /// btrfs could make a replaced name's removal durable alone: the new file is synced first.
@@ -296,7 +285,7 @@ fn on_ext4_without_a_journal_replacements_are_synced_before_their_rename() {
 fn on_btrfs_replacements_are_synced_before_their_rename() {
     let dd = TempDir::new("durable-hold-btrfs");
     let btrfs = LoopFs::mount("btrfs", &["mkfs.btrfs", "-q"]);
-    replacements_are_complete_before_their_rename(&dd, &btrfs.data_dir(), true);
+    replacements_are_complete_before_their_rename(&dd, &btrfs.data_dir(), true, false);
 }
 
 /// The trace reading above, on strace's formats: no pid (one task), padded 4-digit pids,

@@ -124,6 +124,7 @@ impl DiskStore {
             if let Ok(file) = self.dir.open_read(&file_name) {
                 if file.metadata().is_ok_and(|m| m.is_file()) {
                     self.placed(file);
+                    self.placed_earlier = true;
                 }
             }
         }
@@ -182,14 +183,17 @@ impl DiskStore {
             }
             inodes[i] = *ino;
         }
-        for (_, (_, _, file, _)) in staged {
-            self.placed(file);
-        }
         // Without a journal the replaced files are freed in memory now, and any later
         // writeback of their inode-table block (another call's fsync shares it) would reach
-        // the disk before our entries: fsck then drops the name altogether. Sync them now.
+        // the disk before our entries: fsck then drops the name altogether. Sync them now;
+        // the files were synced before their renames, so this makes them durable.
         if self.durability.sync_directory {
             self.dir.sync().map_err(|e| self.error("sync", ".", e))?;
+            self.changed = true;
+        } else {
+            for (_, (_, _, file, _)) in staged {
+                self.placed(file);
+            }
         }
         Ok(inodes)
     }
@@ -241,14 +245,19 @@ impl DiskStore {
 
     /// Sync what this call named. Each file's fsync makes its name durable
     /// too: the name was given in the same (ext4, xfs) or an earlier (f2fs checkpoint)
-    /// transaction, and btrfs logs the names of a new inode with it. The directory itself
-    /// is fsynced only where that is not so (an ext4 without a journal, an unknown
-    /// filesystem): on btrfs it would log every new name in it, also other calls' whose
-    /// files are not logged yet, and those would come back empty after a crash.
+    /// transaction, btrfs logs the names of a new inode with it, and an ext4 without a
+    /// journal syncs a new entry's directory with the file. The directory itself is
+    /// fsynced only where that is not so (an unknown filesystem; on an ext4 without a
+    /// journal, a file an earlier call named): on btrfs it would log every new name in it,
+    /// also other calls' whose files are not logged yet, and those would come back empty
+    /// after a crash. Replacements on such filesystems are durable already (`replace_files`).
     pub(super) fn sync_placed(&mut self) -> io::Result<()> {
         let placed = std::mem::take(&mut self.placed);
         sync_each(&placed)?;
-        if self.durability.sync_directory && !placed.is_empty() {
+        // A file named by this call carries its new name where the filesystem says so; one
+        // named by an earlier call may not (its entry's state is long gone).
+        let names_synced = self.durability.new_name_synced_with_file && !self.placed_earlier;
+        if self.durability.sync_directory && !names_synced && !placed.is_empty() {
             self.dir.sync()?;
         }
         Ok(())

@@ -155,12 +155,47 @@ impl TempDir {
         TempDir(tempfile::Builder::new().prefix(&format!("hl-test-{tag}-")).tempdir().unwrap())
     }
 
+    /// A scratch directory under `parent` (a test filesystem's mount point).
+    pub fn new_in(tag: &str, parent: &Path) -> TempDir {
+        TempDir(tempfile::Builder::new().prefix(&format!("hl-test-{tag}-")).tempdir_in(parent).unwrap())
+    }
+
     pub fn path(&self) -> &Path {
         self.0.path()
     }
 
     pub fn display(&self) -> String {
         self.path().display().to_string()
+    }
+}
+
+/// A filesystem made by `mkfs` on a loop device, mounted in a scratch directory; unmounted
+/// on drop.
+pub struct LoopFs {
+    dir: TempDir,
+}
+
+impl LoopFs {
+    pub fn mount(tag: &str, mkfs: &[&str]) -> LoopFs {
+        let dir = TempDir::new(tag);
+        let image = dir.path().join("image");
+        std::fs::File::create(&image).unwrap().set_len(256 << 20).unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let ok = |cmd: &mut Command| assert!(cmd.output().is_ok_and(|o| o.status.success()), "{cmd:?}");
+        ok(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image));
+        ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mnt));
+        LoopFs { dir }
+    }
+
+    pub fn data_dir(&self) -> String {
+        format!("{}/mnt", self.dir.display())
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path().join("mnt")).status();
     }
 }
 
