@@ -152,7 +152,7 @@ fn plant_index(sb: &Sandbox, mode: u8, fuzzed: &[u8]) {
     }
     body.extend_from_slice(fuzzed);
     let Ok(meta) = std::fs::metadata(&dir) else { return };
-    let mut text = format!("host-local-index v2 {} {}\n", meta.mtime(), meta.mtime_nsec()).into_bytes();
+    let mut text = format!("{} {} {}\n", host_local::index::HEADER, meta.mtime(), meta.mtime_nsec()).into_bytes();
     text.extend_from_slice(&body);
     if std::fs::write(&path, cni_fuzz::with_trailer(&text)).is_err() {
         return;

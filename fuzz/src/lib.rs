@@ -44,13 +44,11 @@ pub mod api {
     }
 }
 
-/// `body` made a whole index: our own FNV-1a and `end <len> <sum>` trailer (index.rs's
-/// format), so that fuzzed index lines get past the checksum to the line parser.
+/// `body` made a whole index (index.rs's own trailer), so that fuzzed index lines get past
+/// the checksum to the line parser.
 pub fn with_trailer(body: &[u8]) -> Vec<u8> {
-    let sum =
-        body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3));
     let mut out = body.to_vec();
-    out.extend_from_slice(format!("end {} {sum:016x}\n", body.len()).as_bytes());
+    out.extend_from_slice(host_local::index::trailer(body).as_bytes());
     out
 }
 

@@ -920,10 +920,6 @@ fn build_torn_index_store(store: &Store) -> (Vec<u8>, Vec<u8>) {
     (a, b)
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
 /// A's body under B's header line, with a valid trailer: a whole, consistent-looking index
 /// that lies about the directory (a cache that went stale).
 fn restamped(a: &[u8], b: &[u8]) -> Vec<u8> {
@@ -936,9 +932,8 @@ fn restamped(a: &[u8], b: &[u8]) -> Vec<u8> {
         out.push_str(line);
         out.push('\n');
     }
-    let sum = fnv1a(out.as_bytes());
-    out.push_str(&format!("end {} {sum:016x}\n", out.len()));
-    out.into_bytes()
+    let trailer = host_local::index::trailer(out.as_bytes());
+    (out + &trailer).into_bytes()
 }
 
 fn torn_variants(a: &[u8], b: &[u8]) -> Vec<(String, Vec<u8>)> {
