@@ -1159,8 +1159,18 @@ fn spawn_injected(store: &Store, call: &Call, inject: &str) -> std::process::Chi
     let mut cmd = Command::new("strace");
     cmd.args(["-f", "-qq", "-o"])
         .arg(&log)
-        .args(["-e", "trace=fsync,fdatasync,renameat"])
+        .args(["-e", "trace=fsync,fdatasync,renameat,sync_file_range"])
         .args(["-e", &format!("inject={inject}")]);
+    spawn_traced(cmd, call)
+}
+
+/// `call` run by `strace` (set up by the caller), to its end.
+fn run_traced(strace: Command, call: &Call) -> Outcome {
+    outcome_of(spawn_traced(strace, call))
+}
+
+/// Our plugin started under `strace` (set up by the caller), with `call`'s environment.
+fn spawn_traced(mut cmd: Command, call: &Call) -> std::process::Child {
     cmd.arg(ours()).env_clear().envs([
         ("CNI_COMMAND", call.command.as_str()),
         ("CNI_CONTAINERID", call.container_id.as_str()),
@@ -1222,6 +1232,59 @@ fn a_take_over_cut_short_between_its_renames_leaves_the_hold_a_hold() {
     // Read from the files, the hold is still a hold: the pod gets its address.
     force_rescan(&store);
     assert_eq!(address(&ok(exec(&pod("ADD", "c2", "web", &c)))), held);
+}
+
+/// How many `sync_file_range` calls `call` makes before its first rename, on `store`
+/// (traced, not injected: a dry run of the same scenario on a store of its own).
+fn write_outs_before_first_rename(store: &Store, call: &Call) -> usize {
+    let log = store.dd.path().join("outside/dry-run.trace");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o"]).arg(&log).args(["-e", "trace=sync_file_range,renameat,renameat2"]);
+    let out = run_traced(cmd, call);
+    assert!(out.ok(), "dry run: {out:?}");
+    let trace = fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = trace.lines().map(|l| l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ')).collect();
+    let first_rename = calls.iter().position(|c| c.starts_with("rename")).expect("the take-back renames");
+    calls[..first_rename].iter().filter(|c| c.starts_with("sync_file_range(")).count()
+}
+
+#[test]
+#[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
+fn a_take_back_whose_write_out_fails_renames_nothing() {
+    // On a journalled ext4 a replacement is only written out (not synced) before its
+    // rename: that write-out failing must fail the call before anything is renamed.
+    let ext4 = LoopFs::mount("writeout-fails", &["mkfs.ext4", "-q"]);
+    let mnt = Path::new(&ext4.data_dir()).to_path_buf();
+    assert_eq!(sync_model(&mnt), (false, false), "a journalled ext4");
+    let hold = |store: &Store| {
+        let c = store.conf();
+        let held = address(&ok(exec(&pod("ADD", "c1", "web", &c))));
+        ok(exec(&pod("DEL", "c1", "web", &c)));
+        held
+    };
+    let dry = Store::new_in("writeout-dry", SUBNET, &mnt);
+    hold(&dry);
+    let last_write_out = write_outs_before_first_rename(&dry, &pod("ADD", "c2", "web", &dry.conf()));
+    let store = Store::new_in("writeout-fails", SUBNET, &mnt);
+    let held = hold(&store);
+    let c = store.conf();
+    let inject = format!("sync_file_range:error=EIO:when={last_write_out}");
+    let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &c), &inject));
+    assert_eq!(failed.error().0, 5, "{failed:?}");
+    assert_eq!(store.owner(held).as_deref(), Some("c1"), "the lease was not replaced");
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(store.at(&format!("{held}.pod"))).unwrap()).unwrap();
+    assert_eq!((record["containerId"].as_str(), record["state"].as_str()), (Some("c1"), Some("held")), "{record}");
+    for dir in [store.store(), store.at(".hostlocal")] {
+        let temps: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect();
+        assert!(temps.is_empty(), "temp files left in {}: {temps:?}", dir.display());
+    }
+    force_rescan(&store);
+    assert_eq!(address(&ok(exec(&pod("ADD", "c2", "web", &c)))), held, "the pod gets its address");
 }
 
 /// Whether the store syncs a replacement before its rename on `dir`'s filesystem, and the
