@@ -19,10 +19,9 @@
 //!   it named is fsynced, which makes the name durable with it. Files are
 //!   synced *after* they have their names: btrfs ignores an fsync of a nameless
 //!   (`O_TMPFILE`) inode. The directory is fsynced only where a file's fsync does not carry
-//!   its name (renames on an ext4 without a journal, right after them, which makes those
-//!   replacements durable under the lock; unknown filesystems): on btrfs that would log
-//!   every new name in it, also other calls' not yet synced ones, with no data (see
-//!   `sync_placed`).
+//!   its name (ext4 without a journal, unknown filesystems; there right after renames too,
+//!   which makes replacements durable under the lock): on btrfs that would log every new
+//!   name in it, also other calls' not yet synced ones, with no data (see `sync_placed`).
 //!   If a sync fails, the call takes the lock again, undoes its changes and fails. DEL and
 //!   GC are not synced (README: "What a power cut can undo").
 //! - Entries that are not what we write (non-UTF-8 or oversized leases, directories,
@@ -119,8 +118,6 @@ pub struct DiskStore {
     prepared_record: Option<Prepared>,
     /// Files this call named, to be synced before `commit` returns.
     placed: Vec<File>,
-    /// `placed` holds a file an earlier call named (a repeated ADD's).
-    placed_earlier: bool,
     temp_counter: u32,
     /// The boot this call runs in, once known.
     boot_id: Option<String>,
@@ -167,7 +164,6 @@ impl DiskStore {
             prepared_lease: None,
             prepared_record: None,
             placed: Vec::new(),
-            placed_earlier: false,
             temp_counter: 0,
             boot_id: None,
             clock: None,
@@ -433,7 +429,8 @@ impl Store for DiskStore {
         // then leaves the old lease still recognised as this pod's (see `rescan`), never a
         // new lease whose record names another sandbox.
         // Recorded first: a failure between the two writes is undone too.
-        self.undo.push(Undo::Replaced { ip, content: previous.content.clone(), pod: previous.pod.clone(), placed: None });
+        let placed = Placed { ino: 0, content: owner.content().to_string() };
+        self.undo.push(Undo::Replaced { ip, content: previous.content.clone(), pod: previous.pod.clone(), placed });
         let written = match pod {
             // A pod's new sandbox takes back its hold: both files are replaced, both
             // synced before either is renamed, the record first.
@@ -454,7 +451,7 @@ impl Store for DiskStore {
         let mut entry = self.entry(ip)?;
         entry.lease.pod = pod.filter(|_| written).cloned();
         if let Some(Undo::Replaced { placed, .. }) = self.undo.last_mut() {
-            *placed = Some(Placed { ino: entry.ino, content: owner.content().to_string() });
+            placed.ino = entry.ino;
         }
         self.view.set(entry);
         Ok(())

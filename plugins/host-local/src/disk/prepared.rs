@@ -28,6 +28,10 @@ pub struct Prepare<'a> {
     pub record: Option<(&'a str, &'a dyn Fn(u64) -> PodRecord)>,
 }
 
+/// A file ready to be renamed over its target: whether its temp name is in `.hostlocal/`
+/// (else in the store), that name, the file and its inode.
+pub(super) type Staged = (bool, String, File, u64);
+
 impl Prepared {
     /// Give a not yet named file other content, in place.
     pub(super) fn rewrite(&mut self, content: String) -> io::Result<()> {
@@ -124,7 +128,6 @@ impl DiskStore {
             if let Ok(file) = self.dir.open_read(&file_name) {
                 if file.metadata().is_ok_and(|m| m.is_file()) {
                     self.placed(file);
-                    self.placed_earlier = true;
                 }
             }
         }
@@ -199,7 +202,7 @@ impl DiskStore {
     }
 
     /// Remove the temp names of files staged but not renamed into place.
-    fn remove_staged(&self, staged: &[(&str, (bool, String, File, u64))]) {
+    fn remove_staged(&self, staged: &[(&str, Staged)]) {
         for (_, (in_private, name, _, _)) in staged {
             let from = if *in_private { self.temps() } else { &self.dir };
             let _ = from.remove(name);
@@ -207,7 +210,7 @@ impl DiskStore {
     }
 
     /// Give a prepared file the temp name `temp` (if it has none yet), ready to be renamed.
-    pub(super) fn stage_prepared(&self, p: Prepared, temp: &str) -> io::Result<(bool, String, File, u64)> {
+    pub(super) fn stage_prepared(&self, p: Prepared, temp: &str) -> io::Result<Staged> {
         // No write-out of its own: `replace_files` writes it out or fsyncs it before the rename
         // gives it its real name (a crash before leaves only a temp file, swept later).
         match p.temp_name {
@@ -224,7 +227,7 @@ impl DiskStore {
 
     /// A new temp file holding `data` (written out or synced by `replace_files` before its rename): in
     /// `.hostlocal/`, or in the store itself where that cannot take it (read-only, full, broken).
-    pub(super) fn stage_new(&self, temp: &str, data: &str) -> io::Result<(bool, String, File, u64)> {
+    pub(super) fn stage_new(&self, temp: &str, data: &str) -> io::Result<Staged> {
         let create = |dir: &Dir| {
             let mut file = dir.create_new(temp, 0o600)?;
             let written = file.write_all(data.as_bytes()).and_then(|_| file.metadata());
@@ -245,19 +248,15 @@ impl DiskStore {
 
     /// Sync what this call named. Each file's fsync makes its name durable
     /// too: the name was given in the same (ext4, xfs) or an earlier (f2fs checkpoint)
-    /// transaction, btrfs logs the names of a new inode with it, and an ext4 without a
-    /// journal syncs a new entry's directory with the file. The directory itself is
-    /// fsynced only where that is not so (an unknown filesystem; on an ext4 without a
-    /// journal, a file an earlier call named): on btrfs it would log every new name in it,
-    /// also other calls' whose files are not logged yet, and those would come back empty
-    /// after a crash. Replacements on such filesystems are durable already (`replace_files`).
+    /// transaction, and btrfs logs the names of a new inode with it. The directory itself
+    /// is fsynced only where that is not so (an ext4 without a journal, an unknown
+    /// filesystem): on btrfs it would log every new name in it, also other calls' whose
+    /// files are not logged yet, and those would come back empty after a crash. There,
+    /// replacements are durable already (`replace_files`).
     pub(super) fn sync_placed(&mut self) -> io::Result<()> {
         let placed = std::mem::take(&mut self.placed);
         sync_each(&placed)?;
-        // A file named by this call carries its new name where the filesystem says so; one
-        // named by an earlier call may not (its entry's state is long gone).
-        let names_synced = self.durability.new_name_synced_with_file && !self.placed_earlier;
-        if self.durability.sync_directory && !names_synced && !placed.is_empty() {
+        if self.durability.sync_directory && !placed.is_empty() {
             self.dir.sync()?;
         }
         Ok(())

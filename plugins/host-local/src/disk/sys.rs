@@ -21,21 +21,13 @@ pub struct Durability {
     /// a replacement needs no sync before its rename. Not btrfs, whose log can make the
     /// removal of the replaced name durable alone (see `replace_files`), nor anything else.
     pub ordered_renames: bool,
-    /// A file's fsync does not make the name it was renamed to durable: the directory is
-    /// synced too. Never on btrfs, where that would log other calls' new names without
-    /// their data (see `sync_placed`); ext4 with a journal, xfs and f2fs carry the name
-    /// with the file.
+    /// A file's fsync does not make the name it was linked or renamed to durable: the
+    /// directory is synced too. Never on btrfs, where that would log other calls' new names
+    /// without their data (see `sync_placed`); ext4 with a journal, xfs and f2fs carry the
+    /// name with the file. (An ext4 without a journal syncs a new entry's directory with the
+    /// file, `ext4_sync_parent`, but before Linux 6.5 only while the file's inode is still
+    /// dirty, and a concurrent fsync of the same file can take that over: not relied on.)
     pub sync_directory: bool,
-    /// Where `sync_directory` holds: a file's fsync still makes the name it was just
-    /// linked to (a new entry) durable. ext4 without a journal does that
-    /// (`ext4_sync_parent`); a filesystem we do not know may not.
-    pub new_name_synced_with_file: bool,
-}
-
-enum Ext4Journal {
-    Internal,
-    None,
-    Unknown,
 }
 
 /// A directory opened without following a symlink at its last component.
@@ -116,24 +108,15 @@ impl Dir {
         const XFS_SUPER_MAGIC: FsWord = 0x5846_5342;
         const BTRFS_SUPER_MAGIC: FsWord = 0x9123_683E;
         const F2FS_SUPER_MAGIC: FsWord = 0xF2F5_2010;
-        let durability = |ordered_renames, sync_directory, new_name_synced_with_file| Durability {
-            ordered_renames,
-            sync_directory,
-            new_name_synced_with_file,
-        };
+        let journalled = Durability { ordered_renames: true, sync_directory: false };
         match rustix::fs::fstatfs(&self.0).map(|fs| fs.f_type) {
-            Ok(XFS_SUPER_MAGIC) => durability(true, false, true),
-            Ok(BTRFS_SUPER_MAGIC | F2FS_SUPER_MAGIC) => durability(false, false, true),
-            Ok(EXT4_SUPER_MAGIC) => match self.ext4_journal() {
-                Ext4Journal::Internal => durability(true, false, true),
-                // Without a journal (as some SD-card images are made) ext4 writes metadata
-                // blocks back in any order, and a file's fsync carries only a brand-new
-                // entry's name: renames need the directory synced.
-                Ext4Journal::None => durability(false, true, true),
-                // An ext2 driver, or a journal we cannot see: the POSIX way.
-                Ext4Journal::Unknown => durability(false, true, false),
-            },
-            _ => durability(false, true, false),
+            Ok(XFS_SUPER_MAGIC) => journalled,
+            Ok(EXT4_SUPER_MAGIC) if self.has_internal_journal() => journalled,
+            Ok(BTRFS_SUPER_MAGIC | F2FS_SUPER_MAGIC) => Durability { ordered_renames: false, sync_directory: false },
+            // An ext4 (or ext2) without a journal, as some SD-card images are made, writes
+            // metadata blocks back in any order and its file fsync carries only a brand-new
+            // file's name; and anything we do not know: the POSIX way.
+            _ => Durability { ordered_renames: false, sync_directory: true },
         }
     }
 
@@ -144,21 +127,13 @@ impl Dir {
     }
 
     /// jbd2 lists an ext4's internal journal as /proc/fs/jbd2/<device>-8 (8: the journal's
-    /// inode), the device named as /sys/dev/block/<major>:<minor> links to it; the ext4
-    /// driver lists each of its mounts as /proc/fs/ext4/<device>.
-    fn ext4_journal(&self) -> Ext4Journal {
-        let Ok(st) = rustix::fs::fstat(&self.0) else { return Ext4Journal::Unknown };
+    /// inode), the device named as /sys/dev/block/<major>:<minor> links to it.
+    fn has_internal_journal(&self) -> bool {
+        let Ok(st) = rustix::fs::fstat(&self.0) else { return false };
         let dev = format!("/sys/dev/block/{}:{}", rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev));
-        let Ok(target) = rustix::fs::readlink(dev, Vec::new()) else { return Ext4Journal::Unknown };
-        let Some(name) = target.to_str().ok().and_then(|t| t.rsplit('/').next()) else { return Ext4Journal::Unknown };
-        let exists = |path: String| rustix::fs::access(path, rustix::fs::Access::EXISTS).is_ok();
-        if exists(format!("/proc/fs/jbd2/{name}-8")) {
-            Ext4Journal::Internal
-        } else if exists(format!("/proc/fs/ext4/{name}")) {
-            Ext4Journal::None
-        } else {
-            Ext4Journal::Unknown
-        }
+        let Ok(target) = rustix::fs::readlink(dev, Vec::new()) else { return false };
+        let Some(name) = target.to_str().ok().and_then(|t| t.rsplit('/').next()) else { return false };
+        rustix::fs::access(format!("/proc/fs/jbd2/{name}-8"), rustix::fs::Access::EXISTS).is_ok()
     }
 
     fn open_at(&self, name: &str, flags: OFlags, mode: RawMode) -> Result<File, Errno> {

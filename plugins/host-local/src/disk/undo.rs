@@ -11,13 +11,13 @@ pub(super) enum Undo {
         ip: IpAddr,
         ino: u64,
     },
-    /// A take-over: the lease and record it replaced; `placed` is `None` while only the
-    /// record has been written.
+    /// A take-over: the lease and record it replaced, and the lease it writes (`placed`,
+    /// inode 0 until the call has it in place).
     Replaced {
         ip: IpAddr,
         content: String,
         pod: Option<PodRecord>,
-        placed: Option<Placed>,
+        placed: Placed,
     },
     Relabelled {
         ip: IpAddr,
@@ -120,16 +120,15 @@ impl DiskStore {
                 }
             }
             Undo::Replaced { ip, content, pod, placed } => {
-                let before = Placed { ino: 0, content: content.clone() };
-                let ours = match &placed {
-                    Some(placed) => self.still(ip, placed),
-                    // Only the record was written: the lease is still the one replaced.
-                    None => self.still(ip, &before),
-                };
-                if !ours {
+                let lease_ours = self.still(ip, &placed);
+                // Failed under the lock, before the lease was known to be in place: the
+                // lease is this call's (its rename went through, a sync after it failed)
+                // or still the one replaced (only the record was written).
+                let only_record = placed.ino == 0 && !lease_ours && self.still(ip, &Placed { ino: 0, content: content.clone() });
+                if !lease_ours && !only_record {
                     return Ok(());
                 }
-                if placed.is_some() {
+                if lease_ours {
                     self.write_lease(ip, &content)?;
                 }
                 self.write_record(ip, pod.as_ref(), None)?;
