@@ -185,7 +185,7 @@ def main():
     stdins, stdouts = upstream()
     confs = conflists()
     good_index = index(["L 10.1.0.2 7 c1%0D%0Aeth0",
-                        "P 10.1.0.2 c1 eth0 default web-0 ~ b active 5",
+                        "P 10.1.0.2 c1 eth0 default web-0 ~ b active 5 6 7",
                         "L 10.1.0.3 8 %",
                         "L 10.1.0.4 9 c2",
                         "M 10.0.0.9 ns p 3"])
@@ -204,7 +204,7 @@ def main():
         "pod_record": records,
         "index": [good_index[:good_index.rindex(b"end ")], b"host-local-index v4 1 2\nL 10.1.0.2 7 %\n",
                   good_index, index([]), index(["M 10.1.0.9 kube-system coredns 1"]),
-                  index(["L 10.1.0.2 1 ~", "L fd00::2 2 a%20b", "P fd00::2 a%20b eth0 ~ ~ u ~ held 0"], (0, 0))],
+                  index(["L 10.1.0.2 1 ~", "L fd00::2 2 a%20b", "P fd00::2 a%20b eth0 ~ ~ u ~ held 0 1 2"], (0, 0))],
         "last_reserved": [bytes([c]) + ip for c in range(4) for ip in
                           [b"10.1.0.6", b"10.1.0.5", b"10.1.1.2", b"::ffff:10.1.0.6", b"10.1.0.7", b"fd00::7"]]
                          + [b"\0", b"\0 10.1.0.6\n", b"\x02fd00::6"],

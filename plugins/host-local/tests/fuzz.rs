@@ -292,3 +292,21 @@ fn fuzz_skel_stdin() {
         }
     });
 }
+
+/// The coverage-guided fuzzer's seed indexes include whole ones with lease and pod lines
+/// (fuzz/make_corpus.py mirrors index.rs's format): its `index` target starts from indexes
+/// the store accepts, not only from rejected ones.
+#[test]
+fn the_fuzz_corpus_has_whole_index_seeds() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/index");
+    let mut whole = Vec::new();
+    for entry in std::fs::read_dir(&corpus).unwrap() {
+        let path = entry.unwrap().path();
+        if let Some((view, _)) = View::parse(std::fs::read(&path).unwrap()) {
+            if view.find(host_local::store::Query::All).iter().any(|lease| lease.pod.is_some()) {
+                whole.push(path);
+            }
+        }
+    }
+    assert!(whole.len() >= 2, "whole seeds with pod lines: {whole:?}");
+}

@@ -1234,44 +1234,38 @@ fn a_take_over_cut_short_between_its_renames_leaves_the_hold_a_hold() {
     assert_eq!(address(&ok(exec(&pod("ADD", "c2", "web", &c)))), held);
 }
 
-/// How many `sync_file_range` calls `call` makes before its first rename, on `store`
-/// (traced, not injected: a dry run of the same scenario on a store of its own).
-fn write_outs_before_first_rename(store: &Store, call: &Call) -> usize {
+/// The syncs, write-outs and renames `call` makes on `store`, each with the paths of its
+/// file descriptors (strace -y): a dry run of a scenario on a store of its own, traced and
+/// never injected, to find the call a test then makes fail.
+fn dry_run(store: &Store, call: &Call) -> Vec<String> {
     let log = store.dd.path().join("outside/dry-run.trace");
     let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "-o"]).arg(&log).args(["-e", "trace=sync_file_range,renameat,renameat2"]);
+    cmd.args(["-f", "-qq", "-y", "-o"]).arg(&log).args(["-e", "trace=fsync,fdatasync,sync_file_range,renameat,renameat2"]);
     let out = run_traced(cmd, call);
     assert!(out.ok(), "dry run: {out:?}");
     let trace = fs::read_to_string(&log).unwrap();
-    let calls: Vec<&str> = trace.lines().map(|l| l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ')).collect();
-    let first_rename = calls.iter().position(|c| c.starts_with("rename")).expect("the take-back renames");
-    calls[..first_rename].iter().filter(|c| c.starts_with("sync_file_range(")).count()
+    trace.lines().map(|l| l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ').to_string()).collect()
 }
 
-#[test]
-#[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
-fn a_take_back_whose_write_out_fails_renames_nothing() {
-    // On a journalled ext4 a replacement is only written out (not synced) before its
-    // rename: that write-out failing must fail the call before anything is renamed.
-    let ext4 = LoopFs::mount("writeout-fails", &["mkfs.ext4", "-q"]);
-    let mnt = Path::new(&ext4.data_dir()).to_path_buf();
-    assert_eq!(sync_model(&mnt), (false, false), "a journalled ext4");
-    let hold = |store: &Store| {
-        let c = store.conf();
-        let held = address(&ok(exec(&pod("ADD", "c1", "web", &c))));
-        ok(exec(&pod("DEL", "c1", "web", &c)));
-        held
-    };
-    let dry = Store::new_in("writeout-dry", SUBNET, &mnt);
-    hold(&dry);
-    let last_write_out = write_outs_before_first_rename(&dry, &pod("ADD", "c2", "web", &dry.conf()));
-    let store = Store::new_in("writeout-fails", SUBNET, &mnt);
-    let held = hold(&store);
+/// `call`'s position (1-based, as strace's `when=` counts) among `calls` of `syscall`.
+fn ordinal(calls: &[String], syscall: &str, call: usize) -> usize {
+    calls[..=call].iter().filter(|c| c.starts_with(&format!("{syscall}("))).count()
+}
+
+/// A pod's address held, on a new store of `subnet` under `parent`; returns the store and
+/// the address.
+fn held_store(tag: &str, subnet: &'static str, parent: &Path) -> (Store, Ipv4Addr) {
+    let store = Store::new_in(tag, subnet, parent);
     let c = store.conf();
-    let inject = format!("sync_file_range:error=EIO:when={last_write_out}");
-    let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &c), &inject));
-    assert_eq!(failed.error().0, 5, "{failed:?}");
-    assert_eq!(store.owner(held).as_deref(), Some("c1"), "the lease was not replaced");
+    let held = address(&ok(exec(&pod("ADD", "c1", "web", &c))));
+    ok(exec(&pod("DEL", "c1", "web", &c)));
+    (store, held)
+}
+
+/// The hold of `held` is as `c1`'s DEL left it, and no temp file is left; then the pod's
+/// next sandbox gets the address.
+fn assert_hold_kept(store: &Store, held: Ipv4Addr) {
+    assert_eq!(store.owner(held).as_deref(), Some("c1"), "the lease was put back");
     let record: serde_json::Value =
         serde_json::from_slice(&fs::read(store.at(&format!("{held}.pod"))).unwrap()).unwrap();
     assert_eq!((record["containerId"].as_str(), record["state"].as_str()), (Some("c1"), Some("held")), "{record}");
@@ -1283,8 +1277,50 @@ fn a_take_back_whose_write_out_fails_renames_nothing() {
             .collect();
         assert!(temps.is_empty(), "temp files left in {}: {temps:?}", dir.display());
     }
-    force_rescan(&store);
-    assert_eq!(address(&ok(exec(&pod("ADD", "c2", "web", &c)))), held, "the pod gets its address");
+    force_rescan(store);
+    assert_eq!(address(&ok(exec(&pod("ADD", "c2", "web", &store.conf())))), held, "the pod gets its address");
+}
+
+#[test]
+#[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
+fn a_take_over_whose_directory_sync_fails_is_undone() {
+    // Without a journal a take-over's renames are made durable by a sync of the directory
+    // right after them, under the lock: if that fails, both files are put back.
+    let ext4 = LoopFs::mount("dirsync-fails", &["mkfs.ext4", "-q", "-O", "^has_journal"]);
+    let mnt = Path::new(&ext4.data_dir()).to_path_buf();
+    assert_eq!(sync_model(&mnt), (true, true), "an ext4 without a journal");
+    // /30: one address, so another pod takes the hold over.
+    let (dry, _) = held_store("dirsync-dry", "10.1.0.0/30", &mnt);
+    let calls = dry_run(&dry, &pod("ADD", "c9", "other", &dry.conf()));
+    let first_rename = calls.iter().position(|c| c.starts_with("rename")).expect("the take-over renames");
+    let net = format!("<{}>", dry.store().display());
+    let dir_sync = (first_rename..calls.len())
+        .find(|&i| calls[i].starts_with("fsync(") && calls[i].contains(&net))
+        .unwrap_or_else(|| panic!("no directory sync after the renames:\n{}", calls.join("\n")));
+    let (store, held) = held_store("dirsync-fails", "10.1.0.0/30", &mnt);
+    let inject = format!("fsync:error=EIO:when={}", ordinal(&calls, "fsync", dir_sync));
+    let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c9", "other", &store.conf()), &inject));
+    assert_eq!(failed.error().0, 5, "{failed:?}");
+    assert_hold_kept(&store, held);
+}
+
+#[test]
+#[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
+fn a_take_back_whose_write_out_fails_renames_nothing() {
+    // On a journalled ext4 a replacement is only written out (not synced) before its
+    // rename: that write-out failing must fail the call before anything is renamed.
+    let ext4 = LoopFs::mount("writeout-fails", &["mkfs.ext4", "-q"]);
+    let mnt = Path::new(&ext4.data_dir()).to_path_buf();
+    assert_eq!(sync_model(&mnt), (false, false), "a journalled ext4");
+    let (dry, _) = held_store("writeout-dry", SUBNET, &mnt);
+    let calls = dry_run(&dry, &pod("ADD", "c2", "web", &dry.conf()));
+    let first_rename = calls.iter().position(|c| c.starts_with("rename")).expect("the take-back renames");
+    let last_write_out = (0..first_rename).rev().find(|&i| calls[i].starts_with("sync_file_range(")).unwrap();
+    let (store, held) = held_store("writeout-fails", SUBNET, &mnt);
+    let inject = format!("sync_file_range:error=EIO:when={}", ordinal(&calls, "sync_file_range", last_write_out));
+    let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &store.conf()), &inject));
+    assert_eq!(failed.error().0, 5, "{failed:?}");
+    assert_hold_kept(&store, held);
 }
 
 /// Whether the store syncs a replacement before its rename on `dir`'s filesystem, and the
