@@ -1209,29 +1209,12 @@ fn force_rescan(store: &Store) {
 #[test]
 #[ignore = "needs strace: run scripts/test.sh"]
 fn a_take_over_cut_short_between_its_renames_leaves_the_hold_a_hold() {
-    let store = Store::new("takeover-sync", SUBNET);
-    let c = store.conf();
-    let held = address(&ok(exec(&pod("ADD", "c1", "web", &c))));
-    ok(exec(&pod("DEL", "c1", "web", &c)));
+    let (store, held) = held_store("takeover-sync", SUBNET, &std::env::temp_dir());
     // The new sandbox's take-over: the record is renamed into place, then the lease's
-    // rename fails.
-    let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &c), "renameat:error=EIO:when=2"));
+    // rename fails. Read from the files, the hold is still a hold.
+    let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &store.conf()), "renameat:error=EIO:when=2"));
     assert_eq!(failed.error().0, 5, "{failed:?}");
-    assert_eq!(store.owner(held).as_deref(), Some("c1"));
-    for dir in [store.store(), store.at(".hostlocal")] {
-        let temps: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".tmp-"))
-            .collect();
-        assert!(temps.is_empty(), "temp files left in {}: {temps:?}", dir.display());
-    }
-    let record: serde_json::Value =
-        serde_json::from_slice(&fs::read(store.at(&format!("{held}.pod"))).unwrap()).unwrap();
-    assert_eq!((record["containerId"].as_str(), record["state"].as_str()), (Some("c1"), Some("held")), "{record}");
-    // Read from the files, the hold is still a hold: the pod gets its address.
-    force_rescan(&store);
-    assert_eq!(address(&ok(exec(&pod("ADD", "c2", "web", &c)))), held);
+    assert_hold_kept(&store, held);
 }
 
 /// The syncs, write-outs and renames `call` makes on `store`, each with the paths of its
