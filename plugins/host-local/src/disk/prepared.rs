@@ -154,13 +154,9 @@ impl DiskStore {
                 .into_iter()
                 .find_map(|slot| slot.take_if(|p| p.content == data));
             let temp = self.temp_name();
-            let stage = if self.durability.sync_before_naming {
-                self.synced_unnamed(prepared, data).and_then(|p| self.stage_prepared(p, &temp))
-            } else {
-                match prepared {
-                    Some(p) => self.stage_prepared(p, &temp),
-                    None => self.stage_new(&temp, data),
-                }
+            let stage = match prepared {
+                Some(p) => self.stage_prepared(p, &temp),
+                None => self.stage_new(&temp, data),
             };
             match stage {
                 Ok(stage) => staged.push((target, stage)),
@@ -176,11 +172,7 @@ impl DiskStore {
         // logged: there (and wherever we do not know better) each file is synced first, or
         // another call's sync could make the removal durable alone.
         let files = staged.iter().map(|(_, (_, _, file, _))| file);
-        let complete = match (self.durability.ordered_renames, self.durability.sync_before_naming) {
-            (true, _) => files.into_iter().try_for_each(sys::write_out),
-            (false, true) => Ok(()), // synced before they were named
-            (false, false) => sync_each(files),
-        };
+        let complete = if self.durability.ordered_renames { files.into_iter().try_for_each(sys::write_out) } else { sync_each(files) };
         if let Err(e) = complete {
             self.remove_staged(&staged);
             return Err(self.error("replace", staged[0].0, e));
@@ -207,22 +199,6 @@ impl DiskStore {
             }
         }
         Ok(inodes)
-    }
-
-    /// The file prepared with `data`, or a new one, synced while it has no name (see
-    /// `Durability::sync_before_naming`).
-    fn synced_unnamed(&mut self, prepared: Option<Prepared>, data: &str) -> io::Result<Prepared> {
-        let p = match prepared {
-            Some(p) => p,
-            None => self.prepare(data.to_string()).map_err(|e| io::Error::other(e.msg))?,
-        };
-        match p.file.sync_all() {
-            Ok(()) => Ok(p),
-            Err(e) => {
-                let _ = self.discard(p);
-                Err(e)
-            }
-        }
     }
 
     /// Remove the temp names of files staged but not renamed into place.

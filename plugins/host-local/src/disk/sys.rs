@@ -28,11 +28,6 @@ pub struct Durability {
     /// file, `ext4_sync_parent`, but before Linux 6.5 only while the file's inode is still
     /// dirty, and a concurrent fsync of the same file can take that over: not relied on.)
     pub sync_directory: bool,
-    /// A replacement is synced while it has no name yet (`O_TMPFILE`), then linked to its
-    /// temp name and renamed: ext4 without a journal, whose fsync of a file just linked
-    /// into `.hostlocal/` would write that directory too, for nothing. Not btrfs, which
-    /// ignores the fsync of a nameless inode; not a filesystem we do not know.
-    pub sync_before_naming: bool,
 }
 
 /// A directory opened without following a symlink at its last component.
@@ -113,20 +108,15 @@ impl Dir {
         const XFS_SUPER_MAGIC: FsWord = 0x5846_5342;
         const BTRFS_SUPER_MAGIC: FsWord = 0x9123_683E;
         const F2FS_SUPER_MAGIC: FsWord = 0xF2F5_2010;
-        let journalled = Durability { ordered_renames: true, sync_directory: false, sync_before_naming: false };
-        let posix = Durability { ordered_renames: false, sync_directory: true, sync_before_naming: false };
+        let journalled = Durability { ordered_renames: true, sync_directory: false };
         match rustix::fs::fstatfs(&self.0).map(|fs| fs.f_type) {
             Ok(XFS_SUPER_MAGIC) => journalled,
             Ok(EXT4_SUPER_MAGIC) if self.has_internal_journal() => journalled,
+            Ok(BTRFS_SUPER_MAGIC | F2FS_SUPER_MAGIC) => Durability { ordered_renames: false, sync_directory: false },
             // An ext4 (or ext2) without a journal, as some SD-card images are made, writes
             // metadata blocks back in any order and its file fsync carries only a brand-new
-            // file's name: the POSIX way, replacements synced before they have a name.
-            Ok(EXT4_SUPER_MAGIC) => Durability { sync_before_naming: true, ..posix },
-            Ok(BTRFS_SUPER_MAGIC | F2FS_SUPER_MAGIC) => {
-                Durability { ordered_renames: false, sync_directory: false, sync_before_naming: false }
-            }
-            // Anything we do not know: the POSIX way.
-            _ => posix,
+            // file's name; and anything we do not know: the POSIX way.
+            _ => Durability { ordered_renames: false, sync_directory: true },
         }
     }
 
