@@ -108,8 +108,9 @@ pub struct DiskStore {
     changed: bool,
     index_stale: bool,
     durable: bool,
-    /// How names become durable on the store's filesystem.
-    durability: Durability,
+    /// How names become durable on the store's filesystem: found when a call first writes
+    /// (a look at /proc and /sys that a CHECK need not pay for).
+    durability: std::cell::OnceCell<Durability>,
     /// The view turned out stale (a foreign change within our clock tick) and was read
     /// again: the allocation should be made again.
     stale: bool,
@@ -147,7 +148,6 @@ impl DiskStore {
             Err(e) if Errno::from_io_error(&e) == Some(Errno::ROFS) => None,
             Err(e) => return Err(fail("open lock in", e)),
         };
-        let durability = dir.durability();
         let mut store = DiskStore {
             path: path.to_path_buf(),
             dir,
@@ -158,7 +158,7 @@ impl DiskStore {
             changed: false,
             index_stale: false,
             durable: prepare.durable,
-            durability,
+            durability: std::cell::OnceCell::new(),
             stale: false,
             undo: Vec::new(),
             prepared_lease: None,
@@ -196,6 +196,10 @@ impl DiskStore {
             store.rescan()?;
         }
         Ok(store)
+    }
+
+    fn durability(&self) -> Durability {
+        *self.durability.get_or_init(|| self.dir.durability())
     }
 
     fn lock(&self) -> Result<()> {

@@ -85,7 +85,7 @@ impl View {
         let mut markers = Vec::new();
         let mut pos = body_start;
         while pos < text.len() {
-            let end = memchr::memchr(b'\n', &text.as_bytes()[pos..]).map(|i| pos + i + 1)?;
+            let end = text[pos..].find('\n').map(|i| pos + i + 1)?;
             let line = &text[pos..end - 1];
             let offset = |f: &str| f.as_ptr() as usize - text.as_ptr() as usize;
             // Most lines are leases: split those at their two short fields only, the
@@ -94,7 +94,7 @@ impl View {
                 let (name, rest) = split_space(lease)?;
                 let (ino, content) = split_space(rest)?;
                 let sorted = rows.last().is_none_or(|r| text[r.name.clone()] < *name);
-                if memchr::memchr(b' ', content.as_bytes()).is_some() || !sorted {
+                if content.contains(' ') || !sorted {
                     return None;
                 }
                 let name = offset(name)..offset(name) + name.len();
@@ -319,10 +319,12 @@ pub fn unseal(bytes: &[u8]) -> Option<&str> {
     (sum == format!("{:016x}", fnv1a(&bytes[..body_end]))).then(|| &text[..body_end])
 }
 
-/// `s` split at its first space (the index is read on every call: `memchr`, not
-/// `str::split_once`, whose generic search costs more than these short fields).
+/// `s` split at its first space: a byte loop, as the fields before it are short (an
+/// address, an inode number) and `str::split_once` costs more per call than they take to
+/// scan. (Not the memchr crate: its first search detects the CPU's features, a dozen
+/// `cpuid`s, each a trap in a VM: more than a whole index takes to read.)
 fn split_space(s: &str) -> Option<(&str, &str)> {
-    let at = memchr::memchr(b' ', s.as_bytes())?;
+    let at = s.bytes().position(|b| b == b' ')?;
     Some((&s[..at], &s[at + 1..]))
 }
 
