@@ -1223,7 +1223,7 @@ fn a_take_over_cut_short_between_its_renames_leaves_the_hold_a_hold() {
 fn dry_run(store: &Store, call: &Call) -> Vec<String> {
     let log = store.dd.path().join("outside/dry-run.trace");
     let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "-y", "-o"]).arg(&log).args(["-e", "trace=fsync,fdatasync,sync_file_range,renameat,renameat2"]);
+    cmd.args(["-f", "-qq", "-y", "-o"]).arg(&log).args(["-e", "trace=fsync,fdatasync,sync_file_range,renameat,renameat2,flock"]);
     let out = run_traced(cmd, call);
     assert!(out.ok(), "dry run: {out:?}");
     let trace = fs::read_to_string(&log).unwrap();
@@ -1269,10 +1269,26 @@ fn assert_hold_kept(store: &Store, held: Ipv4Addr) {
 fn a_take_over_whose_directory_sync_fails_is_undone() {
     // Without a journal a take-over's renames are made durable by a sync of the directory
     // right after them, under the lock: if that fails, both files are put back.
-    let ext4 = LoopFs::mount("dirsync-fails", &["mkfs.ext4", "-q", "-O", "^has_journal"]);
+    take_over_with_failing_directory_sync("dirsync-fails", |dir_sync| dir_sync.to_string());
+}
+
+#[test]
+#[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
+fn a_take_over_whose_undo_fails_halfway_still_puts_the_record_back() {
+    // The undo's own directory sync after putting the lease back fails too (the fsync two
+    // after the take-over's): the lease is back, and the record must be put back as well,
+    // or the new pod's record beside the old lease would read as that pod's, its take-over
+    // cut short between the renames.
+    take_over_with_failing_directory_sync("dirsync-undo-fails", |dir_sync| format!("{dir_sync}..{}+2", dir_sync + 2));
+}
+
+/// A hold on a /30 (one address) taken over by another pod on an ext4 without a journal,
+/// with the fsyncs `failing` (strace's `when=`, given the ordinal of the directory sync
+/// after the take-over's renames) made to fail.
+fn take_over_with_failing_directory_sync(tag: &str, failing: fn(usize) -> String) {
+    let ext4 = LoopFs::mount(tag, &["mkfs.ext4", "-q", "-O", "^has_journal"]);
     let mnt = Path::new(&ext4.data_dir()).to_path_buf();
     assert_eq!(sync_model(&mnt), (true, true), "an ext4 without a journal");
-    // /30: one address, so another pod takes the hold over.
     let (dry, _) = held_store("dirsync-dry", "10.1.0.0/30", &mnt);
     let calls = dry_run(&dry, &pod("ADD", "c9", "other", &dry.conf()));
     let first_rename = calls.iter().position(|c| c.starts_with("rename")).expect("the take-over renames");
@@ -1280,8 +1296,8 @@ fn a_take_over_whose_directory_sync_fails_is_undone() {
     let dir_sync = (first_rename..calls.len())
         .find(|&i| calls[i].starts_with("fsync(") && calls[i].contains(&net))
         .unwrap_or_else(|| panic!("no directory sync after the renames:\n{}", calls.join("\n")));
-    let (store, held) = held_store("dirsync-fails", "10.1.0.0/30", &mnt);
-    let inject = format!("fsync:error=EIO:when={}", ordinal(&calls, "fsync", dir_sync));
+    let (store, held) = held_store(tag, "10.1.0.0/30", &mnt);
+    let inject = format!("fsync:error=EIO:when={}", failing(ordinal(&calls, "fsync", dir_sync)));
     let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c9", "other", &store.conf()), &inject));
     assert_eq!(failed.error().0, 5, "{failed:?}");
     assert_hold_kept(&store, held);
@@ -1301,8 +1317,14 @@ fn a_take_back_whose_write_out_fails_renames_nothing() {
     let last_write_out = (0..first_rename).rev().find(|&i| calls[i].starts_with("sync_file_range(")).unwrap();
     let (store, held) = held_store("writeout-fails", SUBNET, &mnt);
     let inject = format!("sync_file_range:error=EIO:when={}", ordinal(&calls, "sync_file_range", last_write_out));
+    let lease = || fs::metadata(store.at(&held.to_string())).unwrap().ino();
+    let record = || fs::read(store.at(&format!("{held}.pod"))).unwrap();
+    let before = (lease(), record());
     let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &store.conf()), &inject));
     assert_eq!(failed.error().0, 5, "{failed:?}");
+    // The lease was never renamed; the record is as it was (the undo, which cannot tell
+    // whether the record's rename went through, may have written the same hold again).
+    assert_eq!((lease(), record()), before, "nothing renamed");
     assert_hold_kept(&store, held);
 }
 
@@ -1325,13 +1347,18 @@ fn sync_model(dir: &Path) -> (bool, bool) {
     }
 }
 
-/// /30: one address. `slow`'s sync after it let go of the lock fails slowly (it is the
-/// `when`-th fsync); meanwhile that address is released and given to c3. Undoing `slow`
-/// must leave c3's lease alone.
-fn undo_after_unlock_leaves_later_calls_alone(store: &Store, slow: Call, when: usize) {
+/// /30: one address. `slow`'s first sync after it let go of the lock (found by a dry run of
+/// the same call on `dry`, a store set up as `store` is) fails slowly; meanwhile that
+/// address is released and given to c3. Undoing `slow` must leave c3's lease alone.
+fn undo_after_unlock_leaves_later_calls_alone(store: &Store, dry: &Store, slow: Call) {
     let c = store.conf();
     let only: Ipv4Addr = "10.1.0.2".parse().unwrap();
-    let inject = format!("fsync:error=EIO:delay_enter=3000000:when={when}");
+    let calls = dry_run(dry, &Call { stdin: dry.conf(), ..slow.clone() });
+    let unlocked = calls.iter().position(|c| c.starts_with("flock(") && c.contains("LOCK_UN")).expect("unlocks");
+    let first_after = (unlocked..calls.len())
+        .find(|&i| calls[i].starts_with("fsync("))
+        .unwrap_or_else(|| panic!("no sync after the lock is let go:\n{}", calls.join("\n")));
+    let inject = format!("fsync:error=EIO:delay_enter=3000000:when={}", ordinal(&calls, "fsync", first_after));
     let container = slow.container_id.clone();
     let slow = spawn_injected(store, &slow, &inject);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1353,29 +1380,24 @@ fn undo_after_unlock_leaves_later_calls_alone(store: &Store, slow: Call, when: u
 #[test]
 #[ignore = "needs strace: run scripts/test.sh"]
 fn undoing_a_failed_sync_never_touches_what_another_call_did_since() {
-    // A new lease: its fsync after the lock is let go is the call's first.
+    // A new lease, synced after the lock is let go.
     let store = Store::new("undo-others", "10.1.0.0/30");
-    let c = store.conf();
-    undo_after_unlock_leaves_later_calls_alone(&store, Call::new("ADD", "c9", &c), 1);
+    let dry = Store::new("undo-others-dry", "10.1.0.0/30");
+    undo_after_unlock_leaves_later_calls_alone(&store, &dry, Call::new("ADD", "c9", &store.conf()));
 }
 
 #[test]
 #[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
 fn undoing_a_take_over_whose_sync_failed_never_touches_what_another_call_did_since() {
-    // On a journalled ext4 a take-over syncs its files after the lock is let go (on an
-    // ext4 without a journal it is durable before, so nothing can fail after).
+    // web's hold is reclaimed by another pod. On a journalled ext4 a take-over syncs its
+    // files after the lock is let go (on an ext4 without a journal it is durable before,
+    // so nothing can fail after).
     let ext4 = LoopFs::mount("undo-takeover", &["mkfs.ext4", "-q"]);
-    let store = Store::new_in("undo-takeover", "10.1.0.0/30", Path::new(&ext4.data_dir()));
-    let (sync_first, dir_synced) = sync_model(&store.store());
-    assert!(!dir_synced, "a journalled ext4");
-    let c = store.conf();
-    address(&ok(exec(&pod("ADD", "c1", "web", &c))));
-    ok(exec(&pod("DEL", "c1", "web", &c)));
-    // web's hold is reclaimed by another pod. Its fsyncs: the record and the lease before
-    // their renames (where the filesystem needs it), the counters (a hold reclaimed), then,
-    // after the lock is let go, the two renamed files: the first of those fails.
-    let first_after_unlock = 2 + 2 * usize::from(sync_first);
-    undo_after_unlock_leaves_later_calls_alone(&store, pod("ADD", "c9", "other", &c), first_after_unlock);
+    let mnt = Path::new(&ext4.data_dir()).to_path_buf();
+    assert_eq!(sync_model(&mnt), (false, false), "a journalled ext4");
+    let (store, _) = held_store("undo-takeover", "10.1.0.0/30", &mnt);
+    let (dry, _) = held_store("undo-takeover-dry", "10.1.0.0/30", &mnt);
+    undo_after_unlock_leaves_later_calls_alone(&store, &dry, pod("ADD", "c9", "other", &store.conf()));
 }
 
 // ---------------------------------------------------------------------------------------

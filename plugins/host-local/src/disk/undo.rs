@@ -128,10 +128,12 @@ impl DiskStore {
                 if !lease_ours && !only_record {
                     return Ok(());
                 }
-                if lease_ours {
-                    self.write_lease(ip, &content)?;
-                }
-                self.write_record(ip, pod.as_ref(), None)?;
+                // The record too when putting the lease back fails (its rename may have gone
+                // through and only the sync after it failed): the new record beside the old
+                // lease would read as the new sandbox's, cut short between its renames.
+                let lease = if lease_ours { self.write_lease(ip, &content) } else { Ok(()) };
+                let record = self.write_record(ip, pod.as_ref(), None);
+                lease.and(record)?;
                 let mut entry = self.entry(ip)?;
                 entry.lease.pod = pod;
                 self.view.set(entry);
