@@ -126,9 +126,7 @@ impl NetworkConfigList {
         let plugins = plugins
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                NetworkConfig::from_value(p).with_context(|| format!("failed to parse plugin config {i}"))
-            })
+            .map(|(i, p)| NetworkConfig::from_value(p).with_context(|| format!("failed to parse plugin config {i}")))
             .collect::<Result<Vec<_>>>()?;
         Ok(NetworkConfigList { name, cni_version, disable_check, disable_gc, plugins, bytes: bytes.to_vec() })
     }
@@ -212,8 +210,7 @@ pub fn load_conf_list(dir: &Path, name: &str) -> Result<NetworkConfigList> {
     }
     for file in &singles {
         let bytes = read(file)?;
-        let conf =
-            NetworkConfig::from_bytes(&bytes).with_context(|| format!("error parsing {}", file.display()))?;
+        let conf = NetworkConfig::from_bytes(&bytes).with_context(|| format!("error parsing {}", file.display()))?;
         if conf.name == name {
             return NetworkConfigList::from_conf(&conf);
         }

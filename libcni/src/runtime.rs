@@ -143,7 +143,8 @@ impl CniConfig {
                 capability_args: a.capability_args,
             };
             if let Err(e) = self.del_network_list(list, &rt) {
-                failures.push(e.context(format!("failed to delete stale attachment {} {}", rt.container_id, rt.ifname)));
+                failures
+                    .push(e.context(format!("failed to delete stale attachment {} {}", rt.container_id, rt.ifname)));
             }
         }
         if version::gte(&list.cni_version, "1.1.0")? {

@@ -316,7 +316,8 @@ pub fn prepare_process() {
     unsafe {
         let polled = libc::poll(std_fds.as_mut_ptr(), 3, 0) >= 0;
         for pfd in std_fds {
-            let closed = if polled { pfd.revents & libc::POLLNVAL != 0 } else { libc::fcntl(pfd.fd, libc::F_GETFD) == -1 };
+            let closed =
+                if polled { pfd.revents & libc::POLLNVAL != 0 } else { libc::fcntl(pfd.fd, libc::F_GETFD) == -1 };
             // The lowest free descriptor: the closed one, as the lower ones are open by now.
             if closed && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) == -1 {
                 libc::abort();

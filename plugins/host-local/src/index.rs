@@ -302,6 +302,7 @@ pub const HEADER: &str = "host-local-index v4";
 pub fn trailer(body: &[u8]) -> String {
     format!("end {} {:016x}\n", body.len(), word_checksum(body))
 }
+
 const OPAQUE: &str = "%";
 
 /// `text` with a trailer line `end <FNV-1a 64 of text>`: the small files of `.hostlocal/`

@@ -71,9 +71,7 @@ struct Refusal {
 fn add(conf: &IpamConfig, args: &CmdArgs) -> Result<(AnyResult, Vec<Allocation>)> {
     let dns = match &conf.resolv_conf {
         None => Default::default(),
-        Some(path) => parse_resolv_conf(
-            &std::fs::read_to_string(path).ctx("open", path.display())?,
-        ),
+        Some(path) => parse_resolv_conf(&std::fs::read_to_string(path).ctx("open", path.display())?),
     };
     let owner = Owner::new(&args.container_id, &args.ifname);
     let pod = sticky_pod(conf);

@@ -174,7 +174,11 @@ fn add_is_durable(data_dir: &str, dir_synced: bool) {
     assert!(none_pending(&again, "fsync", printed_again), "a repeated ADD's syncs return before it prints");
     for target in ["10.0.0.2", "2001:db8::2", "10.0.0.2.pod", "2001:db8::2.pod"] {
         let path = format!("{net}/{target}");
-        assert!(synced_between(&again, &path, 0, printed_again), "repeated ADD: {target} synced:\n{}", again.join("\n"));
+        assert!(
+            synced_between(&again, &path, 0, printed_again),
+            "repeated ADD: {target} synced:\n{}",
+            again.join("\n")
+        );
     }
     let synced_again = dir_syncs(&again, &net, printed_again);
     assert_eq!(synced_again, usize::from(dir_synced), "repeated ADD: directory synced?\n{}", again.join("\n"));
@@ -258,11 +262,13 @@ fn replacements_are_complete_before_their_rename(dd: &TempDir, data_dir: &str, s
                 // Linked to it, or created with it (a new temp file).
                 let named = calls
                     .iter()
-                    .position(|c| placement(call_of(c)).is_some_and(|(_, to)| &to == temp) || c.contains(&format!("<{temp}>")))
+                    .position(|c| {
+                        placement(call_of(c)).is_some_and(|(_, to)| &to == temp) || c.contains(&format!("<{temp}>"))
+                    })
                     .unwrap_or_else(|| panic!("{temp} never named:\n{}", trace()));
-                let synced_named = calls[named..placed]
-                    .iter()
-                    .any(|c| call_of(c).starts_with("fsync(") && file.iter().any(|name| c.contains(&format!("<{name}>"))));
+                let synced_named = calls[named..placed].iter().any(|c| {
+                    call_of(c).starts_with("fsync(") && file.iter().any(|name| c.contains(&format!("<{name}>")))
+                });
                 assert!(synced_named, "{target}: synced after it was named {temp}:\n{}", trace());
             }
         }

@@ -1212,7 +1212,8 @@ fn a_take_over_cut_short_between_its_renames_leaves_the_hold_a_hold() {
     let (store, held) = held_store("takeover-sync", SUBNET, &std::env::temp_dir());
     // The new sandbox's take-over: the record is renamed into place, then the lease's
     // rename fails. Read from the files, the hold is still a hold.
-    let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &store.conf()), "renameat:error=EIO:when=2"));
+    let failed =
+        outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &store.conf()), "renameat:error=EIO:when=2"));
     assert_eq!(failed.error().0, 5, "{failed:?}");
     assert_hold_kept(&store, held);
 }
@@ -1223,7 +1224,9 @@ fn a_take_over_cut_short_between_its_renames_leaves_the_hold_a_hold() {
 fn dry_run(store: &Store, call: &Call) -> Vec<String> {
     let log = store.dd.path().join("outside/dry-run.trace");
     let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "-y", "-o"]).arg(&log).args(["-e", "trace=fsync,fdatasync,sync_file_range,renameat,renameat2,flock"]);
+    cmd.args(["-f", "-qq", "-y", "-o"])
+        .arg(&log)
+        .args(["-e", "trace=fsync,fdatasync,sync_file_range,renameat,renameat2,flock"]);
     let out = run_traced(cmd, call);
     assert!(out.ok(), "dry run: {out:?}");
     let trace = fs::read_to_string(&log).unwrap();

@@ -172,7 +172,11 @@ impl DiskStore {
         // logged: there (and wherever we do not know better) each file is synced first, or
         // another call's sync could make the removal durable alone.
         let files = staged.iter().map(|(_, (_, _, file, _))| file);
-        let complete = if self.durability().ordered_renames { files.into_iter().try_for_each(sys::write_out) } else { sync_each(files) };
+        let complete = if self.durability().ordered_renames {
+            files.into_iter().try_for_each(sys::write_out)
+        } else {
+            sync_each(files)
+        };
         if let Err(e) = complete {
             self.remove_staged(&staged);
             return Err(self.error("replace", staged[0].0, e));
@@ -191,8 +195,8 @@ impl DiskStore {
         // the disk before our entries: fsck then drops the name altogether. Sync them now;
         // the files were synced before their renames, so this makes them durable.
         if self.durability().sync_directory {
-            self.dir.sync().map_err(|e| self.error("sync", ".", e))?;
             self.changed = true;
+            self.dir.sync().map_err(|e| self.error("sync", ".", e))?;
         } else {
             for (_, (_, _, file, _)) in staged {
                 self.placed(file);

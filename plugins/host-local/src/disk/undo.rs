@@ -124,7 +124,8 @@ impl DiskStore {
                 // Failed under the lock, before the lease was known to be in place: the
                 // lease is this call's (its rename went through, a sync after it failed)
                 // or still the one replaced (only the record was written).
-                let only_record = placed.ino == 0 && !lease_ours && self.still(ip, &Placed { ino: 0, content: content.clone() });
+                let only_record =
+                    placed.ino == 0 && !lease_ours && self.still(ip, &Placed { ino: 0, content: content.clone() });
                 if !lease_ours && !only_record {
                     return Ok(());
                 }
