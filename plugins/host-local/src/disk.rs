@@ -69,7 +69,7 @@ use crate::store::{matching, unix_now, Lease, Marker, Owner, PodRecord, Query, S
 use sys::{Dir, Durability, Kind};
 
 pub use entry::parse_last_reserved;
-use entry::{lease_ip, lease_unchanged, read_entry, read_lease, Content, LeaseFile};
+use entry::{lease_ip, lease_unchanged, read_entry, read_lease, read_regular, read_sized, Content, LeaseFile};
 pub use prepared::Prepare;
 use prepared::Prepared;
 pub use sys::writable_with_space;
@@ -90,6 +90,8 @@ const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
 const MAX_ENTRY_READ: usize = 4096;
 /// An index for 60,000 leases is about 10 MB.
 const MAX_INDEX_SIZE: u64 = 256 << 20;
+/// A cursor holds one address; anything longer is not ours.
+const MAX_CURSOR_SIZE: usize = 64;
 /// A temp file this old belongs to a crashed call (live calls hold theirs for milliseconds).
 const TEMP_DEBRIS_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -126,6 +128,29 @@ pub struct DiskStore {
     clock: Option<NodeClock>,
     /// Events of this call, added to the store's counters when it commits.
     counted: Counters,
+    /// The index file as this call read it, to be rewritten in place, and its length.
+    index_file: Option<(File, u64)>,
+    /// The cursor this call read, to be rewritten in place.
+    cursor: Option<Cursor>,
+}
+
+/// A `last_reserved_ip.<range set>` file as a call read it.
+struct Cursor {
+    range_set: usize,
+    file: File,
+    /// Its length, if it was not oversized.
+    len: Option<u64>,
+}
+
+/// Overwrite `file` with `data` in place, and cut it to that length unless it was no longer
+/// (`len`, if known): the `ftruncate` is skipped for the usual same-length rewrite.
+fn overwrite(file: &File, data: &[u8], len: Option<u64>) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(data, 0)?;
+    if len.is_none_or(|len| len > data.len() as u64) {
+        file.set_len(data.len() as u64)?;
+    }
+    Ok(())
 }
 
 impl DiskStore {
@@ -133,10 +158,15 @@ impl DiskStore {
     /// and load the view of the store.
     pub fn open(path: &Path, prepare: Prepare) -> Result<DiskStore> {
         let fail = |what: &str, e: io::Error| Error::io(format!("{what} {}: {e}", path.display()));
-        if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o755).create(path) {
-            return Err(fail("mkdir", e));
-        }
-        let dir = Dir::open(path).map_err(|e| match Errno::from_io_error(&e) {
+        // Opened first: the directory nearly always exists, and `mkdir -p` costs two calls.
+        let opened = match Dir::open(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new().recursive(true).mode(0o755).create(path).map_err(|e| fail("mkdir", e))?;
+                Dir::open(path)
+            }
+            other => other,
+        };
+        let dir = opened.map_err(|e| match Errno::from_io_error(&e) {
             Some(Errno::LOOP | Errno::NOTDIR) => {
                 Error::io(format!("refusing to use {}: it is a symlink or not a directory", path.display()))
             }
@@ -168,6 +198,8 @@ impl DiskStore {
             boot_id: None,
             clock: None,
             counted: Counters::default(),
+            index_file: None,
+            cursor: None,
         };
         if let Some(owner) = prepare.lease {
             store.prepared_lease = Some(store.prepare(owner.content().to_string())?);
@@ -183,12 +215,17 @@ impl DiskStore {
                 store.clock = Some(clock);
             }
         }
-        // Wait for the data outside the lock, so that a reboot storm does not queue on it.
-        for p in [&mut store.prepared_lease, &mut store.prepared_record].into_iter().flatten() {
-            sys::write_out(&p.file).ctx("write a new file in", path.display())?;
-            p.written_out = true;
+        // The data is on its way to the device. With the lock free, it travels while the
+        // store is read, and is waited for just before the file is named (`place_new`,
+        // `replace_files`). When others hold the lock (a reboot storm), it is waited for
+        // first, so that no call waits for the device while holding the lock.
+        if !store.try_lock()? {
+            for p in [&mut store.prepared_lease, &mut store.prepared_record].into_iter().flatten() {
+                sys::write_out(&p.file).ctx("write a new file in", path.display())?;
+                p.written_out = true;
+            }
+            store.lock()?;
         }
-        store.lock()?;
         if store.private.is_none() {
             store.private = store.open_private();
         }
@@ -206,6 +243,18 @@ impl DiskStore {
         match &self.lock {
             Some(lock) => lock.lock().ctx("lock", self.file(LOCK_FILE)),
             None => Ok(()),
+        }
+    }
+
+    /// Take the lock if nobody holds it; `Ok(false)` if somebody does.
+    fn try_lock(&self) -> Result<bool> {
+        match &self.lock {
+            Some(lock) => match lock.try_lock() {
+                Ok(()) => Ok(true),
+                Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+                Err(std::fs::TryLockError::Error(e)) => Err(self.error("lock", LOCK_FILE, e)),
+            },
+            None => Ok(true),
         }
     }
 
@@ -355,10 +404,13 @@ impl Store for DiskStore {
     }
 
     fn last_reserved(&mut self, range_set: usize) -> Option<IpAddr> {
-        match read_entry(&self.dir, &format!("{LAST_RESERVED_PREFIX}{range_set}"), 64) {
-            Content::Regular(bytes) => parse_last_reserved(&bytes),
-            Content::Opaque | Content::Gone => None,
-        }
+        // Opened for writing too: an allocation rewrites the cursor it read.
+        let file = self.dir.open_update(&format!("{LAST_RESERVED_PREFIX}{range_set}")).ok()?;
+        let Content::Regular(bytes) = read_regular(&file, MAX_CURSOR_SIZE) else { return None };
+        let ip = parse_last_reserved(&bytes);
+        let len = (bytes.len() <= MAX_CURSOR_SIZE).then_some(bytes.len() as u64);
+        self.cursor = Some(Cursor { range_set, file, len });
+        ip
     }
 
     fn set_last_reserved(&mut self, range_set: usize, ip: IpAddr) -> Result<()> {
@@ -367,14 +419,16 @@ impl Store for DiskStore {
         // symlink. Overwrite, then cut to length: truncating to zero first would make ext4
         // flush the file on close (its replace-via-truncate heuristic), costing milliseconds.
         let text = go_ip_string(ip);
-        let written = self
-            .dir
-            .open_write(&format!("{LAST_RESERVED_PREFIX}{range_set}"), 0o600)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.set_len(text.len() as u64)));
-        if let Err(e) = written {
-            eprintln!("host-local: could not record the last reserved address in {}: {e}", self.path.display());
+        let read = self.cursor.take().filter(|c| c.range_set == range_set);
+        let rewritten = read.is_some_and(|c| overwrite(&c.file, text.as_bytes(), c.len).is_ok());
+        if !rewritten {
+            let name = format!("{LAST_RESERVED_PREFIX}{range_set}");
+            let written = self.dir.open_write(&name, 0o600).and_then(|f| overwrite(&f, text.as_bytes(), None));
+            if let Err(e) = written {
+                eprintln!("host-local: could not record the last reserved address in {}: {e}", self.path.display());
+            }
+            self.index_stale = true; // the file may be new: the directory's mtime moved
         }
-        self.index_stale = true; // the file may be new: the directory's mtime moved
         Ok(())
     }
 

@@ -1153,6 +1153,23 @@ fn add_fails_cleanly_when_a_sync_fails() {
     assert!(injected_any.into_inner(), "ours never synced anything");
 }
 
+/// With the lock free, ADD waits for its new lease's data only under the lock, just before
+/// naming it: when that wait fails, ADD fails and names nothing.
+#[test]
+#[ignore = "needs strace: run scripts/test.sh"]
+fn add_fails_cleanly_when_the_wait_for_its_data_fails_under_the_lock() {
+    let store = Store::new("sync-wait-under-lock", SUBNET);
+    // The first sync_file_range starts the lease's write-out; the second waits for it.
+    let (add, injected) = add_with_failing_syncs(&store, &["sync_file_range:when=2"]);
+    assert!(injected, "ADD made no second sync_file_range: {add:?}");
+    assert_sane(&add, &pod("ADD", "f1", "failing", &store.conf()));
+    assert!(!add.ok() && !add.stdout.contains("\"ips\""), "a success was printed: {add:?}");
+    assert_eq!(add.error().0, 5, "{add:?}");
+    assert_eq!(common::leases(&store.store()), Vec::<String>::new(), "a lease was named");
+    let got = Pool::new(&store).fill(&store.conf());
+    assert_eq!(got.len(), store.pool_size(), "{got:?}");
+}
+
 /// `call` under strace with `inject` (strace's `-e inject=` spec), started in the background.
 fn spawn_injected(store: &Store, call: &Call, inject: &str) -> std::process::Child {
     let log = store.dd.path().join(format!("outside/strace-{}.log", call.container_id));

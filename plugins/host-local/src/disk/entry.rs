@@ -26,19 +26,42 @@ pub(super) enum Content {
 /// Read at most `limit + 1` bytes of the regular file `name`, never through a symlink
 /// and never blocking on a FIFO.
 pub(super) fn read_entry(dir: &Dir, name: &str, limit: usize) -> Content {
-    let file = match dir.open_read(name) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Content::Gone,
-        Err(_) => return Content::Opaque,
-    };
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return Content::Opaque;
-    }
-    let mut bytes = Vec::with_capacity(64);
-    match file.take(limit as u64 + 1).read_to_end(&mut bytes) {
-        Ok(_) => Content::Regular(bytes),
+    match dir.open_read(name) {
+        Ok(file) => read_regular(&file, limit),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Content::Gone,
         Err(_) => Content::Opaque,
     }
+}
+
+/// At most `limit + 1` bytes of `file` if it is a regular file.
+pub(super) fn read_regular(file: &File, limit: usize) -> Content {
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => match read_sized(file, meta.len(), limit) {
+            Ok(bytes) => Content::Regular(bytes),
+            Err(_) => Content::Opaque,
+        },
+        _ => Content::Opaque,
+    }
+}
+
+/// The first `limit + 1` bytes of a file that `fstat` said is `size` bytes long: one `read`
+/// when it still is, rather than a second one to find the end. A size of 0 is not trusted
+/// (the file may have been written since): that file is read to its end.
+pub(super) fn read_sized(mut file: &File, size: u64, limit: usize) -> io::Result<Vec<u8>> {
+    let known = usize::try_from(size).ok().filter(|&size| size > 0);
+    let want = known.map_or(limit, |size| size.min(limit)) + 1;
+    let mut bytes = vec![0; want];
+    let mut got = 0;
+    while got < want && Some(got) != known {
+        match file.read(&mut bytes[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(got);
+    Ok(bytes)
 }
 
 /// What an entry named like an address holds.

@@ -49,16 +49,16 @@ impl DiskStore {
     /// was written.
     pub(super) fn load_index(&mut self) -> bool {
         let Some(private) = &self.private else { return false };
-        let Ok(file) = private.open_read(INDEX_FILE) else { return false };
+        // Opened for writing too: most calls that read the index rewrite it.
+        let Ok(file) = private.open_update(INDEX_FILE) else { return false };
         let Ok(meta) = file.metadata() else { return false };
-        if !meta.is_file() || meta.len() > MAX_INDEX_SIZE {
+        if !meta.is_file() {
             return false;
         }
-        // Through `take`: a plain `read_to_end` would stat the file again for a size hint.
-        let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-        if (&file).take(MAX_INDEX_SIZE).read_to_end(&mut bytes).is_err() {
-            return false;
-        }
+        let sized = meta.len() > 0 && meta.len() <= MAX_INDEX_SIZE;
+        let read = sized.then(|| read_sized(&file, meta.len(), MAX_INDEX_SIZE as usize));
+        self.index_file = Some((file, meta.len()));
+        let Some(Ok(bytes)) = read else { return false };
         let Some((view, recorded)) = View::parse(bytes) else { return false };
         if self.dir_mtime().ok() != Some(recorded) {
             return false;
@@ -77,9 +77,18 @@ impl DiskStore {
         let written = self.private_dir().map(|_| ()).and_then(|_| {
             let mtime = self.dir.meta()?.mtime;
             let text = self.view.render(mtime);
-            let mut file = self.private.as_ref().expect("just opened").open_write(INDEX_FILE, 0o600)?;
-            file.write_all(text.as_bytes())?;
-            file.set_len(text.len() as u64)
+            let read =
+                self.index_file.take().filter(|(file, len)| overwrite(file, text.as_bytes(), Some(*len)).is_ok());
+            let file = match read {
+                Some((file, _)) => file,
+                None => {
+                    let file = self.private.as_ref().expect("just opened").open_write(INDEX_FILE, 0o600)?;
+                    overwrite(&file, text.as_bytes(), None)?;
+                    file
+                }
+            };
+            self.index_file = Some((file, text.len() as u64));
+            Ok(())
         });
         if let Err(e) = written {
             // Losing the cache costs a rescan next time, nothing more.

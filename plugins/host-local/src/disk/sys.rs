@@ -147,6 +147,15 @@ impl Dir {
         Ok(self.open_at(name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK, 0)?)
     }
 
+    /// Open an existing entry to read it and maybe rewrite it in place (as `open_read`);
+    /// read-only where it cannot be written.
+    pub fn open_update(&self, name: &str) -> io::Result<File> {
+        match self.open_at(name, OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK, 0) {
+            Err(e) if e != Errno::NOENT && e != Errno::LOOP => self.open_read(name),
+            other => Ok(other?),
+        }
+    }
+
     /// Open (creating if needed) a file for writing in place, never through a symlink.
     pub fn open_write(&self, name: &str, mode: RawMode) -> io::Result<File> {
         Ok(self.open_at(name, OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK, mode)?)
