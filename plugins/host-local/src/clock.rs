@@ -12,6 +12,7 @@
 //! `holdDuration`, never earlier.
 
 use crate::store::{LeaseState, PodRecord};
+use std::io::Read;
 
 /// The kernel's ID for this boot: a sandbox recorded under another boot is dead.
 /// `HOST_LOCAL_BOOT_ID` overrides it, for tests that simulate a reboot without one.
@@ -19,7 +20,10 @@ pub fn running_boot_id() -> String {
     if let Some(id) = std::env::var("HOST_LOCAL_BOOT_ID").ok().filter(|v| !v.is_empty()) {
         return id;
     }
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    // A UUID and a newline: one read (read_to_string would stat the file and read three times).
+    let mut id = [0u8; 64];
+    let read = std::fs::File::open("/proc/sys/kernel/random/boot_id").and_then(|mut f| f.read(&mut id));
+    read.ok().and_then(|n| std::str::from_utf8(&id[..n]).ok()).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// What the clock file keeps: the boots the store has seen, and when it started counting.

@@ -85,24 +85,18 @@ impl View {
         let mut markers = Vec::new();
         let mut pos = body_start;
         while pos < text.len() {
-            let end = text[pos..].find('\n').map(|i| pos + i + 1)?;
-            let line = &text[pos..end - 1];
-            let offset = |f: &str| f.as_ptr() as usize - text.as_ptr() as usize;
-            // Most lines are leases: split those at their two short fields only, the
-            // content is the rest.
-            if let Some(lease) = line.strip_prefix("L ") {
-                let (name, rest) = split_space(lease)?;
-                let (ino, content) = split_space(rest)?;
-                let sorted = rows.last().is_none_or(|r| text[r.name.clone()] < *name);
-                if content.contains(' ') || !sorted {
+            // Most lines are leases: read in one pass over their bytes.
+            if text.as_bytes()[pos..].starts_with(b"L ") {
+                let row = lease_row(&text, pos)?;
+                if !rows.last().is_none_or(|r| text[r.name.clone()] < text[row.name.clone()]) {
                     return None;
                 }
-                let name = offset(name)..offset(name) + name.len();
-                let content = offset(content)..offset(content) + content.len();
-                rows.push(Row { name, ino: ino.parse().ok()?, content, line: pos..end, pod: None });
-                pos = end;
+                pos = row.line.end;
+                rows.push(row);
                 continue;
             }
+            let end = text[pos..].find('\n').map(|i| pos + i + 1)?;
+            let line = &text[pos..end - 1];
             let mut fields = line.split(' ');
             match fields.next()? {
                 "P" => {
@@ -324,9 +318,38 @@ pub fn unseal(bytes: &[u8]) -> Option<&str> {
 /// address, an inode number) and `str::split_once` costs more per call than they take to
 /// scan. (Not the memchr crate: its first search detects the CPU's features, a dozen
 /// `cpuid`s, each a trap in a VM: more than a whole index takes to read.)
-fn split_space(s: &str) -> Option<(&str, &str)> {
-    let at = s.bytes().position(|b| b == b' ')?;
-    Some((&s[..at], &s[at + 1..]))
+/// The lease line at `pos` of `text`, `L <name> <inode> <content>\n`, in one pass: an index
+/// holds one per lease, and every call reads them all.
+fn lease_row(text: &str, pos: usize) -> Option<Row> {
+    let bytes = text.as_bytes();
+    let name = pos + 2..field_end(bytes, pos + 2)?;
+    let ino_field = name.end + 1..field_end(bytes, name.end + 1)?;
+    let content = ino_field.end + 1..field_end(bytes, ino_field.end + 1)?;
+    if bytes[name.end] != b' ' || bytes[ino_field.end] != b' ' || bytes[content.end] != b'\n' || ino_field.is_empty() {
+        return None;
+    }
+    let ino = bytes[ino_field].iter().try_fold(0u64, |ino, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        ino.checked_mul(10)?.checked_add(u64::from(digit))
+    })?;
+    Some(Row { name, ino, line: pos..content.end + 1, content, pod: None })
+}
+
+/// Where the field starting at `from` ends: the next space or newline. Eight bytes at a time
+/// (a byte equal to `b` is a zero byte of `word ^ b * ONES`; the lowest flagged one is exact).
+fn field_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?);
+        let hits = zero_bytes(word ^ (ONES * u64::from(b' '))) | zero_bytes(word ^ (ONES * u64::from(b'\n')));
+        if hits != 0 {
+            return Some(at + hits.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    Some(at + bytes.get(at..)?.iter().position(|&b| b == b' ' || b == b'\n')?)
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

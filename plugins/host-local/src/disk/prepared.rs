@@ -234,7 +234,9 @@ impl DiskStore {
     pub(super) fn stage_new(&self, temp: &str, data: &str) -> io::Result<Staged> {
         let create = |dir: &Dir| {
             let mut file = dir.create_new(temp, 0o600)?;
-            let written = file.write_all(data.as_bytes()).and_then(|_| file.metadata());
+            // Started at once: the device writes the data while the call goes on.
+            let written =
+                file.write_all(data.as_bytes()).and_then(|_| sys::start_write_out(&file)).and_then(|_| file.metadata());
             match written {
                 Ok(meta) => Ok((file, std::os::unix::fs::MetadataExt::ino(&meta))),
                 Err(e) => {
