@@ -88,7 +88,8 @@ impl View {
             // Most lines are leases: read in one pass over their bytes.
             if text.as_bytes()[pos..].starts_with(b"L ") {
                 let row = lease_row(&text, pos)?;
-                if !rows.last().is_none_or(|r| text[r.name.clone()] < text[row.name.clone()]) {
+                // Sorted: lookups are binary searches.
+                if rows.last().is_some_and(|r| text[r.name.clone()] >= text[row.name.clone()]) {
                     return None;
                 }
                 pos = row.line.end;
