@@ -560,14 +560,23 @@ mod tests {
         let good = sample().render(MTIME);
         assert!(View::parse(good.clone().into_bytes()).is_some());
         let (head, _) = good.split_once("end ").unwrap();
+        let body = |lines: &str| sealed(&format!("{HEADER} 1 2\n{lines}"));
+        assert!(View::parse(body("L 10.0.0.2 1 a\nL 10.0.0.3 22 b\n")).is_some(), "the well-formed base");
         for bad in [
-            sealed("host-local-index v2 1 2\nX 1\n"),
-            sealed("host-local-index v2 1 2\nL 10.0.0.2 1\n"),
-            sealed("host-local-index v2 1 2\nL 10.0.0.3 1 a\nL 10.0.0.2 1 b\n"),
-            sealed("host-local-index v2 1 2\nP 10.0.0.2 a b c d e f active 1\n"),
-            sealed("host-local-index v2 1 2 2\n"),
-            sealed("host-local-index v1 1 2\n"),
-            sealed("host-local-index v2 1\n"),
+            body("X 1\n"),
+            body("L 10.0.0.2 1\n"),
+            body("L 10.0.0.2 1 a b\n"),
+            body("L 10.0.0.2  a\n"),
+            body("L 10.0.0.2 x1 a\n"),
+            body("L 10.0.0.2 +1 a\n"),
+            body("L 10.0.0.2 18446744073709551616 a\n"),
+            body("L 10.0.0.2\n1 a\n"),
+            body("L 10.0.0.3 1 a\nL 10.0.0.2 1 b\n"),
+            body("L 10.0.0.2 1 a\nL 10.0.0.2 1 b\n"),
+            body("P 10.0.0.2 a b c d e f active 1\n"),
+            sealed(&format!("{HEADER} 1 2 2\n")),
+            sealed(&format!("{HEADER} 1\n")),
+            sealed("host-local-index v3 1 2\n"),
             good.as_bytes()[..good.len() - 1].to_vec(),
             good.as_bytes()[..good.len() - 20].to_vec(),
             good.replace("end ", "end 1").into_bytes(),
@@ -576,6 +585,33 @@ mod tests {
             vec![0xff, 0xfe, b'\n'],
         ] {
             assert!(View::parse(bad.clone()).is_none(), "{:?}", String::from_utf8_lossy(&bad));
+        }
+    }
+
+    /// `lease_row` against the plain reading of `L <name> <inode> <content>`: the same rows,
+    /// the same rejections, on lines made of the bytes that matter (and a multibyte one).
+    #[test]
+    fn lease_lines_read_as_their_plain_split_says() {
+        fn plain(line: &str) -> Option<(&str, u64, &str)> {
+            let (name, rest) = line.strip_prefix("L ")?.split_once(' ')?;
+            let (ino, content) = rest.split_once(' ')?;
+            let digits = !ino.is_empty() && ino.bytes().all(|b| b.is_ascii_digit());
+            (digits && !content.contains(' ')).then_some((name, ino.parse().ok()?, content))
+        }
+        let alphabet = ["L", " ", "1", "9", "0", "a", "\n", "é", "10.0.0.2", "%0D", "99999999999"];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            let mut line = String::from(if seed % 8 == 0 { "L" } else { "L " });
+            for _ in 0..(seed >> 60) + 1 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                line.push_str(alphabet[(seed >> 33) as usize % alphabet.len()]);
+            }
+            let Some(first) = line.split('\n').next().filter(|l| l.starts_with("L ")) else { continue };
+            let text = format!("{line}\n");
+            let row = lease_row(&text, 0)
+                .map(|r| (&text[r.name.clone()], r.ino, &text[r.content.clone()], r.line.end == first.len() + 1));
+            let expected = plain(first).map(|(name, ino, content)| (name, ino, content, true));
+            assert_eq!(row, expected, "{line:?}");
         }
     }
 
