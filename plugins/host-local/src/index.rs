@@ -315,12 +315,10 @@ pub fn unseal(bytes: &[u8]) -> Option<&str> {
     (sum == format!("{:016x}", fnv1a(&bytes[..body_end]))).then(|| &text[..body_end])
 }
 
-/// `s` split at its first space: a byte loop, as the fields before it are short (an
-/// address, an inode number) and `str::split_once` costs more per call than they take to
-/// scan. (Not the memchr crate: its first search detects the CPU's features, a dozen
-/// `cpuid`s, each a trap in a VM: more than a whole index takes to read.)
 /// The lease line at `pos` of `text`, `L <name> <inode> <content>\n`, in one pass: an index
-/// holds one per lease, and every call reads them all.
+/// holds one per lease, and every call reads them all. (Not the memchr crate: its first
+/// search detects the CPU's features, a dozen `cpuid`s, each a trap in a VM: more than a
+/// whole index takes to read.)
 fn lease_row(text: &str, pos: usize) -> Option<Row> {
     let bytes = text.as_bytes();
     let name = pos + 2..field_end(bytes, pos + 2)?;
@@ -601,7 +599,7 @@ mod tests {
         let alphabet = ["L", " ", "1", "9", "0", "a", "\n", "é", "10.0.0.2", "%0D", "99999999999"];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..200_000 {
-            let mut line = String::from(if seed % 8 == 0 { "L" } else { "L " });
+            let mut line = String::from(if seed.is_multiple_of(8) { "L" } else { "L " });
             for _ in 0..(seed >> 60) + 1 {
                 seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                 line.push_str(alphabet[(seed >> 33) as usize % alphabet.len()]);

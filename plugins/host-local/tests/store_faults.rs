@@ -1081,11 +1081,14 @@ fn foreign_change_in_our_tick_index_written_a_tick_later() {
 // 7. Sync failures
 // ---------------------------------------------------------------------------------------
 
-/// ADD under strace with `injections`; returns the outcome and whether any was injected.
-fn add_with_failing_syncs(store: &Store, injections: &[&str]) -> (Outcome, bool) {
+/// ADD under strace with `injections`; returns the outcome and the trace (syncs, the lock,
+/// and the calls that name files).
+fn add_with_failing_syncs(store: &Store, injections: &[&str]) -> (Outcome, String) {
     let log = store.dd.path().join("outside/strace.log");
     let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "-o"]).arg(&log).args(["-e", "trace=fsync,fdatasync,sync_file_range,syncfs"]);
+    cmd.args(["-f", "-qq", "-o"])
+        .arg(&log)
+        .args(["-e", "trace=fsync,fdatasync,sync_file_range,syncfs,flock,linkat,renameat,renameat2"]);
     for i in injections {
         cmd.args(["-e", &format!("inject={i}:error=EIO")]);
     }
@@ -1115,7 +1118,7 @@ fn add_with_failing_syncs(store: &Store, injections: &[&str]) -> (Outcome, bool)
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code().unwrap_or(-1),
     };
-    (outcome, trace.contains("(INJECTED)"))
+    (outcome, trace)
 }
 
 const SYNC_FAULTS: [(&str, &[&str]); 4] = [
@@ -1131,7 +1134,8 @@ fn add_fails_cleanly_when_a_sync_fails() {
     let injected_any = std::sync::atomic::AtomicBool::new(false);
     each_row(SYNC_FAULTS, |what, injections| {
         let store = Store::new(&format!("sync-{what}"), SUBNET);
-        let (add, injected) = add_with_failing_syncs(&store, injections);
+        let (add, trace) = add_with_failing_syncs(&store, injections);
+        let injected = trace.contains("(INJECTED)");
         assert_sane(&add, &pod("ADD", "f1", "failing", &store.conf()));
         if !injected {
             eprintln!("{what}: ours made no such call; ADD exited {}", add.code);
@@ -1160,14 +1164,56 @@ fn add_fails_cleanly_when_a_sync_fails() {
 fn add_fails_cleanly_when_the_wait_for_its_data_fails_under_the_lock() {
     let store = Store::new("sync-wait-under-lock", SUBNET);
     // The first sync_file_range starts the lease's write-out; the second waits for it.
-    let (add, injected) = add_with_failing_syncs(&store, &["sync_file_range:when=2"]);
-    assert!(injected, "ADD made no second sync_file_range: {add:?}");
+    let (add, trace) = add_with_failing_syncs(&store, &["sync_file_range:when=2"]);
+    let lines: Vec<&str> = trace.lines().collect();
+    let injected = lines.iter().position(|l| l.contains("(INJECTED)"));
+    let injected = injected.unwrap_or_else(|| panic!("ADD made no second sync_file_range:\n{trace}"));
+    assert!(lines[injected].contains("SYNC_FILE_RANGE_WAIT_AFTER"), "not the wait:\n{trace}");
+    let locked =
+        lines.iter().position(|l| l.contains("flock(") && l.contains("LOCK_EX|LOCK_NB)") && l.ends_with("= 0"));
+    let locked = locked.unwrap_or_else(|| panic!("the lock was not taken at once:\n{trace}"));
+    assert!(locked < injected, "the wait came before the lock:\n{trace}");
+    assert!(!lines.iter().any(|l| l.contains("linkat(") || l.contains("rename")), "a file was named:\n{trace}");
     assert_sane(&add, &pod("ADD", "f1", "failing", &store.conf()));
     assert!(!add.ok() && !add.stdout.contains("\"ips\""), "a success was printed: {add:?}");
     assert_eq!(add.error().0, 5, "{add:?}");
     assert_eq!(common::leases(&store.store()), Vec::<String>::new(), "a lease was named");
     let got = Pool::new(&store).fill(&store.conf());
     assert_eq!(got.len(), store.pool_size(), "{got:?}");
+}
+
+/// Where the filesystem has no `O_TMPFILE`, the new lease is a named temp file: when the
+/// wait for its data fails under the lock, ADD fails and removes it.
+#[test]
+#[ignore = "needs strace: run scripts/test.sh"]
+fn without_o_tmpfile_a_failed_wait_leaves_no_temp_file() {
+    let traced = |store: &Store, injections: &[String]| {
+        let log = store.dd.path().join("outside/openat.trace");
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-qq", "-o"]).arg(&log).args(["-e", "trace=openat,sync_file_range"]);
+        for inject in injections {
+            cmd.args(["-e", &format!("inject={inject}")]);
+        }
+        let out = run_traced(cmd, &pod("ADD", "f1", "failing", &store.conf()));
+        (out, fs::read_to_string(&log).unwrap())
+    };
+    // Which openat makes the O_TMPFILE, on a fresh store like the one below.
+    let (probe, trace) = traced(&Store::new("no-tmpfile-probe", SUBNET), &[]);
+    ok(probe);
+    let opens: Vec<&str> = trace.lines().filter(|l| l.contains("openat(")).collect();
+    let tmpfile = 1 + opens.iter().position(|l| l.contains("O_TMPFILE")).expect("ADD makes an O_TMPFILE");
+
+    let store = Store::new("no-tmpfile", SUBNET);
+    let injections =
+        [format!("openat:error=EOPNOTSUPP:when={tmpfile}"), "sync_file_range:error=EIO:when=2".to_string()];
+    let (add, trace) = traced(&store, &injections);
+    assert_eq!(trace.matches("(INJECTED)").count(), 2, "{trace}");
+    assert!(trace.contains(".tmp-"), "no named temp file was made:\n{trace}");
+    assert_eq!(add.error().0, 5, "{add:?}");
+    let dirs = [store.store(), store.store().join(".hostlocal")];
+    let temps: Vec<_> = dirs.iter().flat_map(|d| fs::read_dir(d).unwrap()).map(|e| e.unwrap().file_name()).collect();
+    assert!(!temps.iter().any(|n| n.to_string_lossy().starts_with(".tmp-")), "left: {temps:?}");
+    assert_eq!(common::leases(&store.store()), Vec::<String>::new(), "a lease was named");
 }
 
 /// `call` under strace with `inject` (strace's `-e inject=` spec), started in the background.

@@ -5,7 +5,7 @@
 use super::*;
 
 /// A complete file waiting for its name: written before the lock is taken, its data
-/// already on its way to the device.
+/// already on its way to the device (and waited for before it is named: `written_out`).
 pub(super) struct Prepared {
     pub(super) content: String,
     pub(super) file: File,
@@ -83,7 +83,10 @@ impl DiskStore {
         target: &str,
     ) -> Result<std::result::Result<(File, u64), (Prepared, io::Error)>> {
         if !p.written_out {
-            sys::write_out(&p.file).ctx("write out", self.file(target))?;
+            if let Err(e) = sys::write_out(&p.file) {
+                let _ = self.discard(p);
+                return Err(self.error("write out", target, e));
+            }
         }
         let placed = match &p.temp_name {
             None => self.dir.link_unnamed(&p.file, target),
@@ -230,25 +233,24 @@ impl DiskStore {
     }
 
     /// A new temp file holding `data` (written out or synced by `replace_files` before its rename): in
-    /// `.hostlocal/`, or in the store itself where that cannot take it (read-only, full, broken).
+    /// `.hostlocal/`, or in the store itself where no file can be created there (read-only,
+    /// out of inodes, broken).
     pub(super) fn stage_new(&self, temp: &str, data: &str) -> io::Result<Staged> {
-        let create = |dir: &Dir| {
-            let mut file = dir.create_new(temp, 0o600)?;
-            // Started at once: the device writes the data while the call goes on.
-            let written =
-                file.write_all(data.as_bytes()).and_then(|_| sys::start_write_out(&file)).and_then(|_| file.metadata());
-            match written {
-                Ok(meta) => Ok((file, std::os::unix::fs::MetadataExt::ino(&meta))),
-                Err(e) => {
-                    let _ = dir.remove(temp);
-                    Err(e)
-                }
-            }
+        let in_private =
+            self.private.as_ref().and_then(|private| Some((private, private.create_new(temp, 0o600).ok()?)));
+        let (in_private, dir, mut file) = match in_private {
+            Some((private, file)) => (true, private, file),
+            None => (false, &self.dir, self.dir.create_new(temp, 0o600)?),
         };
-        let in_private = self.private.as_ref().map(create);
-        match in_private {
-            Some(Ok((file, ino))) => Ok((true, temp.to_string(), file, ino)),
-            _ => create(&self.dir).map(|(file, ino)| (false, temp.to_string(), file, ino)),
+        // Started at once: the device writes the data while the call goes on.
+        let written =
+            file.write_all(data.as_bytes()).and_then(|_| sys::start_write_out(&file)).and_then(|_| file.metadata());
+        match written {
+            Ok(meta) => Ok((in_private, temp.to_string(), file, std::os::unix::fs::MetadataExt::ino(&meta))),
+            Err(e) => {
+                let _ = dir.remove(temp);
+                Err(e)
+            }
         }
     }
 
