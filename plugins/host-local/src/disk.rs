@@ -219,7 +219,11 @@ impl DiskStore {
         // store is read, and is waited for just before the file is named (`place_new`,
         // `replace_files`). When the lock is held (others are queued: a reboot storm), it is
         // waited for first, so that the queue does not wait for this call's device write
-        // too. (scripts/bench.sh's storm of 110 ADDs did not slow down.)
+        // too. (scripts/bench.sh's storm of 110 ADDs did not slow down.) A call that will
+        // sync looks up how while the device writes.
+        if store.durable && store.prepared_lease.is_some() {
+            store.durability();
+        }
         if !store.try_lock()? {
             for p in [&mut store.prepared_lease, &mut store.prepared_record].into_iter().flatten() {
                 sys::write_out(&p.file).ctx("write a new file in", path.display())?;
