@@ -1182,6 +1182,41 @@ fn add_fails_cleanly_when_the_wait_for_its_data_fails_under_the_lock() {
     assert_eq!(got.len(), store.pool_size(), "{got:?}");
 }
 
+/// When another call holds the lock (a reboot storm), ADD waits for its new lease's data
+/// before it queues for the lock, never while holding it, and goes on once the lock is free.
+#[test]
+#[ignore = "needs strace: run scripts/test.sh"]
+fn a_queued_add_waits_for_its_data_before_it_queues_for_the_lock() {
+    let store = Store::new("queued", SUBNET);
+    let lock = fs::File::create(store.at("lock")).unwrap();
+    lock.lock().unwrap();
+    let log = store.dd.path().join("outside/queued.trace");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o"]).arg(&log).args(["-e", "trace=flock,sync_file_range,linkat"]);
+    let child = spawn_traced(cmd, &pod("ADD", "q1", "queued", &store.conf()));
+    let queued =
+        || fs::read_to_string(&log).is_ok_and(|t| t.lines().any(|l| l.contains("flock(") && !l.contains("NB")));
+    let started = std::time::Instant::now();
+    while !queued() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "ADD never queued for the lock");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    lock.unlock().unwrap();
+    let add = outcome_of(child);
+    assert!(add.ok(), "{add:?}");
+    let trace = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = trace.lines().collect();
+    let at = |what: &dyn Fn(&str) -> bool| lines.iter().position(|l| what(l)).unwrap_or_else(|| panic!("{trace}"));
+    let busy = at(&|l| l.contains("LOCK_EX|LOCK_NB)") && l.contains("EAGAIN"));
+    let wait = at(&|l| l.contains("SYNC_FILE_RANGE_WAIT_AFTER"));
+    let queue = at(&|l| l.contains("flock(") && l.contains("LOCK_EX") && !l.contains("NB"));
+    let named = at(&|l| l.contains("linkat("));
+    assert!(
+        busy < wait && wait < queue && queue < named,
+        "busy {busy}, wait {wait}, queue {queue}, named {named}:\n{trace}"
+    );
+}
+
 /// Where the filesystem has no `O_TMPFILE`, the new lease is a named temp file: when the
 /// wait for its data fails under the lock, ADD fails and removes it.
 #[test]
