@@ -624,6 +624,8 @@ impl Store for DiskStore {
         let failure = Error::io(format!("sync {}: {e}; the call's changes were undone", self.path.display()));
         self.durable = false;
         self.lock()?;
+        // Others may have rewritten the index meanwhile: its length is no longer known.
+        self.index_file = None;
         self.rescan()?;
         let undone = self.rollback();
         self.write_index();
