@@ -44,7 +44,9 @@ mkdir -p docs
   echo "Stores are pre-filled with N leases. Each round is ADD, CHECK, DEL and a repeated DEL of one"
   echo "container, then ADD and DEL of a pod's sandbox with"
   echo "\`CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p\` (the same pod every round: ours"
-  echo "holds its address at DEL and hands it back at the next ADD). Peak RSS is the plugin's own"
+  echo "holds its address at DEL and hands it back at the next ADD), and last the first ADD of a new pod"
+  echo "(\`K8S_POD_NAME=new-<round>\`: ours writes a new lease and a new pod record), removed again by an"
+  echo "untimed DEL without pod arguments. Peak RSS is the plugin's own"
   echo "VmHWM, read under ptrace at its exit (wait4's ru_maxrss would include the spawning process)."
   echo
   echo "**The physical floor** is measured in the same rounds: two static C programs (\`gcc -O2 -static\`,"

@@ -28,7 +28,8 @@ struct Plugin {
 const POD_ARGS: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p";
 
 /// The calls of one round of a plugin, in order (see `plugin_round`).
-const VERBS: [&str; 6] = ["ADD", "CHECK", "DEL", "DEL (repeated)", "ADD with pod args", "DEL with pod args"];
+const VERBS: [&str; 7] =
+    ["ADD", "CHECK", "DEL", "DEL (repeated)", "ADD with pod args", "DEL with pod args", "ADD of a new pod"];
 
 fn spawn(plugin: &Path, command: &str, id: &str, conf: &str) -> Child {
     spawn_program(plugin, &[], command, id, conf, "")
@@ -76,25 +77,31 @@ fn call(plugin: &Path, command: &str, id: &str, conf: &str, must_succeed: bool) 
     wait(spawn(plugin, command, id, conf), started, must_succeed)
 }
 
-fn call_with_pod_args(plugin: &Path, command: &str, id: &str, conf: &str) -> Duration {
+fn call_with_pod_args(plugin: &Path, command: &str, id: &str, conf: &str, pod_args: &str) -> Duration {
     let started = Instant::now();
-    wait(spawn_program(plugin, &[], command, id, conf, POD_ARGS), started, true)
+    wait(spawn_program(plugin, &[], command, id, conf, pod_args), started, true)
 }
 
 /// One round of a plugin's calls, timed, in the order of `VERBS`: ADD, CHECK, DEL and a
 /// repeated DEL of one container, then a pod's sandbox as containerd sets it up and tears
 /// it down. With the pod arguments ours holds the address at DEL and gives it back at the
-/// next round's ADD of the same pod, so the store keeps its size.
+/// next round's ADD of the same pod, so the store keeps its size. Last, the first sandbox of
+/// a new pod (ours writes its lease and a new pod record), removed again by a DEL without
+/// pod arguments that is not timed.
 fn plugin_round(plugin: &Path, conf: &str, round: &str) -> [Duration; VERBS.len()] {
-    let (id, pod) = (format!("bench-{round}"), format!("bench-pod-{round}"));
-    [
+    let (id, pod, new_pod) = (format!("bench-{round}"), format!("bench-pod-{round}"), format!("bench-new-{round}"));
+    let new_pod_args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=new-{round}");
+    let times = [
         call(plugin, "ADD", &id, conf, true),
         call(plugin, "CHECK", &id, conf, true),
         call(plugin, "DEL", &id, conf, true),
         call(plugin, "DEL", &id, conf, true),
-        call_with_pod_args(plugin, "ADD", &pod, conf),
-        call_with_pod_args(plugin, "DEL", &pod, conf),
-    ]
+        call_with_pod_args(plugin, "ADD", &pod, conf, POD_ARGS),
+        call_with_pod_args(plugin, "DEL", &pod, conf, POD_ARGS),
+        call_with_pod_args(plugin, "ADD", &new_pod, conf, &new_pod_args),
+    ];
+    call(plugin, "DEL", &new_pod, conf, true);
+    times
 }
 
 /// The physical floor: static C programs built from benches/floor_*.c, spawned exactly
@@ -417,7 +424,7 @@ fn goals(rows: &[Row], floors: &[FloorRow], storm_verb: &str) -> Vec<Goal> {
     let row = |verb: &str, leases: Option<usize>| rows.iter().find(|r| r.verb == verb && r.leases == leases);
     let floor = floors.iter().find(|f| f.leases == 110);
     let mut goals = Vec::new();
-    for verb in ["ADD", "ADD with pod args", "DEL", "DEL with pod args"] {
+    for verb in ["ADD", "ADD with pod args", "ADD of a new pod", "DEL", "DEL with pod args"] {
         goals.push(Goal {
             what: format!("{verb} @ 110 leases, ours / floor-durable-create"),
             ratio: row(verb, Some(110)).zip(floor).map(|(r, f)| ratio(r.ours, f.durable_create)),
