@@ -1387,9 +1387,7 @@ fn a_take_over_whose_undo_fails_halfway_still_puts_the_record_back() {
 /// with the fsyncs `failing` (strace's `when=`, given the ordinal of the directory sync
 /// after the take-over's renames) made to fail.
 fn take_over_with_failing_directory_sync(tag: &str, failing: fn(usize) -> String) {
-    let ext4 = LoopFs::mount(tag, &["mkfs.ext4", "-q", "-O", "^has_journal"]);
-    let mnt = Path::new(&ext4.data_dir()).to_path_buf();
-    assert_eq!(sync_model(&mnt), (true, true), "an ext4 without a journal");
+    let (_ext4, mnt) = ext4_mount(tag, false);
     let (dry, _) = held_store("dirsync-dry", "10.1.0.0/30", &mnt);
     let calls = dry_run(&dry, &pod("ADD", "c9", "other", &dry.conf()));
     let first_rename = calls.iter().position(|c| c.starts_with("rename")).expect("the take-over renames");
@@ -1409,9 +1407,7 @@ fn take_over_with_failing_directory_sync(tag: &str, failing: fn(usize) -> String
 fn a_take_back_whose_write_out_fails_renames_nothing() {
     // On a journalled ext4 a replacement is only written out (not synced) before its
     // rename: that write-out failing must fail the call before anything is renamed.
-    let ext4 = LoopFs::mount("writeout-fails", &["mkfs.ext4", "-q"]);
-    let mnt = Path::new(&ext4.data_dir()).to_path_buf();
-    assert_eq!(sync_model(&mnt), (false, false), "a journalled ext4");
+    let (_ext4, mnt) = ext4_mount("writeout-fails", true);
     let (dry, _) = held_store("writeout-dry", SUBNET, &mnt);
     let calls = dry_run(&dry, &pod("ADD", "c2", "web", &dry.conf()));
     let first_rename = calls.iter().position(|c| c.starts_with("rename")).expect("the take-back renames");
@@ -1427,6 +1423,16 @@ fn a_take_back_whose_write_out_fails_renames_nothing() {
     // whether the record's rename went through, may have written the same hold again).
     assert_eq!((lease(), record()), before, "nothing renamed");
     assert_hold_kept(&store, held);
+}
+
+/// A loop-mounted ext4, with or without its journal, checked to get the sync model the test
+/// is about; the mount and its data directory.
+fn ext4_mount(tag: &str, journal: bool) -> (LoopFs, PathBuf) {
+    let mkfs: &[&str] = if journal { &["mkfs.ext4", "-q"] } else { &["mkfs.ext4", "-q", "-O", "^has_journal"] };
+    let ext4 = LoopFs::mount(tag, mkfs);
+    let mnt = Path::new(&ext4.data_dir()).to_path_buf();
+    assert_eq!(sync_model(&mnt), (!journal, !journal), "an ext4 with journal: {journal}");
+    (ext4, mnt)
 }
 
 /// Whether the store syncs a replacement before its rename on `dir`'s filesystem, and the
@@ -1493,9 +1499,7 @@ fn undoing_a_take_over_whose_sync_failed_never_touches_what_another_call_did_sin
     // web's hold is reclaimed by another pod. On a journalled ext4 a take-over syncs its
     // files after the lock is let go (on an ext4 without a journal it is durable before,
     // so nothing can fail after).
-    let ext4 = LoopFs::mount("undo-takeover", &["mkfs.ext4", "-q"]);
-    let mnt = Path::new(&ext4.data_dir()).to_path_buf();
-    assert_eq!(sync_model(&mnt), (false, false), "a journalled ext4");
+    let (_ext4, mnt) = ext4_mount("undo-takeover", true);
     let (store, _) = held_store("undo-takeover", "10.1.0.0/30", &mnt);
     let (dry, _) = held_store("undo-takeover-dry", "10.1.0.0/30", &mnt);
     undo_after_unlock_leaves_later_calls_alone(&store, &dry, pod("ADD", "c9", "other", &store.conf()));
