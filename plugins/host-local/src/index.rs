@@ -65,13 +65,8 @@ impl View {
     pub fn parse(bytes: Vec<u8>) -> Option<(View, (i64, i64))> {
         let mut text = String::from_utf8(bytes).ok()?;
         let trailer_start = text.strip_suffix('\n')?.rfind('\n')? + 1;
-        let mut trailer = text[trailer_start..].trim_end_matches('\n').split(' ');
-        let (end, length, sum) = (trailer.next()?, trailer.next()?, trailer.next()?);
-        if end != "end"
-            || trailer.next().is_some()
-            || length.parse::<usize>().ok()? != trailer_start
-            || sum != format!("{:016x}", word_checksum(&text.as_bytes()[..trailer_start]))
-        {
+        // Exactly the trailer `render` writes for what precedes it.
+        if text[trailer_start..] != trailer(&text.as_bytes()[..trailer_start]) {
             return None;
         }
         text.truncate(trailer_start);
