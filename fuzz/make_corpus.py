@@ -44,6 +44,29 @@ def record(cid="c1", ifname="eth0", ns="ns", name="p1", uid="", boot="b1", state
             '"bootId":"%s","state":"%s","since":"%s"}\n' % (cid, ifname, ns, name, uid, boot, state, since)).encode()
 
 
+RECORD_SLOT = 1024
+
+
+def fnv1a(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def slot(seq, volatile=False, **fields) -> bytes:
+    """A record slot as record.rs writes it: `<json>\\t<FNV-1a 64 hex>\\n`, with `seq`."""
+    body = record(**fields).rstrip(b"\n")[:-1] + b',"seq":%d%s}' % (seq, b',"volatile":true' if volatile else b"")
+    return body + b"\t%016x\n" % fnv1a(body)
+
+
+def slotted(first, second=None) -> bytes:
+    """A record file: `first` at 0, `second` (if any) at RECORD_SLOT."""
+    if second is None:
+        return first
+    return first + b"\0" * (RECORD_SLOT - len(first)) + second
+
+
 def upstream():
     stdins, stdouts = [], []
     with open(os.path.join(ROOT, "testdata/upstream/host-local-outputs.txt")) as f:
@@ -201,7 +224,12 @@ def main():
         "skel": stdins + confs,
         "lease_file": [b"c1\r\neth0", b"c9\r\neth0", b"c9", b"c8\r\neth0\n", b"", b" \n\t", b"\0\0\0",
                        b"\xff\xfe\r\neth0", b"c9\r\n\xffeth0", b"%", b"x" * 200],
-        "pod_record": records,
+        "pod_record": records + [
+            slotted(slot(1)),
+            slotted(slot(1), slot(2, volatile=True, state="held")),
+            slotted(slot(3, cid="c2"), slot(2, volatile=True, state="held")),
+            slotted(slot(1)[:40], slot(2, state="held")),
+        ],
         "index": [good_index[:good_index.rindex(b"end ")], b"host-local-index v4 1 2\nL 10.1.0.2 7 %\n",
                   good_index, index([]), index(["M 10.1.0.9 kube-system coredns 1"]),
                   index(["L 10.1.0.2 1 ~", "L fd00::2 2 a%20b", "P fd00::2 a%20b eth0 ~ ~ u ~ held 0 1 2"], (0, 0))],

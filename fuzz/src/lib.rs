@@ -28,6 +28,11 @@ pub mod api {
         host_local::disk::record::to_json(record)
     }
 
+    /// A pod record file's newest whole record, and where its next update goes.
+    pub fn read_record(bytes: &[u8]) -> Option<host_local::disk::record::Stored> {
+        host_local::disk::record::read(bytes)
+    }
+
     /// An index file's content: the view and the directory mtime it was written for.
     pub fn parse_index(bytes: &[u8]) -> Option<(View, (i64, i64))> {
         View::parse(bytes.to_vec())

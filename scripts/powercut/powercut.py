@@ -18,7 +18,8 @@ f2fs, made on the host):
        exactly "<container>\\r\\neth0" of that pod's acknowledged sandbox, or of a later one
        whose call was in flight at the cut (a DEL keeps the lease in ours: it marks it held);
    (b) no empty or partial file: every file named like an IP holds a complete
-       "<container>\\r\\neth0" of a container the workload used, every <ip>.pod parses as JSON;
+       "<container>\\r\\neth0" of a container the workload used, every <ip>.pod holds a whole
+       record (plain JSON, or at least one of its two slots whole: see _read_record);
        other odd entries are reported;
    (c) every pod with an acknowledged ADD gets its last acknowledged address back in boot 2;
    (d) no two pods got the same address in boot 2;
@@ -435,10 +436,8 @@ def judge(plugin, workload_texts, check_texts):
             elif not plausible(*owner):
                 v.bad_files.append(f"{name}: container p{owner[0]}s{owner[1]} the workload never used")
         elif name.endswith(".pod") and IP_RE.fullmatch(name[:-4]):
-            try:
-                json.loads(data.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as e:
-                v.bad_records.append(f"{name}: not JSON ({e}): {data[:80]!r}")
+            if _read_record(data) is None:
+                v.bad_records.append(f"{name}: no whole record: {data[:80]!r}")
         elif name == "lock" or name == ".hostlocal":
             pass
         elif name.startswith("last_reserved_ip."):
@@ -501,13 +500,50 @@ def judge(plugin, workload_texts, check_texts):
 
 
 def _records(files):
-    """(name, record) for every pod record among `files` that parses."""
+    """(name, record) for every pod record among `files` that holds a whole one."""
     for name, (ftype, size, data) in sorted(files.items()):
         if name.endswith(".pod") and IP_RE.fullmatch(name[:-4]):
-            try:
-                yield name, json.loads(data.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                continue
+            record = _read_record(data)
+            if record is not None:
+                yield name, record
+
+
+RECORD_SLOT = 1024
+
+
+def _read_record(data):
+    """A pod record file's newest whole record (a dict), or None. Written independently of
+    the plugin from its format (plugins/host-local/src/disk/record.rs): plain JSON, or two
+    slots, at 0 and RECORD_SLOT, each a line '<json>\\t<FNV-1a 64 of the json, hex>\\n'
+    whose JSON has a "seq"; the whole slot with the highest seq is the record."""
+    if b"\t" not in data:
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+    slots = []
+    first_end = data.find(b"\n")
+    for at in (0, RECORD_SLOT) if 0 <= first_end < RECORD_SLOT else (0,):
+        end = data.find(b"\n", at)
+        if end < 0:
+            continue
+        body, tab, digest = data[at:end].rpartition(b"\t")
+        if not tab or digest != b"%016x" % _fnv1a(body):
+            continue
+        try:
+            record = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("seq"), int):
+            slots.append(record)
+    return max(slots, key=lambda r: r["seq"], default=None)
+
+
+def _fnv1a(data):
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
 
 
 # ---------------------------------------------------------------------------------------------

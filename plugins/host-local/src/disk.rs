@@ -15,6 +15,13 @@
 //!   `rename` (replacements). A name therefore never appears without its data, whatever
 //!   journal commit carries it. Except on xfs and journalled ext4, a replacement is also
 //!   synced before its rename (btrfs, see `replace_files` and `sys::Durability`).
+//! - A pod's new sandbox taking its address back changes both files in place, the same on
+//!   every filesystem: the record's free slot (see [`record`]), synced, then the lease
+//!   (same length: container IDs from CRI runtimes always are), synced. The record names the
+//!   lease content it replaces, so after a crash the lease reads as the new sandbox's, the
+//!   old one's, or (a torn write) a mix of the two that `rescan` puts back to the old one:
+//!   the pod's in every case. Before the first change in place the index is made to fail its
+//!   check, on the device: a change in place moves no directory mtime.
 //! - What ADD reports is durable before it returns: after the lock is released, each file
 //!   it named is fsynced, which makes the name durable with it. Files are
 //!   synced *after* they have their names: btrfs ignores an fsync of a nameless
@@ -132,6 +139,10 @@ pub struct DiskStore {
     index_file: Option<(File, u64)>,
     /// The cursor this call read, to be rewritten in place.
     cursor: Option<Cursor>,
+    /// The index on disk can no longer pass its check: this call changes files in place.
+    index_invalidated: bool,
+    /// ... and that is not known to be on the device yet.
+    index_invalidation_in_flight: bool,
 }
 
 /// A `last_reserved_ip.<range set>` file as a call read it.
@@ -200,20 +211,13 @@ impl DiskStore {
             counted: Counters::default(),
             index_file: None,
             cursor: None,
+            index_invalidated: false,
+            index_invalidation_in_flight: false,
         };
-        if let Some(owner) = prepare.lease {
+        // A pod's ADD most likely takes its recorded address back, in place: what it would
+        // prepare is known once the store is read (`prepare_for_pod`).
+        if let Some(owner) = prepare.lease.filter(|_| prepare.record.is_none()) {
             store.prepared_lease = Some(store.prepare(owner.content().to_string())?);
-        }
-        if let Some((boot_id, record)) = prepare.record {
-            store.boot_id = Some(boot_id.to_string());
-            // Read without the lock: a clock that knows this boot only changes if its file
-            // is lost, and then the stamps still order this boot's calls.
-            store.private = store.dir.open_dir(PRIVATE_DIR).ok();
-            let saved = store.read_clock_file();
-            if let Some(clock) = saved.and_then(|saved| NodeClock::running(saved, boot_id, sys::boottime_us())) {
-                store.prepared_record = Some(store.prepare(record::to_json(&record(clock.now())))?);
-                store.clock = Some(clock);
-            }
         }
         // The data is on its way to the device. With the lock free, it travels while the
         // store is read, and is waited for just before the file is named (`place_new`,
@@ -237,7 +241,24 @@ impl DiskStore {
         if !store.load_index() {
             store.rescan()?;
         }
+        if let (Some(owner), Some((boot_id, record))) = (prepare.lease, prepare.record) {
+            store.prepare_for_pod(owner, boot_id, record)?;
+        }
         Ok(store)
+    }
+
+    /// A pod's ADD: a pod the store knows takes its address back in place and writes no new
+    /// file. For a new pod, its lease and record are written now, and pushed to the device
+    /// while the call allocates.
+    fn prepare_for_pod(&mut self, owner: &Owner, boot_id: &str, record: &dyn Fn(u64) -> PodRecord) -> Result<()> {
+        self.boot_id = Some(boot_id.to_string());
+        let record = record(self.clock()?.now());
+        let pod = Query::Pod { namespace: &record.namespace, name: &record.name, uid: &record.uid };
+        if self.view.find(pod).is_empty() {
+            self.prepared_lease = Some(self.prepare(owner.content().to_string())?);
+            self.prepared_record = Some(self.prepare(record::slot_line(&record, None, 1, false))?);
+        }
+        Ok(())
     }
 
     fn durability(&self) -> Durability {
@@ -306,21 +327,24 @@ impl DiskStore {
     /// file occupies its name, so there can be no record. `replaces`: the lease content a
     /// take-over is about to replace.
     fn write_record(&mut self, ip: IpAddr, pod: Option<&PodRecord>, replaces: Option<&str>) -> Result<bool> {
-        let name = format!("{}{}", go_ip_string(ip), record::SUFFIX);
+        let name = record_name(ip);
         let Some(record) = pod else {
             if self.dir.stat(&name).is_ok_and(|m| m.kind == Kind::File) {
                 self.changed |= self.dir.remove(&name).ctx("remove", self.file(&name))?;
             }
             return Ok(true);
         };
-        let json = record::to_json_replacing(record, replaces);
-        self.fit_prepared_record(&json)?;
-        // A new record takes the prepared file; an existing one is replaced below.
+        let whole = self.whole_record(record, replaces);
         let exists = self.view.get_ip(ip).is_some_and(|e| e.lease.pod.is_some());
+        if exists && self.rewrite_record(&name, record, replaces)? {
+            return Ok(true);
+        }
+        self.fit_prepared_record(&whole)?;
+        // A new record takes the prepared file; an existing one is replaced below.
         if !exists {
-            let p = match self.prepared_record.take_if(|p| p.content == json) {
+            let p = match self.prepared_record.take_if(|p| p.content == whole) {
                 Some(p) => p,
-                None => self.prepare(json.clone())?,
+                None => self.prepare(whole.clone())?,
             };
             match self.place_new(p, &name)? {
                 Ok((file, _)) => {
@@ -330,7 +354,7 @@ impl DiskStore {
                 Err((p, _)) => self.prepared_record = Some(p),
             }
         }
-        match self.replace_file(&name, &json) {
+        match self.replace_file(&name, &whole) {
             Ok(_) => Ok(true),
             Err(_) if self.dir.stat(&name).is_ok_and(|m| m.kind == Kind::Dir) => {
                 eprintln!(
@@ -342,6 +366,57 @@ impl DiskStore {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A record file written whole: in slots only where the call makes it durable (see `record`).
+    fn whole_record(&self, record: &PodRecord, replaces: Option<&str>) -> String {
+        match self.durable {
+            true => record::slot_line(record, replaces, 1, false),
+            false => record::to_json_replacing(record, replaces),
+        }
+    }
+
+    /// Update the record file `name` in place, in the slot `record::read` names (see
+    /// `record`); synced before this returns if the call is durable. `Ok(false)` if it must
+    /// be replaced whole: the single-line form, a long record, not a file of ours.
+    fn rewrite_record(&mut self, name: &str, record: &PodRecord, replaces: Option<&str>) -> Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let Ok(file) = self.dir.open_update(name) else { return Ok(false) };
+        let Content::Regular(bytes) = read_regular(&file, MAX_ENTRY_READ) else { return Ok(false) };
+        let Some((slot, seq)) = record::read(&bytes).and_then(|s| Some((s.next_slot?, s.seq))) else {
+            return Ok(false);
+        };
+        let line = record::slot_line(record, replaces, seq + 1, !self.durable);
+        if line.len() > record::SLOT || !self.invalidate_index() {
+            return Ok(false);
+        }
+        file.write_all_at(line.as_bytes(), (slot * record::SLOT) as u64).ctx("write", self.file(name))?;
+        self.changed = true;
+        if self.durable {
+            self.sync_in_place(&file, name)?;
+        }
+        Ok(true)
+    }
+
+    /// Rewrite the lease file of `ip`, which holds `content.len()` bytes now, in place
+    /// (a pod's new sandbox taking it back); synced before this returns if the call is
+    /// durable. `Ok(false)` if its length differs.
+    fn rewrite_lease(&mut self, ip: IpAddr, content: &str) -> Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let name = go_ip_string(ip);
+        let file = self.dir.open_update(&name).ctx("open", self.file(&name))?;
+        let same_length = file.metadata().is_ok_and(|m| m.is_file() && m.len() == content.len() as u64);
+        if !same_length || !self.invalidate_index() {
+            return Ok(false);
+        }
+        file.write_all_at(content.as_bytes(), 0).ctx("write", self.file(&name))?;
+        self.changed = true;
+        if self.durable {
+            self.sync_in_place(&file, &name)?;
+        }
+        let ino = self.entry(ip)?.ino;
+        self.lease_written(ip, content, ino);
+        Ok(true)
     }
 
     /// Give the prepared record `json` as its content, rather than throwing it away (see
@@ -488,21 +563,30 @@ impl Store for DiskStore {
 
     fn take_over(&mut self, ip: IpAddr, owner: &Owner, pod: Option<&PodRecord>) -> Result<()> {
         let previous = self.confirm(ip)?.lease;
-        // The record first, naming the lease it replaces: a crash between the two renames
+        // The record first, naming the lease it replaces: a crash between the two writes
         // then leaves the old lease still recognised as this pod's (see `rescan`), never a
         // new lease whose record names another sandbox.
         // Recorded first: a failure between the two writes is undone too.
         let placed = Placed { ino: 0, content: owner.content().to_string() };
         self.undo.push(Undo::Replaced { ip, content: previous.content.clone(), pod: previous.pod.clone(), placed });
         let written = match pod {
-            // A pod's new sandbox takes back its hold: both files are replaced, both
-            // synced before either is renamed, the record first.
+            // A pod's new sandbox takes back its hold, or another pod reclaims it: the record
+            // is rewritten in place and synced, naming the lease it replaces; then the lease,
+            // in place too where its length allows (no file created, no directory changed).
             Some(record) if previous.pod.is_some() => {
-                let json = record::to_json_replacing(record, Some(&previous.content));
-                self.fit_prepared_record(&json)?;
-                let record_name = format!("{}{}", go_ip_string(ip), record::SUFFIX);
-                let [_, ino] = self.replace_files([(&record_name, &json), (&go_ip_string(ip), owner.content())])?;
-                self.lease_written(ip, owner.content(), ino);
+                let record_name = record_name(ip);
+                if self.rewrite_record(&record_name, record, Some(&previous.content))? {
+                    if !self.rewrite_lease(ip, owner.content())? {
+                        self.write_lease(ip, owner.content())?;
+                    }
+                } else {
+                    // The single-line form, or a long record: both replaced whole, both synced
+                    // before either is renamed, the record first.
+                    let json = self.whole_record(record, Some(&previous.content));
+                    self.fit_prepared_record(&json)?;
+                    let [_, ino] = self.replace_files([(&record_name, &json), (&go_ip_string(ip), owner.content())])?;
+                    self.lease_written(ip, owner.content(), ino);
+                }
                 true
             }
             _ => {
@@ -633,6 +717,11 @@ impl Store for DiskStore {
         undone.map_err(|u| Error::io(format!("{}; undoing them failed too: {u}", failure.msg)))?;
         Err(failure)
     }
+}
+
+/// The pod record file of `ip`.
+fn record_name(ip: IpAddr) -> String {
+    format!("{}{}", go_ip_string(ip), record::SUFFIX)
 }
 
 impl Drop for DiskStore {

@@ -226,23 +226,30 @@ fn names_of(calls: &[String], path: &str) -> Vec<String> {
     names
 }
 
-/// A pod's sandbox is deleted (its record is replaced by a hold record) and its next
-/// sandbox takes the address back (record and lease replaced): every replacement is
-/// complete on the device before its rename, synced first where `sync_first`, and the
-/// take-back is durable before its result is printed: its files synced after their
-/// renames, or (`sync_first` and `dir_synced`) the directory right after them.
-fn replacements_are_complete_before_their_rename(dd: &TempDir, data_dir: &str, sync_first: bool, dir_synced: bool) {
-    let conf = format!(
+fn conf(data_dir: &str) -> String {
+    format!(
         r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{data_dir}","subnet":"10.0.0.0/24"}}}}"#
-    );
+    )
+}
+
+/// A pod's sandbox is deleted, its hold record is found in the single-line form of earlier
+/// versions (which is never rewritten in place), and its next sandbox takes the address
+/// back: record and lease are replaced. Each replacement is complete on the device before
+/// its rename, synced first where `sync_first`, and the take-back is durable before its
+/// result is printed: its files synced after their renames, or (`sync_first` and
+/// `dir_synced`) the directory right after them.
+fn replacements_are_complete_before_their_rename(dd: &TempDir, data_dir: &str, sync_first: bool, dir_synced: bool) {
+    let conf = conf(data_dir);
     let net = format!("{data_dir}/net");
     trace(dd, "ADD", "c1", &conf);
-    let del = trace(dd, "DEL", "c1", &conf);
-    let record = std::fs::read_to_string(format!("{net}/10.0.0.2.pod")).unwrap();
-    assert!(record.contains(r#""state":"held""#), "{record}");
+    trace(dd, "DEL", "c1", &conf);
+    let record = format!("{net}/10.0.0.2.pod");
+    let held = host_local::disk::record::parse(&std::fs::read(&record).unwrap()).expect("a whole record");
+    std::fs::write(format!("{record}.new"), host_local::disk::record::to_json(&held)).unwrap();
+    std::fs::rename(format!("{record}.new"), &record).unwrap();
     let take_back = trace(dd, "ADD", "c2", &conf);
     assert_eq!(std::fs::read(format!("{net}/10.0.0.2")).unwrap(), b"c2\r\neth0", "the pod's address is back");
-    for (calls, targets) in [(&del, &["10.0.0.2.pod"][..]), (&take_back, &["10.0.0.2.pod", "10.0.0.2"][..])] {
+    for (calls, targets) in [(&take_back, &["10.0.0.2.pod", "10.0.0.2"][..])] {
         let trace = || calls.join("\n");
         for target in targets {
             let target_path = format!("{net}/{target}");
@@ -318,6 +325,104 @@ fn on_btrfs_replacements_are_synced_before_their_rename() {
     let dd = TempDir::new("durable-hold-btrfs");
     let btrfs = LoopFs::mount("btrfs", &["mkfs.btrfs", "-q"]);
     replacements_are_complete_before_their_rename(&dd, &btrfs.data_dir(), true, false);
+}
+
+/// A pod's sandbox is deleted and its next sandbox (a container ID of the same length, as
+/// containerd's always are) takes the address back, all in place: DEL writes the record's
+/// free slot and syncs nothing; the take-back creates, renames and removes nothing, and
+/// makes the index fail its check on the device, then syncs the record, and only then
+/// rewrites the lease and syncs it, before its result is printed. With a longer container
+/// ID the record is still rewritten in place and synced before the lease is replaced.
+fn take_back_rewrites_in_place(dd: &TempDir, data_dir: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let conf = conf(data_dir);
+    let net = format!("{data_dir}/net");
+    let (lease, record, index) =
+        (format!("{net}/10.0.0.2"), format!("{net}/10.0.0.2.pod"), format!("{net}/.hostlocal/index"));
+    trace(dd, "ADD", "c1", &conf);
+    let inodes = || [&lease, &record].map(|path| std::fs::metadata(path).unwrap().ino());
+    let before = inodes();
+    let del = trace(dd, "DEL", "c1", &conf);
+    let take_back = trace(dd, "ADD", "c2", &conf);
+    assert_eq!(std::fs::read(&lease).unwrap(), b"c2\r\neth0", "the pod's address is back");
+    assert_eq!(inodes(), before, "the same lease and record files");
+    let on = |c: &str, syscall: &str, path: &str| {
+        call_of(c).starts_with(&format!("{syscall}(")) && c.contains(&format!("<{path}>"))
+    };
+    let changes_names = |c: &str| ["linkat(", "renameat", "unlink"].iter().any(|s| call_of(c).starts_with(s));
+    for (verb, calls) in [("DEL", &del), ("take-back", &take_back)] {
+        let all = || calls.join("\n");
+        assert!(!calls.iter().any(|c| changes_names(c)), "{verb} names or removes nothing:\n{}", all());
+        let poisoned =
+            position(calls, "index invalidation", |c| on(c, "pwrite64", &index) && c.contains(", \"#\", 1, 0)"));
+        let rewritten = position(calls, "record write", |c| on(c, "pwrite64", &record));
+        assert!(poisoned < rewritten, "{verb}: the index is invalidated before the record changes:\n{}", all());
+    }
+    assert!(
+        !del.iter().any(|c| on(c, "fdatasync", &record) || on(c, "fsync", &record)),
+        "DEL syncs nothing:\n{}",
+        del.join("\n")
+    );
+    let all = || take_back.join("\n");
+    let record_written = position(&take_back, "record write", |c| on(c, "pwrite64", &record));
+    let lease_written = position(&take_back, "lease write", |c| on(c, "pwrite64", &lease));
+    let printed = position(&take_back, "result write", |c| c.starts_with("write(1<"));
+    let index_out =
+        position(&take_back, "index write-out", |c| on(c, "sync_file_range", &index) && c.contains("WAIT_AFTER"));
+    assert!(
+        done_before(&take_back, "fdatasync", &record, lease_written),
+        "record synced before the lease changes:\n{}",
+        all()
+    );
+    let record_synced = position(&take_back, "record sync", |c| on(c, "fdatasync", &record));
+    assert!(
+        record_written < record_synced && index_out < record_synced,
+        "the invalid index is on the device before the record's sync:\n{}",
+        all()
+    );
+    assert!(
+        done_before(&take_back, "fdatasync", &lease, printed),
+        "the lease synced before the result is printed:\n{}",
+        all()
+    );
+    assert!(lease_written < position(&take_back, "lease sync", |c| on(c, "fdatasync", &lease)), "{}", all());
+    trace(dd, "DEL", "c2", &conf);
+    let longer = trace(dd, "ADD", "c22", &conf);
+    let all = || longer.join("\n");
+    let renamed = position(&longer, "lease rename", |c| placement(c).is_some_and(|(_, to)| to == lease));
+    assert!(
+        done_before(&longer, "fdatasync", &record, renamed),
+        "record synced before the lease is replaced:\n{}",
+        all()
+    );
+    assert_eq!(inodes()[1], before[1], "the same record file");
+}
+
+/// On a journalled ext4.
+#[test]
+#[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
+fn on_journalled_ext4_a_take_back_rewrites_in_place() {
+    let dd = TempDir::new("in-place-ext4");
+    let ext4 = LoopFs::mount("ext4", &["mkfs.ext4", "-q"]);
+    take_back_rewrites_in_place(&dd, &ext4.data_dir());
+}
+
+/// On an ext4 without a journal: a rewrite in place allocates nothing, so the same order holds.
+#[test]
+#[ignore = "needs strace, root and mkfs.ext4: run scripts/test.sh"]
+fn on_ext4_without_a_journal_a_take_back_rewrites_in_place() {
+    let dd = TempDir::new("in-place-ext4-nj");
+    let ext4 = LoopFs::mount("ext4-nj", &["mkfs.ext4", "-q", "-O", "^has_journal"]);
+    take_back_rewrites_in_place(&dd, &ext4.data_dir());
+}
+
+/// On btrfs, where a rewrite in place is copied on write and the sync logs it.
+#[test]
+#[ignore = "needs strace, root and mkfs.btrfs: run scripts/test.sh"]
+fn on_btrfs_a_take_back_rewrites_in_place() {
+    let dd = TempDir::new("in-place-btrfs");
+    let btrfs = LoopFs::mount("btrfs", &["mkfs.btrfs", "-q"]);
+    take_back_rewrites_in_place(&dd, &btrfs.data_dir());
 }
 
 /// The trace reading above, on strace's formats: no pid (one task), padded 4-digit pids,

@@ -29,8 +29,11 @@ fn net(dd: &TempDir) -> PathBuf {
     dd.path().join("net")
 }
 
+/// A pod record's fields (its newest whole slot), as JSON.
 fn record(dir: &Path, ip: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join(format!("{ip}.pod"))).unwrap()).unwrap()
+    let bytes = std::fs::read(dir.join(format!("{ip}.pod"))).unwrap();
+    let record = host_local::disk::record::parse(&bytes).expect("a whole record");
+    serde_json::from_str(&host_local::disk::record::to_json(&record)).unwrap()
 }
 
 /// Change a pod record as a node with a wrong clock (or a planted file) would have left it. By

@@ -23,6 +23,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{net_conf, ours, spawn, upstream, upstream_view, Call, LoopFs, Outcome, TempDir};
+use host_local::disk::record;
+use host_local::store::{LeaseState, Owner, PodRecord};
 
 // ---------------------------------------------------------------------------------------
 // Running the plugins
@@ -552,6 +554,15 @@ fn garbage_records() -> Vec<(&'static str, Plant)> {
                 .unwrap()
         }),
         ("1 MiB", |_, p| fs::write(p, vec![b'{'; 1 << 20]).unwrap()),
+        ("two slots, neither whole (checksums wrong)", |_, p| {
+            let line = r#"{"containerId":"cx","ifname":"eth0","namespace":"ns","name":"thief","state":"held","since":"2020-01-01T00:00:00Z","seq":9}"#;
+            let mut bytes = format!("{line}\t0123456789abcdef\n").into_bytes();
+            bytes.resize(record::SLOT, 0);
+            bytes.extend_from_slice(format!("{line}\tfedcba9876543210\n").as_bytes());
+            fs::write(p, bytes).unwrap()
+        }),
+        ("a slot line with no end", |_, p| fs::write(p, vec![b'\t'; 3000]).unwrap()),
+        ("NULs where the slots are", |_, p| fs::write(p, vec![0; 2 * record::SLOT]).unwrap()),
         ("a directory", |_, p| fs::create_dir(p).unwrap()),
         ("a FIFO", |_, p| mkfifo(p)),
         ("a symlink to a file outside", |s, p| symlink(s.outside("file"), p).unwrap()),
@@ -1081,9 +1092,9 @@ fn foreign_change_in_our_tick_index_written_a_tick_later() {
 // 7. Sync failures
 // ---------------------------------------------------------------------------------------
 
-/// ADD under strace with `injections`; returns the outcome and the trace (syncs, the lock,
-/// and the calls that name files).
-fn add_with_failing_syncs(store: &Store, injections: &[&str]) -> (Outcome, String) {
+/// ADD of container f1 with `cni_args` under strace with `injections`; returns the outcome and
+/// the trace (syncs, the lock, and the calls that name files).
+fn add_with_failing_syncs(store: &Store, cni_args: &str, injections: &[&str]) -> (Outcome, String) {
     let log = store.dd.path().join("outside/strace.log");
     let mut cmd = Command::new("strace");
     cmd.args(["-f", "-qq", "-o"])
@@ -1101,7 +1112,7 @@ fn add_with_failing_syncs(store: &Store, injections: &[&str]) -> (Outcome, Strin
             ("CNI_NETNS", "/var/run/netns/nonexistent"),
             ("CNI_IFNAME", "eth0"),
             ("CNI_PATH", "/opt/cni/bin"),
-            ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=failing"),
+            ("CNI_ARGS", cni_args),
             ("HOST_LOCAL_BOOT_ID", BOOT_1),
         ])
         .stdin(Stdio::piped())
@@ -1121,6 +1132,9 @@ fn add_with_failing_syncs(store: &Store, injections: &[&str]) -> (Outcome, Strin
     (outcome, trace)
 }
 
+/// The pod of the ADDs whose syncs fail.
+const FAILING_POD: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=failing";
+
 const SYNC_FAULTS: [(&str, &[&str]); 4] = [
     ("fsync and fdatasync", &["fsync", "fdatasync"]),
     ("only fsync", &["fsync"]),
@@ -1134,7 +1148,7 @@ fn add_fails_cleanly_when_a_sync_fails() {
     let injected_any = std::sync::atomic::AtomicBool::new(false);
     each_row(SYNC_FAULTS, |what, injections| {
         let store = Store::new(&format!("sync-{what}"), SUBNET);
-        let (add, trace) = add_with_failing_syncs(&store, injections);
+        let (add, trace) = add_with_failing_syncs(&store, FAILING_POD, injections);
         let injected = trace.contains("(INJECTED)");
         assert_sane(&add, &pod("ADD", "f1", "failing", &store.conf()));
         if !injected {
@@ -1157,14 +1171,15 @@ fn add_fails_cleanly_when_a_sync_fails() {
     assert!(injected_any.into_inner(), "ours never synced anything");
 }
 
-/// With the lock free, ADD waits for its new lease's data only under the lock, just before
-/// naming it: when that wait fails, ADD fails and names nothing.
+/// With the lock free, ADD (of a container without pod arguments: a pod's ADD writes its
+/// files once the store is read) waits for its new lease's data only under the lock, just
+/// before naming it: when that wait fails, ADD fails and names nothing.
 #[test]
 #[ignore = "needs strace: run scripts/test.sh"]
 fn add_fails_cleanly_when_the_wait_for_its_data_fails_under_the_lock() {
     let store = Store::new("sync-wait-under-lock", SUBNET);
     // The first sync_file_range starts the lease's write-out; the second waits for it.
-    let (add, trace) = add_with_failing_syncs(&store, &["sync_file_range:when=2"]);
+    let (add, trace) = add_with_failing_syncs(&store, "", &["sync_file_range:when=2"]);
     let lines: Vec<&str> = trace.lines().collect();
     let injected = lines.iter().position(|l| l.contains("(INJECTED)"));
     let injected = injected.unwrap_or_else(|| panic!("ADD made no second sync_file_range:\n{trace}"));
@@ -1174,7 +1189,7 @@ fn add_fails_cleanly_when_the_wait_for_its_data_fails_under_the_lock() {
     let locked = locked.unwrap_or_else(|| panic!("the lock was not taken at once:\n{trace}"));
     assert!(locked < injected, "the wait came before the lock:\n{trace}");
     assert!(!lines.iter().any(|l| l.contains("linkat(") || l.contains("rename")), "a file was named:\n{trace}");
-    assert_sane(&add, &pod("ADD", "f1", "failing", &store.conf()));
+    assert_sane(&add, &Call::new("ADD", "f1", &store.conf()));
     assert!(!add.ok() && !add.stdout.contains("\"ips\""), "a success was printed: {add:?}");
     assert_eq!(add.error().0, 5, "{add:?}");
     assert_eq!(common::leases(&store.store()), Vec::<String>::new(), "a lease was named");
@@ -1182,8 +1197,9 @@ fn add_fails_cleanly_when_the_wait_for_its_data_fails_under_the_lock() {
     assert_eq!(got.len(), store.pool_size(), "{got:?}");
 }
 
-/// When another call holds the lock (a reboot storm), ADD waits for its new lease's data
-/// before it queues for the lock, never while holding it, and goes on once the lock is free.
+/// When another call holds the lock (a storm of new containers), ADD waits for its new
+/// lease's data before it queues for the lock, never while holding it, and goes on once the
+/// lock is free.
 #[test]
 #[ignore = "needs strace: run scripts/test.sh"]
 fn a_queued_add_waits_for_its_data_before_it_queues_for_the_lock() {
@@ -1193,7 +1209,7 @@ fn a_queued_add_waits_for_its_data_before_it_queues_for_the_lock() {
     let log = store.dd.path().join("outside/queued.trace");
     let mut cmd = Command::new("strace");
     cmd.args(["-f", "-qq", "-o"]).arg(&log).args(["-e", "trace=flock,sync_file_range,linkat"]);
-    let child = spawn_traced(cmd, &pod("ADD", "q1", "queued", &store.conf()));
+    let child = spawn_traced(cmd, &Call::new("ADD", "q1", &store.conf()));
     let queued =
         || fs::read_to_string(&log).is_ok_and(|t| t.lines().any(|l| l.contains("flock(") && !l.contains("NB")));
     let started = std::time::Instant::now();
@@ -1257,7 +1273,7 @@ fn spawn_injected(store: &Store, call: &Call, inject: &str) -> std::process::Chi
     let mut cmd = Command::new("strace");
     cmd.args(["-f", "-qq", "-o"])
         .arg(&log)
-        .args(["-e", "trace=fsync,fdatasync,renameat,sync_file_range"])
+        .args(["-e", "trace=fsync,fdatasync,renameat,sync_file_range,pwrite64"])
         .args(["-e", &format!("inject={inject}")]);
     spawn_traced(cmd, call)
 }
@@ -1308,12 +1324,75 @@ fn force_rescan(store: &Store) {
 #[ignore = "needs strace: run scripts/test.sh"]
 fn a_take_over_cut_short_between_its_renames_leaves_the_hold_a_hold() {
     let (store, held) = held_store("takeover-sync", SUBNET, &std::env::temp_dir());
+    in_single_line_form(&store, held);
     // The new sandbox's take-over: the record is renamed into place, then the lease's
     // rename fails. Read from the files, the hold is still a hold.
     let failed =
         outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &store.conf()), "renameat:error=EIO:when=2"));
     assert_eq!(failed.error().0, 5, "{failed:?}");
     assert_hold_kept(&store, held);
+}
+
+/// Rewrite the hold record of `held` in the single-line form earlier versions wrote (by
+/// rename, as they did): it is never rewritten in place, so a take-over replaces both files.
+fn in_single_line_form(store: &Store, held: Ipv4Addr) {
+    let path = store.at(&format!("{held}.pod"));
+    let hold = record::parse(&fs::read(&path).unwrap()).expect("a whole record");
+    fs::write(store.at("planted"), record::to_json(&hold)).unwrap();
+    fs::rename(store.at("planted"), &path).unwrap();
+}
+
+/// The pod's next sandbox takes its hold back in place: its record, then its lease. Killed
+/// at each step (as a runtime's timeout kills a plugin), or with each of its syncs failing:
+/// no file is torn, the address stays the pod's, read from the files, and once the runtime
+/// has torn the failed sandbox down (DEL), the pod's next sandbox gets it.
+#[test]
+#[ignore = "needs strace: run scripts/test.sh"]
+fn a_take_back_in_place_cut_short_at_any_step_leaves_the_address_the_pods() {
+    // (what, strace injection, whether the call undoes its changes)
+    let steps = [
+        ("killed before the record's sync", "fdatasync:signal=SIGKILL:when=1", false),
+        ("killed before the lease is written", "LEASE_WRITE:signal=SIGKILL", false),
+        ("killed before the lease's sync", "fdatasync:signal=SIGKILL:when=2", false),
+        // Record and lease are the new sandbox's: the index written before must not be trusted.
+        ("killed before the index is rewritten", "INDEX_WRITE:signal=SIGKILL", false),
+        ("the record's sync fails", "fdatasync:error=EIO:when=1", true),
+        ("the lease's sync fails", "fdatasync:error=EIO:when=2", true),
+        ("the lease's sync and the undo's fail", "fdatasync:error=EIO:when=2..3", true),
+    ];
+    let (dry, dry_held) = held_store("inplace-dry", SUBNET, &std::env::temp_dir());
+    let take_back = |store: &Store| pod("ADD", "c2", "web", &store.conf());
+    let log = dry.dd.path().join("outside/pwrite.trace");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-y", "-o"]).arg(&log).args(["-e", "trace=pwrite64"]);
+    assert!(run_traced(cmd, &take_back(&dry)).ok());
+    let lease_path = format!("{}>", dry.at(&dry_held.to_string()).display());
+    let pwrites = fs::read_to_string(&log).unwrap();
+    let lease_write = 1 + pwrites.lines().position(|c| c.contains(&lease_path)).expect("the lease rewritten in place");
+    let index_write =
+        pwrites.lines().count() - pwrites.lines().rev().position(|c| c.contains("/.hostlocal/index>")).unwrap();
+    assert!(index_write > lease_write, "the index is rewritten last:\n{pwrites}");
+    for (i, (what, inject, undone)) in steps.into_iter().enumerate() {
+        let (store, held) = held_store(&format!("inplace-{i}"), SUBNET, &std::env::temp_dir());
+        let inject = inject
+            .replace("LEASE_WRITE", &format!("pwrite64:when={lease_write}"))
+            .replace("INDEX_WRITE", &format!("pwrite64:when={index_write}"));
+        let cut = outcome_of(spawn_injected(&store, &take_back(&store), &inject));
+        assert!(!cut.ok(), "{what}: {cut:?}");
+        let lease = fs::read_to_string(store.at(&held.to_string())).unwrap();
+        assert!(["c1\r\neth0", "c2\r\neth0"].contains(&lease.as_str()), "{what}: the lease is whole: {lease:?}");
+        let record = record::parse(&fs::read(store.at(&format!("{held}.pod"))).unwrap());
+        let record = record.unwrap_or_else(|| panic!("{what}: a whole record"));
+        if undone {
+            assert_eq!(cut.error().0, 5, "{what}: {cut:?}");
+            let state = (lease.as_str(), record.owner.container_id.as_str(), record.state);
+            assert_eq!(state, ("c1\r\neth0", "c1", LeaseState::Held), "{what}: undone");
+        }
+        ok(exec(&pod("DEL", "c2", "web", &store.conf())));
+        let other = address(&ok(exec(&pod("ADD", "x1", "other", &store.conf()))));
+        assert_ne!(other, held, "{what}: given to another pod");
+        assert_eq!(address(&ok(exec(&pod("ADD", "c3", "web", &store.conf())))), held, "{what}");
+    }
 }
 
 /// The syncs, write-outs and renames `call` makes on `store`, each with the paths of its
@@ -1350,9 +1429,8 @@ fn held_store(tag: &str, subnet: &'static str, parent: &Path) -> (Store, Ipv4Add
 /// next sandbox gets the address.
 fn assert_hold_kept(store: &Store, held: Ipv4Addr) {
     assert_eq!(store.owner(held).as_deref(), Some("c1"), "the lease was put back");
-    let record: serde_json::Value =
-        serde_json::from_slice(&fs::read(store.at(&format!("{held}.pod"))).unwrap()).unwrap();
-    assert_eq!((record["containerId"].as_str(), record["state"].as_str()), (Some("c1"), Some("held")), "{record}");
+    let record = record::parse(&fs::read(store.at(&format!("{held}.pod"))).unwrap()).expect("a whole record");
+    assert_eq!((record.owner.container_id.as_str(), record.state), ("c1", LeaseState::Held), "{record:?}");
     for dir in [store.store(), store.at(".hostlocal")] {
         let temps: Vec<_> = fs::read_dir(&dir)
             .unwrap()
@@ -1388,7 +1466,8 @@ fn a_take_over_whose_undo_fails_halfway_still_puts_the_record_back() {
 /// after the take-over's renames) made to fail.
 fn take_over_with_failing_directory_sync(tag: &str, failing: fn(usize) -> String) {
     let (_ext4, mnt) = ext4_mount(tag, false);
-    let (dry, _) = held_store("dirsync-dry", "10.1.0.0/30", &mnt);
+    let (dry, dry_held) = held_store("dirsync-dry", "10.1.0.0/30", &mnt);
+    in_single_line_form(&dry, dry_held);
     let calls = dry_run(&dry, &pod("ADD", "c9", "other", &dry.conf()));
     let first_rename = calls.iter().position(|c| c.starts_with("rename")).expect("the take-over renames");
     let net = format!("<{}>", dry.store().display());
@@ -1396,6 +1475,7 @@ fn take_over_with_failing_directory_sync(tag: &str, failing: fn(usize) -> String
         .find(|&i| calls[i].starts_with("fsync(") && calls[i].contains(&net))
         .unwrap_or_else(|| panic!("no directory sync after the renames:\n{}", calls.join("\n")));
     let (store, held) = held_store(tag, "10.1.0.0/30", &mnt);
+    in_single_line_form(&store, held);
     let inject = format!("fsync:error=EIO:when={}", failing(ordinal(&calls, "fsync", dir_sync)));
     let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c9", "other", &store.conf()), &inject));
     assert_eq!(failed.error().0, 5, "{failed:?}");
@@ -1408,14 +1488,16 @@ fn a_take_back_whose_write_out_fails_renames_nothing() {
     // On a journalled ext4 a replacement is only written out (not synced) before its
     // rename: that write-out failing must fail the call before anything is renamed.
     let (_ext4, mnt) = ext4_mount("writeout-fails", true);
-    let (dry, _) = held_store("writeout-dry", SUBNET, &mnt);
+    let (dry, dry_held) = held_store("writeout-dry", SUBNET, &mnt);
+    in_single_line_form(&dry, dry_held);
     let calls = dry_run(&dry, &pod("ADD", "c2", "web", &dry.conf()));
     let first_rename = calls.iter().position(|c| c.starts_with("rename")).expect("the take-back renames");
     let last_write_out = (0..first_rename).rev().find(|&i| calls[i].starts_with("sync_file_range(")).unwrap();
     let (store, held) = held_store("writeout-fails", SUBNET, &mnt);
+    in_single_line_form(&store, held);
     let inject = format!("sync_file_range:error=EIO:when={}", ordinal(&calls, "sync_file_range", last_write_out));
     let lease = || fs::metadata(store.at(&held.to_string())).unwrap().ino();
-    let record = || fs::read(store.at(&format!("{held}.pod"))).unwrap();
+    let record = || record::parse(&fs::read(store.at(&format!("{held}.pod"))).unwrap());
     let before = (lease(), record());
     let failed = outcome_of(spawn_injected(&store, &pod("ADD", "c2", "web", &store.conf()), &inject));
     assert_eq!(failed.error().0, 5, "{failed:?}");
@@ -1500,9 +1582,81 @@ fn undoing_a_take_over_whose_sync_failed_never_touches_what_another_call_did_sin
     // files after the lock is let go (on an ext4 without a journal it is durable before,
     // so nothing can fail after).
     let (_ext4, mnt) = ext4_mount("undo-takeover", true);
-    let (store, _) = held_store("undo-takeover", "10.1.0.0/30", &mnt);
-    let (dry, _) = held_store("undo-takeover-dry", "10.1.0.0/30", &mnt);
+    let (store, held) = held_store("undo-takeover", "10.1.0.0/30", &mnt);
+    let (dry, dry_held) = held_store("undo-takeover-dry", "10.1.0.0/30", &mnt);
+    // In place, a take-over is durable before it lets go of the lock: nothing can fail
+    // after. A record in the single-line form is replaced by rename, and synced after.
+    in_single_line_form(&store, held);
+    in_single_line_form(&dry, dry_held);
     undo_after_unlock_leaves_later_calls_alone(&store, &dry, pod("ADD", "c9", "other", &store.conf()));
+}
+
+/// A take-back cut short by a power cut while the device wrote its lease in place can leave
+/// a lease that is neither container's but a mix of the two, byte for byte (a torn write: a
+/// device need not write even one sector atomically). Beside the record that names both, it
+/// is read, and put back, as the old sandbox's: the pod's address, held for it.
+#[test]
+fn a_lease_torn_between_two_sandboxes_of_a_pod_is_put_back() {
+    let store = Store::new("torn-lease", SUBNET);
+    let c = store.conf();
+    let held = address(&ok(exec(&pod("ADD", "aaaa1111", "web", &c))));
+    ok(exec(&pod("DEL", "aaaa1111", "web", &c)));
+    // The take-back's record ("bbbb2222" replacing "aaaa1111") is synced; the lease is torn.
+    assert_eq!(address(&ok(exec(&pod("ADD", "bbbb2222", "web", &c)))), held);
+    let lease = store.at(&held.to_string());
+    let inode = fs::metadata(&lease).unwrap().ino();
+    fs::write(&lease, "bbbb1111\r\neth0").unwrap();
+    force_rescan(&store);
+    let other = address(&ok(exec(&pod_call("ADD", "x1", "other", &c, BOOT_2))));
+    assert_ne!(other, held, "the torn lease's address went to another pod");
+    assert_eq!(fs::read_to_string(&lease).unwrap(), "aaaa1111\r\neth0", "put back in place");
+    assert_eq!(fs::metadata(&lease).unwrap().ino(), inode);
+    assert_eq!(address(&ok(exec(&pod_call("ADD", "cccc3333", "web", &c, BOOT_2)))), held, "the pod's address");
+    // Upstream reads it as ours: a lease of the new sandbox.
+    assert_eq!(store.owner(held).as_deref(), Some("cccc3333"));
+}
+
+/// The take-back's record slot torn by a power cut (its lease not yet rewritten): the other
+/// slot, the record synced before, is the record, and after the reboot the pod gets its
+/// address back. The same for a torn DEL (its slot is never synced).
+#[test]
+fn a_torn_record_slot_leaves_the_record_before_it() {
+    for (what, take_back_started) in [("a torn take-back", true), ("a torn hold", false)] {
+        let store = Store::new(&format!("torn-slot-{take_back_started}"), SUBNET);
+        let c = store.conf();
+        let held = address(&ok(exec(&pod("ADD", "aaaa1111", "web", &c))));
+        ok(exec(&pod("DEL", "aaaa1111", "web", &c)));
+        let path = store.at(&format!("{held}.pod"));
+        let bytes = fs::read(&path).unwrap();
+        let newest = record::read(&bytes).unwrap();
+        assert_eq!((newest.record.state, newest.next_slot), (LeaseState::Held, Some(1)), "{what}: DEL wrote slot 1");
+        // Torn: only the first half of the slot's last write reached the disk, over what was
+        // there before: the hold over nothing, or the take-back's record over the hold.
+        let mut torn = bytes.clone();
+        let (last_write, before) = match take_back_started {
+            true => {
+                let owner = Owner::new("bbbb2222", "eth0");
+                let record = PodRecord { owner, state: LeaseState::Active, ..newest.record.clone() };
+                (
+                    record::slot_line(&record, Some("aaaa1111\r\neth0"), 3, false).into_bytes(),
+                    bytes[record::SLOT..].to_vec(),
+                )
+            }
+            false => (bytes[record::SLOT..].to_vec(), vec![0; bytes.len() - record::SLOT]),
+        };
+        torn.truncate(record::SLOT);
+        torn.extend_from_slice(&before);
+        torn.resize(record::SLOT + last_write.len().max(before.len()), 0);
+        let half = last_write.len() / 2;
+        torn[record::SLOT..record::SLOT + half].copy_from_slice(&last_write[..half]);
+        fs::write(&path, &torn).unwrap();
+        force_rescan(&store);
+        let stored = record::read(&torn).unwrap_or_else(|| panic!("{what}: slot 0 is whole"));
+        assert_eq!((stored.record.owner.container_id.as_str(), stored.seq), ("aaaa1111", 1), "{what}");
+        let other = address(&ok(exec(&pod_call("ADD", "x1", "other", &c, BOOT_2))));
+        assert_ne!(other, held, "{what}: the address went to another pod");
+        assert_eq!(address(&ok(exec(&pod_call("ADD", "cccc3333", "web", &c, BOOT_2)))), held, "{what}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

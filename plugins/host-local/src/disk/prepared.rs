@@ -21,10 +21,11 @@ pub(super) struct Prepared {
 pub struct Prepare<'a> {
     /// ADD: what the call reports is on stable storage before `commit` returns.
     pub durable: bool,
-    /// The lease this call will most likely create.
+    /// The lease this call will most likely create: written before the lock is taken.
     pub lease: Option<&'a Owner>,
-    /// The boot this call runs in, and the pod record it will most likely write given the
-    /// call's node time: written early when the store's clock knows this boot already.
+    /// For a pod: the boot this call runs in, and the pod record it will write given the
+    /// call's node time. A pod the store knows takes its address back in place; for a new
+    /// pod, lease and record are written once the store is read (`prepare_for_pod`).
     pub record: Option<(&'a str, &'a dyn Fn(u64) -> PodRecord)>,
 }
 

@@ -71,6 +71,51 @@ impl DiskStore {
         true
     }
 
+    /// Before this call's first change in place: make the index on disk fail its check, and
+    /// in a durable call get that onto the device before the change can follow. A change
+    /// in place moves no directory mtime, so an index written before it would still pass
+    /// after a crash that kept the change and not the index rewritten after it. `false` if
+    /// that cannot be done (the change must then be made by renaming, which moves the mtime).
+    pub(super) fn invalidate_index(&mut self) -> bool {
+        use std::os::unix::fs::FileExt;
+        if self.index_invalidated {
+            return true;
+        }
+        if self.index_file.is_none() {
+            let opened = self.private.as_ref().map(|private| private.open_update(INDEX_FILE));
+            match opened {
+                None => return true,
+                Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => return true,
+                Some(Err(_)) => return false,
+                Some(Ok(file)) => {
+                    let Ok(meta) = file.metadata() else { return false };
+                    self.index_file = Some((file, meta.len()));
+                }
+            }
+        }
+        let (file, _) = self.index_file.as_ref().expect("opened above");
+        // `#` where the header starts: the index no longer parses. Its write travels while
+        // the change is written (`sync_in_place` waits for it).
+        let poisoned = file.write_all_at(b"#", 0).and_then(|_| match self.durable {
+            true => sys::start_write_out_head(file),
+            false => Ok(()),
+        });
+        self.index_invalidated = poisoned.is_ok();
+        self.index_invalidation_in_flight = self.index_invalidated && self.durable;
+        self.changed |= self.index_invalidated;
+        self.index_invalidated
+    }
+
+    /// Sync `file`, changed in place, once the index's invalidation is on the device: the
+    /// sync's cache flush then makes both durable, the invalidation no later than the change.
+    pub(super) fn sync_in_place(&mut self, file: &File, name: &str) -> Result<()> {
+        if std::mem::take(&mut self.index_invalidation_in_flight) {
+            let (index, _) = self.index_file.as_ref().expect("invalidated");
+            sys::write_out_head(index).ctx("write out", self.path.join(PRIVATE_DIR).join(INDEX_FILE).display())?;
+        }
+        file.sync_data().ctx("sync", self.file(name))
+    }
+
     pub(super) fn write_index(&mut self) {
         // A cache: no fsync, and rewritten in place; the checksum catches a torn write.
         // Creating .hostlocal changes the directory: do it before reading its mtime.
@@ -88,6 +133,7 @@ impl DiskStore {
                 }
             };
             self.index_file = Some((file, text.len() as u64));
+            self.index_invalidated = false;
             Ok(())
         });
         if let Err(e) = written {

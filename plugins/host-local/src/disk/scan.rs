@@ -1,6 +1,7 @@
 //! Reading the whole directory: the truth the index caches, and where crash debris is found.
 
 use super::*;
+use crate::store::LeaseState;
 
 impl DiskStore {
     /// Whether the directory lists exactly the leases (names and inodes), pod records and
@@ -76,11 +77,30 @@ impl DiskStore {
                 (Some(e), Some((record, _))) if !e.lease.opaque && record.owner.content() == e.lease.content => {
                     e.lease.pod = Some(record)
                 }
-                // A take-over cut short between its two renames: the lease is still the
-                // old sandbox's, of the same pod.
-                (Some(e), Some((record, Some(replaced)))) if !e.lease.opaque && replaced == e.lease.content => {
+                // A take-over cut short after its record was written: the lease is still
+                // the old sandbox's, of the same pod. Or it was cut short while the lease
+                // was rewritten in place, and the device tore that write: the old
+                // sandbox's content is put back.
+                (Some(e), Some((record, Some(replaced))))
+                    if !e.lease.opaque
+                        && (replaced == e.lease.content
+                            || torn_between(&e.lease.content, record.owner.content(), &replaced)) =>
+                {
+                    if replaced != e.lease.content {
+                        let lease = go_ip_string(ip);
+                        let repaired =
+                            self.dir.open_update(&lease).and_then(|f| overwrite(&f, replaced.as_bytes(), None));
+                        if let Err(err) = repaired {
+                            eprintln!("host-local: could not repair the torn lease {}: {err}", self.file(&lease));
+                        }
+                        self.changed = true;
+                        self.counted.add(Counter::DebrisCleaned, None, 1);
+                        e.lease.content = replaced;
+                    }
+                    // Held: a take-over only takes an address whose sandbox is gone. The pod
+                    // the record names (whose ADD was not acknowledged) may take it back.
                     let owner = Owner::new(e.lease.container_id(), &record.owner.ifname);
-                    e.lease.pod = Some(PodRecord { owner, ..record })
+                    e.lease.pod = Some(PodRecord { owner, state: LeaseState::Held, ..record })
                 }
                 // The lease is gone or was replaced by another tool, or the record is
                 // garbage: it no longer applies.
@@ -99,4 +119,15 @@ impl DiskStore {
         self.index_stale = true;
         Ok(())
     }
+}
+
+/// Whether `lease` is neither `new` nor `old` but each of its bytes is one of theirs at the
+/// same place: a rewrite of `old` into `new` in place, torn by the device.
+fn torn_between(lease: &str, new: &str, old: &str) -> bool {
+    let (lease, new, old) = (lease.as_bytes(), new.as_bytes(), old.as_bytes());
+    lease.len() == new.len()
+        && lease.len() == old.len()
+        && lease != new
+        && lease != old
+        && lease.iter().zip(new.iter().zip(old)).all(|(b, (n, o))| b == n || b == o)
 }

@@ -265,22 +265,33 @@ impl Dir {
 
 /// Start writing a file's dirty pages to the device (no metadata, no cache flush).
 pub fn start_write_out(file: &File) -> io::Result<()> {
-    sync_file_range(file, libc::SYNC_FILE_RANGE_WRITE)
+    sync_file_range(file, 0, 0, libc::SYNC_FILE_RANGE_WRITE)
 }
 
 /// Write a file's dirty pages to the device and wait for them. Done before a new file
 /// gets its name, so that no journal commit can ever carry the name without the data.
 pub fn write_out(file: &File) -> io::Result<()> {
-    sync_file_range(
-        file,
-        libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-    )
+    sync_file_range(file, 0, 0, WRITE_AND_WAIT)
 }
 
-/// `sync_file_range` over the whole file. rustix (1.1) has no wrapper for it, nor has nix.
-fn sync_file_range(file: &File, flags: libc::c_uint) -> io::Result<()> {
+/// Start writing the page that holds a file's first byte (its header) to the device.
+pub fn start_write_out_head(file: &File) -> io::Result<()> {
+    sync_file_range(file, 0, 1, libc::SYNC_FILE_RANGE_WRITE)
+}
+
+/// Write the page that holds a file's first byte to the device, and wait for it.
+pub fn write_out_head(file: &File) -> io::Result<()> {
+    sync_file_range(file, 0, 1, WRITE_AND_WAIT)
+}
+
+const WRITE_AND_WAIT: libc::c_uint =
+    libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+
+/// `sync_file_range` over `len` bytes from `offset` (0: to the end). rustix (1.1) has no
+/// wrapper for it, nor has nix.
+fn sync_file_range(file: &File, offset: i64, len: i64, flags: libc::c_uint) -> io::Result<()> {
     // SAFETY: a valid descriptor, borrowed for the call; no pointers are passed.
-    match unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) } {
+    match unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) } {
         0 => Ok(()),
         _ => Err(io::Error::last_os_error()),
     }

@@ -132,7 +132,14 @@ impl DiskStore {
                 // The record too when putting the lease back fails (its rename may have gone
                 // through and only the sync after it failed): the new record beside the old
                 // lease would read as the new sandbox's, cut short between its renames.
-                let lease = if lease_ours { self.write_lease(ip, &content) } else { Ok(()) };
+                let lease = match lease_ours {
+                    // In place where the take-over wrote it in place: its name is durable.
+                    true => self.rewrite_lease(ip, &content).and_then(|done| match done {
+                        true => Ok(()),
+                        false => self.write_lease(ip, &content),
+                    }),
+                    false => Ok(()),
+                };
                 let record = self.write_record(ip, pod.as_ref(), None);
                 lease.and(record)?;
                 let mut entry = self.entry(ip)?;
