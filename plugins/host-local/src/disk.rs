@@ -143,6 +143,9 @@ pub struct DiskStore {
     index_invalidated: bool,
     /// ... and that is not known to be on the device yet.
     index_invalidation_in_flight: bool,
+    /// A record file and the slot whose sync failed: the next write to that record (the
+    /// undo) goes to that slot again, so that the other one, synced before, stays whole.
+    unsynced_slot: Option<(String, usize)>,
 }
 
 /// A `last_reserved_ip.<range set>` file as a call read it.
@@ -213,6 +216,7 @@ impl DiskStore {
             cursor: None,
             index_invalidated: false,
             index_invalidation_in_flight: false,
+            unsynced_slot: None,
         };
         // A pod's ADD most likely takes its recorded address back, in place: what it would
         // prepare is known once the store is read (`prepare_for_pod`).
@@ -256,7 +260,7 @@ impl DiskStore {
         let pod = Query::Pod { namespace: &record.namespace, name: &record.name, uid: &record.uid };
         if self.view.find(pod).is_empty() {
             self.prepared_lease = Some(self.prepare(owner.content().to_string())?);
-            self.prepared_record = Some(self.prepare(record::slot_line(&record, None, 1, false))?);
+            self.prepared_record = Some(self.prepare(record::new_file(&record, None))?);
         }
         Ok(())
     }
@@ -371,42 +375,50 @@ impl DiskStore {
     /// A record file written whole: in slots only where the call makes it durable (see `record`).
     fn whole_record(&self, record: &PodRecord, replaces: Option<&str>) -> String {
         match self.durable {
-            true => record::slot_line(record, replaces, 1, false),
+            true => record::new_file(record, replaces),
             false => record::to_json_replacing(record, replaces),
         }
     }
 
     /// Update the record file `name` in place, in the slot `record::read` names (see
     /// `record`); synced before this returns if the call is durable. `Ok(false)` if it must
-    /// be replaced whole: the single-line form, a long record, not a file of ours.
+    /// be replaced whole: the single-line form, a long record, not a file of ours alone.
     fn rewrite_record(&mut self, name: &str, record: &PodRecord, replaces: Option<&str>) -> Result<bool> {
         use std::os::unix::fs::FileExt;
         let Ok(file) = self.dir.open_update(name) else { return Ok(false) };
-        let Content::Regular(bytes) = read_regular(&file, MAX_ENTRY_READ) else { return Ok(false) };
-        let Some((slot, seq)) = record::read(&bytes).and_then(|s| Some((s.next_slot?, s.seq))) else {
+        if !only_link(&file) {
+            return Ok(false);
+        }
+        let Content::Regular(bytes) = read_regular(&file, record::MAX_FILE_SIZE) else { return Ok(false) };
+        let Some(stored) = record::read(&bytes) else { return Ok(false) };
+        let failed_before = self.unsynced_slot.take_if(|(failed, _)| failed == name).map(|(_, slot)| slot);
+        let (Some(slot), Some(seq)) = (failed_before.or(stored.next_slot), stored.seq.checked_add(1)) else {
             return Ok(false);
         };
-        let line = record::slot_line(record, replaces, seq + 1, !self.durable);
+        let line = record::slot_line(record, replaces, seq, !self.durable);
         if line.len() > record::SLOT || !self.invalidate_index() {
             return Ok(false);
         }
         file.write_all_at(line.as_bytes(), (slot * record::SLOT) as u64).ctx("write", self.file(name))?;
         self.changed = true;
         if self.durable {
-            self.sync_in_place(&file, name)?;
+            if let Err(e) = self.sync_in_place(&file, name) {
+                self.unsynced_slot = Some((name.to_string(), slot));
+                return Err(e);
+            }
         }
         Ok(true)
     }
 
     /// Rewrite the lease file of `ip`, which holds `content.len()` bytes now, in place
     /// (a pod's new sandbox taking it back); synced before this returns if the call is
-    /// durable. `Ok(false)` if its length differs.
+    /// durable. `Ok(false)` if its length differs, or it is linked elsewhere too.
     fn rewrite_lease(&mut self, ip: IpAddr, content: &str) -> Result<bool> {
         use std::os::unix::fs::FileExt;
         let name = go_ip_string(ip);
         let file = self.dir.open_update(&name).ctx("open", self.file(&name))?;
         let same_length = file.metadata().is_ok_and(|m| m.is_file() && m.len() == content.len() as u64);
-        if !same_length || !self.invalidate_index() {
+        if !(same_length && only_link(&file) && self.invalidate_index()) {
             return Ok(false);
         }
         file.write_all_at(content.as_bytes(), 0).ctx("write", self.file(&name))?;
@@ -531,7 +543,7 @@ impl Store for DiskStore {
                 Ok((file, ino)) => {
                     let lease = Lease { ip, content: owner.content().to_string(), pod: None, opaque: false };
                     self.view.set(Entry { lease, ino });
-                    self.undo.push(Undo::Created { ip, ino });
+                    self.undo.push(Undo::Created { ip, lease: Placed { ino, content: owner.content().to_string() } });
                     self.placed(file);
                     return Ok(true);
                 }
@@ -717,6 +729,13 @@ impl Store for DiskStore {
         undone.map_err(|u| Error::io(format!("{}; undoing them failed too: {u}", failure.msg)))?;
         Err(failure)
     }
+}
+
+/// Whether `file` has no other name than the one it was opened by: a file also linked
+/// elsewhere (planted, or a backup made with hard links) is replaced, never written in place,
+/// which would change it outside the store too.
+fn only_link(file: &File) -> bool {
+    file.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 1)
 }
 
 /// The pod record file of `ip`.

@@ -93,15 +93,18 @@ impl DiskStore {
                 }
             }
         }
+        let in_place = self.durability().overwrites_in_place;
         let (file, _) = self.index_file.as_ref().expect("opened above");
-        // `#` where the header starts: the index no longer parses. Its write travels while
-        // the change is written (`sync_in_place` waits for it).
-        let poisoned = file.write_all_at(b"#", 0).and_then(|_| match self.durable {
-            true => sys::start_write_out_head(file),
-            false => Ok(()),
+        // `#` where the header starts: the index no longer parses. Where an overwrite stays in
+        // place its write travels while the change is written (`sync_in_place` waits for it);
+        // elsewhere (btrfs, f2fs) only a sync of the index makes the overwrite durable.
+        let poisoned = file.write_all_at(b"#", 0).and_then(|_| match (self.durable, in_place) {
+            (false, _) => Ok(()),
+            (true, true) => sys::start_write_out_head(file),
+            (true, false) => file.sync_data(),
         });
         self.index_invalidated = poisoned.is_ok();
-        self.index_invalidation_in_flight = self.index_invalidated && self.durable;
+        self.index_invalidation_in_flight = self.index_invalidated && self.durable && in_place;
         self.changed |= self.index_invalidated;
         self.index_invalidated
     }

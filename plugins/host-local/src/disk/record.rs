@@ -28,8 +28,26 @@ use crate::store::{parse_rfc3339, rfc3339, LeaseState, Owner, PodRecord};
 
 pub const SUFFIX: &str = ".pod";
 
-/// The size of a slot: slot 1 starts here. Records of Kubernetes pods take 250 to 700 bytes.
-pub const SLOT: usize = 1024;
+/// The size of a slot: slot 1 starts here, in a page of its own, so that writing one slot back
+/// never rewrites the other's sectors. Records of Kubernetes pods take 250 to 700 bytes.
+pub const SLOT: usize = 4096;
+
+/// A record file is read up to this size: two slots, or one long record.
+pub const MAX_FILE_SIZE: usize = 3 * SLOT;
+
+/// A new record file: the record in slot 0, and both slots' pages written (spaces, a newline
+/// at the end of each), so that an update in place never extends the file: it allocates
+/// nothing and can never expose a block's stale content.
+pub fn new_file(p: &PodRecord, replaces: Option<&str>) -> String {
+    let mut file = slot_line(p, replaces, 1, false);
+    if file.len() < SLOT {
+        for end in [SLOT, 2 * SLOT] {
+            file.extend(std::iter::repeat_n(' ', end - 1 - file.len()));
+            file.push('\n');
+        }
+    }
+    file
+}
 
 /// A record as earlier versions wrote it, and as a non-durable call writes it whole: plain
 /// JSON, one line.
@@ -252,6 +270,9 @@ mod tests {
         assert_eq!((stored.record, stored.next_slot), (new, Some(1)));
         // A new file: slot 0 alone.
         assert_eq!(read(a.as_bytes()).unwrap().next_slot, Some(1));
+        let new = new_file(&old, None);
+        assert_eq!(new.len(), 2 * SLOT);
+        assert_eq!((read(new.as_bytes()).unwrap().record, read(new.as_bytes()).unwrap().next_slot), (old, Some(1)));
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl DiskStore {
             }
         }
         for (ip, name) in records {
-            let record = match read_entry(&self.dir, &name, MAX_ENTRY_READ) {
+            let record = match read_entry(&self.dir, &name, record::MAX_FILE_SIZE) {
                 Content::Regular(bytes) => record::parse_replacing(&bytes),
                 // Not a file we wrote: leave it alone, and never read it.
                 Content::Opaque | Content::Gone => continue,

@@ -28,6 +28,10 @@ pub struct Durability {
     /// file, `ext4_sync_parent`, but before Linux 6.5 only while the file's inode is still
     /// dirty, and a concurrent fsync of the same file can take that over: not relied on.)
     pub sync_directory: bool,
+    /// An overwrite of a file's written blocks goes to the same place on the device, so
+    /// writing it out (`write_out`) puts it where the next cache flush makes it durable: ext4
+    /// and xfs. Not btrfs or f2fs, which write it elsewhere and must log where (`fdatasync`).
+    pub overwrites_in_place: bool,
 }
 
 /// A directory opened without following a symlink at its last component.
@@ -108,15 +112,18 @@ impl Dir {
         const XFS_SUPER_MAGIC: FsWord = 0x5846_5342;
         const BTRFS_SUPER_MAGIC: FsWord = 0x9123_683E;
         const F2FS_SUPER_MAGIC: FsWord = 0xF2F5_2010;
-        let journalled = Durability { ordered_renames: true, sync_directory: false };
+        let journalled = Durability { ordered_renames: true, sync_directory: false, overwrites_in_place: true };
+        let posix = Durability { ordered_renames: false, sync_directory: true, overwrites_in_place: false };
         match rustix::fs::fstatfs(&self.0).map(|fs| fs.f_type) {
             Ok(XFS_SUPER_MAGIC) => journalled,
             Ok(EXT4_SUPER_MAGIC) if self.has_internal_journal() => journalled,
-            Ok(BTRFS_SUPER_MAGIC | F2FS_SUPER_MAGIC) => Durability { ordered_renames: false, sync_directory: false },
+            Ok(BTRFS_SUPER_MAGIC | F2FS_SUPER_MAGIC) => Durability { sync_directory: false, ..posix },
             // An ext4 (or ext2) without a journal, as some SD-card images are made, writes
             // metadata blocks back in any order and its file fsync carries only a brand-new
-            // file's name; and anything we do not know: the POSIX way.
-            _ => Durability { ordered_renames: false, sync_directory: true },
+            // file's name.
+            Ok(EXT4_SUPER_MAGIC) => Durability { overwrites_in_place: true, ..posix },
+            // Anything we do not know: the POSIX way.
+            _ => posix,
         }
     }
 

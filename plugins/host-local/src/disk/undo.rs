@@ -9,7 +9,7 @@ use super::*;
 pub(super) enum Undo {
     Created {
         ip: IpAddr,
-        ino: u64,
+        lease: Placed,
     },
     /// A take-over: the lease and record it replaced, and the lease it writes (`placed`,
     /// inode 0 until the call has it in place).
@@ -113,9 +113,10 @@ impl DiskStore {
 
     fn undo_step(&mut self, step: Undo) -> Result<()> {
         match step {
-            Undo::Created { ip, ino } => {
-                // Only our own file: after a failed sync the lock was let go meanwhile.
-                if self.dir.stat(&go_ip_string(ip)).is_ok_and(|m| m.ino == ino) {
+            Undo::Created { ip, lease } => {
+                // Only our own file: after a failed sync the lock was let go meanwhile, and a
+                // take-back in place keeps the inode.
+                if self.still(ip, &lease) {
                     self.remove_lease(ip)?;
                 }
             }
@@ -140,7 +141,10 @@ impl DiskStore {
                     }),
                     false => Ok(()),
                 };
-                let record = self.write_record(ip, pod.as_ref(), None);
+                // Naming the lease content it puts back in turn: written without a sync after a
+                // failed one, the record may reach the disk before the lease does, and still
+                // names it (see `rescan`).
+                let record = self.write_record(ip, pod.as_ref(), lease_ours.then_some(placed.content.as_str()));
                 lease.and(record)?;
                 let mut entry = self.entry(ip)?;
                 entry.lease.pod = pod;
