@@ -12,7 +12,9 @@
 //! - A call that must be durable (ADD) syncs its slot before it goes on, under the lock.
 //! - A call that need not be (DEL) marks its slot `"volatile":true` and does not sync it.
 //!   The next update writes that same slot again: the other one holds the last record that
-//!   was synced, and must stay whole until a synced one replaces it.
+//!   was synced, and must stay whole until a synced one replaces it. (So does the undo of a
+//!   write whose sync failed: `DiskStore::unsynced_slot`.)
+//! - A new file has both slots' pages written ([`new_file`]): an update never extends it.
 //!
 //! A record is only updated in place while its file's name is known to be durable: it was
 //! written by a durable call. A non-durable call that must replace a record whole (by
