@@ -538,8 +538,8 @@ def _read_record(data):
         return (record if whole else None), end
 
     first, end = slot(0)
-    # A whole first line past RECORD_SLOT is a long record, alone in its file.
-    slots = [first] + ([slot(RECORD_SLOT)[0]] if not (first and end > RECORD_SLOT) else [])
+    # A whole first line of RECORD_SLOT bytes or more is a long record, alone in its file.
+    slots = [first] + ([slot(RECORD_SLOT)[0]] if not (first and end + 1 >= RECORD_SLOT) else [])
     return max((r for r in slots if r), key=lambda r: r["seq"], default=None)
 
 

@@ -396,7 +396,7 @@ impl DiskStore {
             return Ok(false);
         };
         let line = record::slot_line(record, replaces, seq, !self.durable);
-        if line.len() > record::SLOT || !self.invalidate_index() {
+        if line.len() >= record::SLOT || !self.invalidate_index() {
             return Ok(false);
         }
         file.write_all_at(line.as_bytes(), (slot * record::SLOT) as u64).ctx("write", self.file(name))?;
@@ -629,8 +629,9 @@ impl Store for DiskStore {
     fn set_pod(&mut self, ip: IpAddr, pod: Option<PodRecord>) -> Result<()> {
         let mut entry = self.entry(ip)?;
         let lease = Placed { ino: entry.ino, content: entry.lease.content.clone() };
-        let pod = if self.write_record(ip, pod.as_ref(), None)? { pod } else { None };
-        self.undo.push(Undo::Relabelled { ip, pod: std::mem::replace(&mut entry.lease.pod, pod), lease });
+        // Recorded first: a record written but not synced is undone too.
+        self.undo.push(Undo::Relabelled { ip, pod: entry.lease.pod.clone(), lease });
+        entry.lease.pod = if self.write_record(ip, pod.as_ref(), None)? { pod } else { None };
         self.view.set(entry);
         Ok(())
     }

@@ -1675,6 +1675,25 @@ fn a_torn_record_slot_leaves_the_record_before_it() {
 // 8. Symlinks never lead writes outside the store
 // ---------------------------------------------------------------------------------------
 
+/// A container ADDed again after its own DEL (its hold becomes active again, in place) whose
+/// record sync fails: the call fails and is undone, into the slot whose sync failed, so the
+/// hold is a hold, the slot synced before is untouched, and the runtime's DEL goes on.
+#[test]
+#[ignore = "needs strace: run scripts/test.sh"]
+fn a_repeated_add_whose_record_sync_fails_is_undone() {
+    let (store, held) = held_store("relabel-sync", SUBNET, &std::env::temp_dir());
+    let path = store.at(&format!("{held}.pod"));
+    let synced_before = fs::read(&path).unwrap()[..record::SLOT].to_vec();
+    let failed =
+        outcome_of(spawn_injected(&store, &pod("ADD", "c1", "web", &store.conf()), "fdatasync:error=EIO:when=1"));
+    assert_eq!(failed.error().0, 5, "{failed:?}");
+    let record = record::parse(&fs::read(&path).unwrap()).expect("a whole record");
+    assert_eq!((record.owner.container_id.as_str(), record.state), ("c1", LeaseState::Held), "undone");
+    assert_eq!(fs::read(&path).unwrap()[..record::SLOT], synced_before[..], "slot 0 untouched");
+    ok(exec(&pod("DEL", "c1", "web", &store.conf())));
+    assert_eq!(address(&ok(exec(&pod("ADD", "c2", "web", &store.conf())))), held, "the pod's next sandbox");
+}
+
 /// A lease or pod record that is also linked outside the store (a backup made with hard
 /// links, or planted) is replaced at a take-back, never written in place: the file outside
 /// stays as it was.

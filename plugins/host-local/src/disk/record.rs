@@ -30,8 +30,9 @@ use crate::store::{parse_rfc3339, rfc3339, LeaseState, Owner, PodRecord};
 
 pub const SUFFIX: &str = ".pod";
 
-/// The size of a slot: slot 1 starts here, in a page of its own, so that writing one slot back
-/// never rewrites the other's sectors. Records of Kubernetes pods take 250 to 700 bytes.
+/// The size of a slot: slot 1 starts here, in a page of its own (where pages are 4 KiB), so
+/// that writing one slot back never rewrites the other's sectors. A slot's line is shorter:
+/// records of Kubernetes pods take 250 to 700 bytes; a longer one is alone in its file.
 pub const SLOT: usize = 4096;
 
 /// A record file is read up to this size: two slots, or one long record.
@@ -148,7 +149,7 @@ pub fn read(bytes: &[u8]) -> Option<Stored> {
     let first = slot_at(bytes, 0);
     // A whole first line that runs into slot 1 is a long record, alone in its file. A torn
     // one may run into it too (a longer line was being written over a shorter one).
-    let long = first.as_ref().is_some_and(|(slot, end)| slot.is_some() && *end > SLOT);
+    let long = first.as_ref().is_some_and(|(slot, end)| slot.is_some() && *end >= SLOT);
     let second = if long { None } else { slot_at(bytes, SLOT) };
     let slots = [first.and_then(|(s, _)| s), second.and_then(|(s, _)| s)];
     let newest = match &slots {
