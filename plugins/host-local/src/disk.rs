@@ -338,11 +338,11 @@ impl DiskStore {
             }
             return Ok(true);
         };
-        let whole = self.whole_record(record, replaces);
         let exists = self.view.get_ip(ip).is_some_and(|e| e.lease.pod.is_some());
         if exists && self.rewrite_record(&name, record, replaces)? {
             return Ok(true);
         }
+        let whole = self.whole_record(record, replaces);
         self.fit_prepared_record(&whole)?;
         // A new record takes the prepared file; an existing one is replaced below.
         if !exists {
@@ -410,16 +410,16 @@ impl DiskStore {
         Ok(true)
     }
 
-    /// Rewrite the lease file of `ip`, which holds `content.len()` bytes now, in place
-    /// (a pod's new sandbox taking it back); synced before this returns if the call is
-    /// durable. `Ok(false)` if its length differs, or it is linked elsewhere too.
-    fn rewrite_lease(&mut self, ip: IpAddr, content: &str) -> Result<bool> {
+    /// Put `content` in the lease file of `ip` (a pod's new sandbox taking it back): in place
+    /// where the file holds as many bytes and has no other name, and synced before this
+    /// returns if the call is durable; else replaced by rename (`write_lease`).
+    fn rewrite_lease(&mut self, ip: IpAddr, content: &str) -> Result<()> {
         use std::os::unix::fs::FileExt;
         let name = go_ip_string(ip);
         let file = self.dir.open_update(&name).ctx("open", self.file(&name))?;
         let same_length = file.metadata().is_ok_and(|m| m.is_file() && m.len() == content.len() as u64);
         if !(same_length && only_link(&file) && self.invalidate_index()) {
-            return Ok(false);
+            return self.write_lease(ip, content);
         }
         file.write_all_at(content.as_bytes(), 0).ctx("write", self.file(&name))?;
         self.changed = true;
@@ -428,7 +428,7 @@ impl DiskStore {
         }
         let ino = self.entry(ip)?.ino;
         self.lease_written(ip, content, ino);
-        Ok(true)
+        Ok(())
     }
 
     /// Give the prepared record `json` as its content, rather than throwing it away (see
@@ -588,9 +588,7 @@ impl Store for DiskStore {
             Some(record) if previous.pod.is_some() => {
                 let record_name = record_name(ip);
                 if self.rewrite_record(&record_name, record, Some(&previous.content))? {
-                    if !self.rewrite_lease(ip, owner.content())? {
-                        self.write_lease(ip, owner.content())?;
-                    }
+                    self.rewrite_lease(ip, owner.content())?;
                 } else {
                     // The single-line form, or a long record: both replaced whole, both synced
                     // before either is renamed, the record first.

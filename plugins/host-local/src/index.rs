@@ -349,8 +349,9 @@ fn field_end(bytes: &[u8], mut at: usize) -> Option<usize> {
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-/// FNV-1a, 64 bits: enough to tell a torn write from a whole one (the clock and counters).
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a, 64 bits: enough to tell a torn write from a whole one (the clock, counters and
+/// pod record slots).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(FNV_OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME))
 }
 

@@ -26,6 +26,7 @@ use libcni::json;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::index::fnv1a;
 use crate::store::{parse_rfc3339, rfc3339, LeaseState, Owner, PodRecord};
 
 pub const SUFFIX: &str = ".pod";
@@ -221,10 +222,6 @@ fn parse_json(bytes: &[u8]) -> Option<(PodRecord, Option<String>, Option<SlotFie
         Some(seq) => Some((seq.as_u64()?, v.get("volatile").map_or(Some(false), Value::as_bool)?)),
     };
     Some((record, field("replaces"), slot))
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[cfg(test)]

@@ -133,14 +133,8 @@ impl DiskStore {
                 // The record too when putting the lease back fails (its rename may have gone
                 // through and only the sync after it failed): the new record beside the old
                 // lease would read as the new sandbox's, cut short between its renames.
-                let lease = match lease_ours {
-                    // In place where the take-over wrote it in place: its name is durable.
-                    true => self.rewrite_lease(ip, &content).and_then(|done| match done {
-                        true => Ok(()),
-                        false => self.write_lease(ip, &content),
-                    }),
-                    false => Ok(()),
-                };
+                // In place where the take-over wrote it in place: its name is durable.
+                let lease = if lease_ours { self.rewrite_lease(ip, &content) } else { Ok(()) };
                 // Naming the lease content it puts back in turn: written without a sync after a
                 // failed one, the record may reach the disk before the lease does, and still
                 // names it (see `rescan`).
