@@ -19,19 +19,22 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 cargo build --release --quiet --bins
 # A run deletes its stores (some 180,000 files) when it ends. ext4 without a journal reuses
-# no inode within ~30 s of its deletion and scans past each such inode at every file
-# creation: a run started right after another would pay for those deletions in every
-# creation it times (the floor's one file, ours one or two). Let them age out first.
+# no inode within 60 s of its deletion (360 s while its inode table block is not yet
+# written back: RECENTCY_MIN and RECENTCY_DIRTY in fs/ext4/ialloc.c), and every file
+# creation scans past each such inode from the start of its block group: a run started
+# within that time would pay for those deletions in every creation it times (the floor's
+# one file, ours one or two). So a run ends by writing its deletions back (sync), and the
+# next one waits until they are 61 s old.
 ended=target/tmp/bench-ended
 if [ -f "$ended" ]; then
-  wait=$(( $(stat -c %Y "$ended") + 40 - $(date +%s) ))
+  wait=$(( $(stat -c %Y "$ended") + 61 - $(date +%s) ))
   if [ "$wait" -gt 0 ]; then
     echo "bench: waiting ${wait}s for the previous run's deleted files to age out" >&2
     sleep "$wait"
   fi
 fi
 mkdir -p target/tmp
-trap 'touch "$ended"' EXIT
+trap 'sync -f /tmp; touch "$ended"' EXIT
 export BENCH_OURS="$PWD/target/x86_64-unknown-linux-gnu/release/host-local" BENCH_UPSTREAM=/usr/lib/cni/host-local
 if [ "$quick" -eq 1 ]; then
   BENCH_QUICK=1 BENCH_LEASES=0,110 cargo bench --quiet -p host-local --bench cni_latency
