@@ -72,9 +72,10 @@ mkdir -p docs
   echo "beat a process start, and CHECK, which only reads, is compared with it. *floor-durable-create*"
   echo "creates one new 40-byte file (\`open(O_CREAT|O_EXCL)\`, \`write\`, \`fdatasync\`, \`fsync\` of the"
   echo "directory) in a directory beside the stores holding as many files, on the same filesystem:"
-  echo "the least a call that must record a change durably (ADD, DEL) can cost. Within each round"
-  echo "upstream, ours and the two floor programs take turns, their order rotating round by round,"
-  echo "so that drift in the machine's speed reaches all of them alike. The goals compare medians."
+  echo "the least a call that must record a change durably (ADD, DEL) can cost. Upstream, ours and"
+  echo "the two floor programs take turns at every call of a round, their order rotating turn by"
+  echo "turn, so that drift in the machine's speed, and the warm caches a program finds right after"
+  echo "itself, reach all of them alike. The goals compare medians."
   echo
   echo "$report"
 } > docs/benchmarks.md

@@ -27,7 +27,7 @@ struct Plugin {
 /// DEL holds the address for the pod's next sandbox.
 const POD_ARGS: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p";
 
-/// The calls of one round of a plugin, in order (see `plugin_round`).
+/// The calls of one round of a plugin, in order (see `plugin_step`).
 const VERBS: [&str; 7] =
     ["ADD", "CHECK", "DEL", "DEL (repeated)", "ADD with pod args", "DEL with pod args", "ADD of a new pod"];
 
@@ -82,26 +82,28 @@ fn call_with_pod_args(plugin: &Path, command: &str, id: &str, conf: &str, pod_ar
     wait(spawn_program(plugin, &[], command, id, conf, pod_args), started, true)
 }
 
-/// One round of a plugin's calls, timed, in the order of `VERBS`: ADD, CHECK, DEL and a
-/// repeated DEL of one container, then a pod's sandbox as containerd sets it up and tears
-/// it down. With the pod arguments ours holds the address at DEL and gives it back at the
-/// next round's ADD of the same pod, so the store keeps its size. Last, the first sandbox of
-/// a new pod (ours writes its lease and a new pod record), removed again by a DEL without
-/// pod arguments that is not timed.
-fn plugin_round(plugin: &Path, conf: &str, round: &str) -> [Duration; VERBS.len()] {
+/// Call `step` (an index into `VERBS`) of a plugin's round, timed. A round is ADD, CHECK,
+/// DEL and a repeated DEL of one container, then a pod's sandbox as containerd sets it up
+/// and tears it down: with the pod arguments ours holds the address at DEL and gives it back
+/// at the next round's ADD of the same pod, so the store keeps its size. Last, the first
+/// sandbox of a new pod (ours writes its lease and a new pod record), removed again by a DEL
+/// without pod arguments that is not timed.
+fn plugin_step(plugin: &Path, conf: &str, round: &str, step: usize) -> Duration {
     let (id, pod, new_pod) = (format!("bench-{round}"), format!("bench-pod-{round}"), format!("bench-new-{round}"));
-    let new_pod_args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=new-{round}");
-    let times = [
-        call(plugin, "ADD", &id, conf, true),
-        call(plugin, "CHECK", &id, conf, true),
-        call(plugin, "DEL", &id, conf, true),
-        call(plugin, "DEL", &id, conf, true),
-        call_with_pod_args(plugin, "ADD", &pod, conf, POD_ARGS),
-        call_with_pod_args(plugin, "DEL", &pod, conf, POD_ARGS),
-        call_with_pod_args(plugin, "ADD", &new_pod, conf, &new_pod_args),
-    ];
-    call(plugin, "DEL", &new_pod, conf, true);
-    times
+    match VERBS[step] {
+        "ADD" => call(plugin, "ADD", &id, conf, true),
+        "CHECK" => call(plugin, "CHECK", &id, conf, true),
+        "DEL" | "DEL (repeated)" => call(plugin, "DEL", &id, conf, true),
+        "ADD with pod args" => call_with_pod_args(plugin, "ADD", &pod, conf, POD_ARGS),
+        "DEL with pod args" => call_with_pod_args(plugin, "DEL", &pod, conf, POD_ARGS),
+        "ADD of a new pod" => {
+            let new_pod_args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=new-{round}");
+            let wall = call_with_pod_args(plugin, "ADD", &new_pod, conf, &new_pod_args);
+            call(plugin, "DEL", &new_pod, conf, true);
+            wall
+        }
+        verb => unreachable!("{verb}"),
+    }
 }
 
 /// The physical floor: static C programs built from benches/floor_*.c, spawned exactly
@@ -153,11 +155,11 @@ impl Floor {
 }
 
 /// The order of the four programs (0 upstream, 1 ours, 2 floor-start, 3 floor-durable-create)
-/// in round `round`: each of the 24 orders in turn, so that every program takes every place,
-/// and follows every other, equally often.
-fn order(round: usize) -> [usize; 4] {
+/// at turn `turn` (one turn per call of a round): each of the 24 orders in turn, so that every
+/// program takes every place, and follows every other, equally often.
+fn order(turn: usize) -> [usize; 4] {
     let mut left = vec![0, 1, 2, 3];
-    let mut code = round % 24; // the order's number in the factorial number system
+    let mut code = turn % 24; // the order's number in the factorial number system
     [6, 2, 1, 1].map(|place_value| {
         let next = left.remove(code / place_value);
         code %= place_value;
@@ -290,7 +292,9 @@ fn main() {
                 populate(&data_dir, n);
                 let c = conf(&data_dir, "1.0.0");
                 // Warm-up: page cache, our index after a foreign-written directory, the hold.
-                plugin_round(&plugin.path, &c, "warm");
+                for step in 0..VERBS.len() {
+                    plugin_step(&plugin.path, &c, "warm", step);
+                }
                 c
             })
             .collect();
@@ -305,18 +309,25 @@ fn main() {
         let mut samples: [[Vec<Duration>; VERBS.len()]; 2] = Default::default();
         let (mut floor_start, mut floor_create) = (Vec::new(), Vec::new());
         for r in 0..rounds {
-            // The machine's speed drifts, and a sync may pay for the previous program's
-            // unsynced changes: take turns within each round, in a changing order.
-            for program in order(r) {
-                match program {
-                    p @ (0 | 1) => {
-                        let times = plugin_round(&plugins[p].path, &confs[p], &r.to_string());
-                        for (k, t) in times.into_iter().enumerate() {
-                            samples[p][k].push(t);
+            // The machine's speed drifts, a sync may pay for the previous program's unsynced
+            // changes, and a program run right after itself finds the CPU's caches warm: the
+            // four take turns at every call, in a changing order, so that each call of a
+            // plugin, like each floor program, follows any of the others alike. The durable
+            // creation takes its turn once a round, at a changing call: on an ext4 without a
+            // journal every deleted file slows each file creation for a minute (bench.sh),
+            // and seven more deletions a round would slow the late rounds' creations more.
+            for step in 0..VERBS.len() {
+                for program in order(r * VERBS.len() + step) {
+                    match program {
+                        p @ (0 | 1) => {
+                            samples[p][step].push(plugin_step(&plugins[p].path, &confs[p], &r.to_string(), step))
                         }
+                        2 => floor_start.push(floor.start(&format!("bench-{r}-{step}"), &floor_conf)),
+                        _ if step == r % VERBS.len() => {
+                            floor_create.push(floor.durable_create(&floor_dir, &format!("bench-{r}"), &floor_conf))
+                        }
+                        _ => {}
                     }
-                    2 => floor_start.push(floor.start(&format!("bench-{r}"), &floor_conf)),
-                    _ => floor_create.push(floor.durable_create(&floor_dir, &format!("bench-{r}"), &floor_conf)),
                 }
             }
         }
