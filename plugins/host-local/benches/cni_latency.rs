@@ -82,15 +82,15 @@ fn call_with_pod_args(plugin: &Path, command: &str, id: &str, conf: &str, pod_ar
     wait(spawn_program(plugin, &[], command, id, conf, pod_args), started, true)
 }
 
-/// Call `step` (an index into `VERBS`) of a plugin's round, timed. A round is ADD, CHECK,
+/// Call `verb` (one of `VERBS`) of a plugin's round, timed. A round is ADD, CHECK,
 /// DEL and a repeated DEL of one container, then a pod's sandbox as containerd sets it up
 /// and tears it down: with the pod arguments ours holds the address at DEL and gives it back
 /// at the next round's ADD of the same pod, so the store keeps its size. Last, the first
 /// sandbox of a new pod (ours writes its lease and a new pod record), removed again by a DEL
 /// without pod arguments that is not timed.
-fn plugin_step(plugin: &Path, conf: &str, round: &str, step: usize) -> Duration {
+fn plugin_step(plugin: &Path, conf: &str, round: &str, verb: &str) -> Duration {
     let (id, pod, new_pod) = (format!("bench-{round}"), format!("bench-pod-{round}"), format!("bench-new-{round}"));
-    match VERBS[step] {
+    match verb {
         "ADD" => call(plugin, "ADD", &id, conf, true),
         "CHECK" => call(plugin, "CHECK", &id, conf, true),
         "DEL" | "DEL (repeated)" => call(plugin, "DEL", &id, conf, true),
@@ -292,8 +292,8 @@ fn main() {
                 populate(&data_dir, n);
                 let c = conf(&data_dir, "1.0.0");
                 // Warm-up: page cache, our index after a foreign-written directory, the hold.
-                for step in 0..VERBS.len() {
-                    plugin_step(&plugin.path, &c, "warm", step);
+                for verb in VERBS {
+                    plugin_step(&plugin.path, &c, "warm", verb);
                 }
                 c
             })
@@ -316,11 +316,11 @@ fn main() {
             // creation takes its turn once a round, at a changing call: on an ext4 without a
             // journal every deleted file slows each file creation for a minute (bench.sh),
             // and seven more deletions a round would slow the late rounds' creations more.
-            for step in 0..VERBS.len() {
+            for (step, verb) in VERBS.into_iter().enumerate() {
                 for program in order(r * VERBS.len() + step) {
                     match program {
                         p @ (0 | 1) => {
-                            samples[p][step].push(plugin_step(&plugins[p].path, &confs[p], &r.to_string(), step))
+                            samples[p][step].push(plugin_step(&plugins[p].path, &confs[p], &r.to_string(), verb))
                         }
                         2 => floor_start.push(floor.start(&format!("bench-{r}-{step}"), &floor_conf)),
                         _ if step == r % VERBS.len() => {
