@@ -1603,23 +1603,34 @@ fn undoing_a_take_over_whose_sync_failed_never_touches_what_another_call_did_sin
 /// is read, and put back, as the old sandbox's: the pod's address, held for it.
 #[test]
 fn a_lease_torn_between_two_sandboxes_of_a_pod_is_put_back() {
-    let store = Store::new("torn-lease", SUBNET);
-    let c = store.conf();
-    let held = address(&ok(exec(&pod("ADD", "aaaa1111", "web", &c))));
-    ok(exec(&pod("DEL", "aaaa1111", "web", &c)));
-    // The take-back's record ("bbbb2222" replacing "aaaa1111") is synced; the lease is torn.
-    assert_eq!(address(&ok(exec(&pod("ADD", "bbbb2222", "web", &c)))), held);
-    let lease = store.at(&held.to_string());
-    let inode = fs::metadata(&lease).unwrap().ino();
-    fs::write(&lease, "bbbb1111\r\neth0").unwrap();
-    force_rescan(&store);
-    let other = address(&ok(exec(&pod_call("ADD", "x1", "other", &c, BOOT_2))));
-    assert_ne!(other, held, "the torn lease's address went to another pod");
-    assert_eq!(fs::read_to_string(&lease).unwrap(), "aaaa1111\r\neth0", "put back in place");
-    assert_eq!(fs::metadata(&lease).unwrap().ino(), inode);
-    assert_eq!(address(&ok(exec(&pod_call("ADD", "cccc3333", "web", &c, BOOT_2)))), held, "the pod's address");
-    // Upstream reads it as ours: a lease of the new sandbox.
-    assert_eq!(store.owner(held).as_deref(), Some("cccc3333"));
+    for linked_outside in [false, true] {
+        let store = Store::new(&format!("torn-lease-{linked_outside}"), SUBNET);
+        let c = store.conf();
+        let held = address(&ok(exec(&pod("ADD", "aaaa1111", "web", &c))));
+        ok(exec(&pod("DEL", "aaaa1111", "web", &c)));
+        // The take-back's record ("bbbb2222" replacing "aaaa1111") is synced; the lease is torn.
+        assert_eq!(address(&ok(exec(&pod("ADD", "bbbb2222", "web", &c)))), held);
+        let lease = store.at(&held.to_string());
+        let inode = fs::metadata(&lease).unwrap().ino();
+        fs::write(&lease, "bbbb1111\r\neth0").unwrap();
+        if linked_outside {
+            fs::hard_link(&lease, store.outside("lease")).unwrap();
+        }
+        force_rescan(&store);
+        let other = address(&ok(exec(&pod_call("ADD", "x1", "other", &c, BOOT_2))));
+        assert_ne!(other, held, "the torn lease's address went to another pod");
+        assert_eq!(fs::read_to_string(&lease).unwrap(), "aaaa1111\r\neth0", "put back");
+        if linked_outside {
+            // Replaced, not written through the name outside the store.
+            assert_eq!(fs::read_to_string(store.outside("lease")).unwrap(), "bbbb1111\r\neth0");
+            assert_ne!(fs::metadata(&lease).unwrap().ino(), inode);
+        } else {
+            assert_eq!(fs::metadata(&lease).unwrap().ino(), inode, "put back in place");
+        }
+        assert_eq!(address(&ok(exec(&pod_call("ADD", "cccc3333", "web", &c, BOOT_2)))), held, "the pod's address");
+        // Upstream reads it as ours: a lease of the new sandbox.
+        assert_eq!(store.owner(held).as_deref(), Some("cccc3333"));
+    }
 }
 
 /// The take-back's record slot torn by a power cut (its lease not yet rewritten): the other

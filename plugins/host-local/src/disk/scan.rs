@@ -88,8 +88,14 @@ impl DiskStore {
                 {
                     if replaced != e.lease.content {
                         let lease = go_ip_string(ip);
-                        let repaired =
-                            self.dir.open_update(&lease).and_then(|f| overwrite(&f, replaced.as_bytes(), None));
+                        let repaired = match self.dir.open_update(&lease) {
+                            Ok(file) if only_link(&file) => {
+                                overwrite(&file, replaced.as_bytes(), None).map_err(|e| e.to_string())
+                            }
+                            // Also linked outside the store: replaced, never written through.
+                            Ok(_) => self.replace_file(&lease, &replaced).map(|ino| e.ino = ino).map_err(|e| e.msg),
+                            Err(err) => Err(err.to_string()),
+                        };
                         if let Err(err) = repaired {
                             eprintln!("host-local: could not repair the torn lease {}: {err}", self.file(&lease));
                         }
