@@ -386,10 +386,11 @@ impl DiskStore {
     fn rewrite_record(&mut self, name: &str, record: &PodRecord, replaces: Option<&str>) -> Result<bool> {
         use std::os::unix::fs::FileExt;
         let Ok(file) = self.dir.open_update(name) else { return Ok(false) };
-        if !only_link(&file) {
+        let Ok(meta) = file.metadata() else { return Ok(false) };
+        if !(meta.is_file() && only_link(&meta)) {
             return Ok(false);
         }
-        let Content::Regular(bytes) = read_regular(&file, record::MAX_FILE_SIZE) else { return Ok(false) };
+        let Ok(bytes) = read_sized(&file, meta.len(), record::MAX_FILE_SIZE) else { return Ok(false) };
         let Some(stored) = record::read(&bytes) else { return Ok(false) };
         let failed_before = self.unsynced_slot.take_if(|(failed, _)| failed == name).map(|(_, slot)| slot);
         let (Some(slot), Some(seq)) = (failed_before.or(stored.next_slot), stored.seq.checked_add(1)) else {
@@ -417,8 +418,8 @@ impl DiskStore {
         use std::os::unix::fs::FileExt;
         let name = go_ip_string(ip);
         let file = self.dir.open_update(&name).ctx("open", self.file(&name))?;
-        let same_length = file.metadata().is_ok_and(|m| m.is_file() && m.len() == content.len() as u64);
-        if !(same_length && only_link(&file) && self.invalidate_index()) {
+        let fits = file.metadata().is_ok_and(|m| m.is_file() && m.len() == content.len() as u64 && only_link(&m));
+        if !(fits && self.invalidate_index()) {
             return self.write_lease(ip, content);
         }
         file.write_all_at(content.as_bytes(), 0).ctx("write", self.file(&name))?;
@@ -730,11 +731,11 @@ impl Store for DiskStore {
     }
 }
 
-/// Whether `file` has no other name than the one it was opened by: a file also linked
-/// elsewhere (planted, or a backup made with hard links) is replaced, never written in place,
-/// which would change it outside the store too.
-fn only_link(file: &File) -> bool {
-    file.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 1)
+/// Whether a file (`fstat` said `meta`) has no other name than the one it was opened by: a
+/// file also linked elsewhere (planted, or a backup made with hard links) is replaced, never
+/// written in place, which would change it outside the store too.
+fn only_link(meta: &std::fs::Metadata) -> bool {
+    std::os::unix::fs::MetadataExt::nlink(meta) == 1
 }
 
 /// The pod record file of `ip`.

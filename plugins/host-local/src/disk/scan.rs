@@ -89,7 +89,7 @@ impl DiskStore {
                     if replaced != e.lease.content {
                         let lease = go_ip_string(ip);
                         let repaired = match self.dir.open_update(&lease) {
-                            Ok(file) if only_link(&file) => {
+                            Ok(file) if file.metadata().is_ok_and(|m| only_link(&m)) => {
                                 overwrite(&file, replaced.as_bytes(), None).map_err(|e| e.to_string())
                             }
                             // Also linked outside the store: replaced, never written through.
