@@ -156,7 +156,7 @@ impl Floor {
 
 /// The order of the four programs (0 upstream, 1 ours, 2 floor-start, 3 floor-durable-create)
 /// at turn `turn` (one turn per call of a round): each of the 24 orders in turn, so that every
-/// program takes every place, and follows every other, equally often.
+/// program takes every place, and follows every other, about equally often.
 fn order(turn: usize) -> [usize; 4] {
     let mut left = vec![0, 1, 2, 3];
     let mut code = turn % 24; // the order's number in the factorial number system
@@ -308,25 +308,30 @@ fn main() {
 
         let mut samples: [[Vec<Duration>; VERBS.len()]; 2] = Default::default();
         let (mut floor_start, mut floor_create) = (Vec::new(), Vec::new());
+        let mut last_ran = None;
         for r in 0..rounds {
             // The machine's speed drifts, a sync may pay for the previous program's unsynced
             // changes, and a program run right after itself finds the CPU's caches warm: the
-            // four take turns at every call, in a changing order, so that each call of a
-            // plugin, like each floor program, follows any of the others alike. The durable
-            // creation takes its turn once a round, at a changing call: on an ext4 without a
-            // journal every deleted file slows each file creation for a minute (bench.sh),
-            // and seven more deletions a round would slow the late rounds' creations more.
+            // four take turns at every call, in a changing order, and none runs twice in a
+            // row, so that each call of a plugin, like each floor program, follows one of the
+            // others. The durable creation takes its turn once a round, at a changing call:
+            // on an ext4 without a journal every deleted file slows each file creation for a
+            // minute (bench.sh), and seven more deletions a round would slow the late rounds'
+            // creations more.
             for (step, verb) in VERBS.into_iter().enumerate() {
-                for program in order(r * VERBS.len() + step) {
+                let mut turn: Vec<usize> =
+                    order(r * VERBS.len() + step).into_iter().filter(|&p| p != 3 || step == r % VERBS.len()).collect();
+                if Some(turn[0]) == last_ran {
+                    turn.swap(0, 1);
+                }
+                last_ran = turn.last().copied();
+                for program in turn {
                     match program {
                         p @ (0 | 1) => {
                             samples[p][step].push(plugin_step(&plugins[p].path, &confs[p], &r.to_string(), verb))
                         }
                         2 => floor_start.push(floor.start(&format!("bench-{r}-{step}"), &floor_conf)),
-                        _ if step == r % VERBS.len() => {
-                            floor_create.push(floor.durable_create(&floor_dir, &format!("bench-{r}"), &floor_conf))
-                        }
-                        _ => {}
+                        _ => floor_create.push(floor.durable_create(&floor_dir, &format!("bench-{r}"), &floor_conf)),
                     }
                 }
             }

@@ -33,9 +33,10 @@ fn trace_as(caps: Caps, dd: &TempDir, command: &str, container: &str, conf: &str
     let mut child = match caps {
         Caps::All => Command::new("strace"),
         Caps::NoSysAdmin => {
-            // Out of the bounding set, root's exec of strace (and its of the plugin) drops it.
+            // Out of the bounding and inheritable sets, root's exec of strace (and its of the
+            // plugin) drops it.
             let mut setpriv = Command::new("setpriv");
-            setpriv.args(["--bounding-set=-sys_admin", "strace"]);
+            setpriv.args(["--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "strace"]);
             setpriv
         }
     };
@@ -45,7 +46,7 @@ fn trace_as(caps: Caps, dd: &TempDir, command: &str, container: &str, conf: &str
             "-y",
             "-qq",
             "-e",
-            "trace=openat,write,pwrite64,ftruncate,fsync,fdatasync,sync_file_range,linkat,rename,renameat,renameat2,unlink,unlinkat,exit_group",
+            "trace=openat,write,pwrite64,ftruncate,fsync,fdatasync,sync_file_range,linkat,rename,renameat,renameat2,unlink,unlinkat,ioctl,access,exit_group",
             "-o",
         ])
         .arg(&log)
@@ -261,16 +262,18 @@ fn conf(data_dir: &str) -> String {
 /// result is printed: its files synced after their renames, or (`sync_first` and
 /// `dir_synced`) the directory right after them.
 fn replacements_are_complete_before_their_rename(dd: &TempDir, data_dir: &str, sync_first: bool, dir_synced: bool) {
-    replacements_are_complete_before_their_rename_as(Caps::All, dd, data_dir, sync_first, dir_synced)
+    replacements_are_complete_before_their_rename_as(Caps::All, dd, data_dir, sync_first, dir_synced);
 }
 
+/// As `replacements_are_complete_before_their_rename`, the plugin run with `caps`; returns
+/// the take-back's calls.
 fn replacements_are_complete_before_their_rename_as(
     caps: Caps,
     dd: &TempDir,
     data_dir: &str,
     sync_first: bool,
     dir_synced: bool,
-) {
+) -> Vec<String> {
     let trace = |dd: &TempDir, command: &str, container: &str, conf: &str| trace_as(caps, dd, command, container, conf);
     let conf = conf(data_dir);
     let net = format!("{data_dir}/net");
@@ -329,6 +332,7 @@ fn replacements_are_complete_before_their_rename_as(
         // Synced before the rename and the directory after it: durable, nothing more to do.
         assert_eq!(synced, !dir_synced, "{target}: synced after its rename?\n{}", take_back.join("\n"));
     }
+    take_back
 }
 
 /// ext4 with its journal (and xfs) commit a rename with or after the data written out
@@ -342,13 +346,27 @@ fn on_journalled_ext4_replacements_are_written_out_not_synced_before_their_renam
 }
 
 /// The same where ext4 does not answer the plugin's question (without CAP_SYS_ADMIN, or
-/// before Linux 5.13): the journal is found in /proc, and the store writes the same way.
+/// before Linux 5.14): the journal is looked up in /proc, and the store writes the same way,
+/// with a journal and without.
 #[test]
 #[ignore = "needs strace, setpriv, root and mkfs.ext4: run scripts/test.sh"]
-fn on_journalled_ext4_the_journal_is_found_without_cap_sys_admin_too() {
-    let dd = TempDir::new("durable-hold-ext4-nocap");
-    let ext4 = LoopFs::mount("ext4-nocap", &["mkfs.ext4", "-q"]);
-    replacements_are_complete_before_their_rename_as(Caps::NoSysAdmin, &dd, &ext4.data_dir(), false, false);
+fn on_ext4_the_journal_is_found_without_cap_sys_admin_too() {
+    for (journal, mkfs) in [(true, &["mkfs.ext4", "-q"][..]), (false, &["mkfs.ext4", "-q", "-O", "^has_journal"][..])] {
+        let dd = TempDir::new(&format!("durable-hold-ext4-nocap-{journal}"));
+        let ext4 = LoopFs::mount(&format!("ext4-nocap-{journal}"), mkfs);
+        let take_back = replacements_are_complete_before_their_rename_as(
+            Caps::NoSysAdmin,
+            &dd,
+            &ext4.data_dir(),
+            !journal,
+            !journal,
+        );
+        let all = || take_back.join("\n");
+        let asked = position(&take_back, "the ioctl", |c| call_of(c).starts_with("ioctl("));
+        assert!(take_back[asked].contains("EPERM"), "ext4 did not answer:\n{}", all());
+        let looked_up = position(&take_back, "the /proc lookup", |c| call_of(c).starts_with("access(\"/proc/fs/jbd2/"));
+        assert!(asked < looked_up, "{}", all());
+    }
 }
 
 /// Without a journal ext4 writes metadata blocks back in any order: sync first, and the

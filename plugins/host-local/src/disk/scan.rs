@@ -93,7 +93,12 @@ impl DiskStore {
                                 overwrite(&file, replaced.as_bytes(), None).map_err(|e| e.to_string())
                             }
                             // Also linked outside the store: replaced, never written through.
-                            Ok(_) => self.replace_file(&lease, &replaced).map(|ino| e.ino = ino).map_err(|e| e.msg),
+                            Ok(_) => {
+                                let replaced_file = self.replace_file(&lease, &replaced).map_err(|e| e.msg);
+                                // A failed sync after the rename went through: the inode the name has now.
+                                e.ino = self.dir.stat(&lease).map_or(e.ino, |m| m.ino);
+                                replaced_file.map(|_| ())
+                            }
                             Err(err) => Err(err.to_string()),
                         };
                         if let Err(err) = repaired {

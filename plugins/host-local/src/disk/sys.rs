@@ -136,7 +136,7 @@ impl Dir {
 
     /// Whether the ext4 this directory is on has a journal. ext4 answers one `ioctl` on the
     /// handle we hold: `EXT4_IOC_CHECKPOINT` in its dry-run form fails with `ENODEV` exactly
-    /// when there is none, and does nothing else (Linux 5.13 and later, with CAP_SYS_ADMIN,
+    /// when there is none, and does nothing else (Linux 5.14 and later, with CAP_SYS_ADMIN,
     /// which a plugin has). Where it gives no answer, two lookups in /sys and /proc do; they
     /// cost every writing call some 20 µs here.
     fn ext4_has_journal(&self) -> bool {
@@ -148,7 +148,8 @@ impl Dir {
         match unsafe { libc::ioctl(self.0.as_raw_fd(), EXT4_IOC_CHECKPOINT, &flags as *const u32) } {
             0 => true,
             _ if io::Error::last_os_error().raw_os_error() == Some(libc::ENODEV) => false,
-            // ENOTTY before 5.13, EPERM without CAP_SYS_ADMIN.
+            // ENOTTY before 5.14, EPERM without CAP_SYS_ADMIN, EINVAL from the ioctl's first
+            // version, which refused the dry run where there is a journal.
             _ => self.has_internal_journal(),
         }
     }
