@@ -74,8 +74,8 @@ mkdir -p docs
   echo "directory) in a directory beside the stores holding as many files, on the same filesystem:"
   echo "the least a call that must record a change durably (ADD, DEL) can cost. Upstream, ours and"
   echo "the two floor programs take turns at every call of a round, their order rotating turn by"
-  echo "turn, so that drift in the machine's speed, and the warm caches a program finds right after"
-  echo "itself, reach all of them alike. The goals compare medians."
+  echo "turn and none running twice in a row: drift in the machine's speed reaches all of them"
+  echo "alike, and none finds the CPU's caches warm from its own last call. The goals compare medians."
   echo
   echo "$report"
 } > docs/benchmarks.md
