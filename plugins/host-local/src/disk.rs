@@ -385,12 +385,8 @@ impl DiskStore {
     /// be replaced whole: the single-line form, a long record, not a file of ours alone.
     fn rewrite_record(&mut self, name: &str, record: &PodRecord, replaces: Option<&str>) -> Result<bool> {
         use std::os::unix::fs::FileExt;
-        let Ok(file) = self.dir.open_update(name) else { return Ok(false) };
-        let Ok(meta) = file.metadata() else { return Ok(false) };
-        if !(meta.is_file() && only_link(&meta)) {
-            return Ok(false);
-        }
-        let Ok(bytes) = read_sized(&file, meta.len(), record::MAX_FILE_SIZE) else { return Ok(false) };
+        let Ok(Some((file, len))) = self.dir.open_in_place(name) else { return Ok(false) };
+        let Ok(bytes) = read_sized(&file, len, record::MAX_FILE_SIZE) else { return Ok(false) };
         let Some(stored) = record::read(&bytes) else { return Ok(false) };
         let failed_before = self.unsynced_slot.take_if(|(failed, _)| failed == name).map(|(_, slot)| slot);
         let (Some(slot), Some(seq)) = (failed_before.or(stored.next_slot), stored.seq.checked_add(1)) else {
@@ -417,11 +413,11 @@ impl DiskStore {
     fn rewrite_lease(&mut self, ip: IpAddr, content: &str) -> Result<()> {
         use std::os::unix::fs::FileExt;
         let name = go_ip_string(ip);
-        let file = self.dir.open_update(&name).ctx("open", self.file(&name))?;
-        let fits = file.metadata().is_ok_and(|m| m.is_file() && m.len() == content.len() as u64 && only_link(&m));
-        if !(fits && self.invalidate_index()) {
+        let in_place = self.dir.open_in_place(&name).ctx("open", self.file(&name))?;
+        let Some((file, _)) = in_place.filter(|(_, len)| *len == content.len() as u64 && self.invalidate_index())
+        else {
             return self.write_lease(ip, content);
-        }
+        };
         file.write_all_at(content.as_bytes(), 0).ctx("write", self.file(&name))?;
         self.changed = true;
         if self.durable {
@@ -729,13 +725,6 @@ impl Store for DiskStore {
         undone.map_err(|u| Error::io(format!("{}; undoing them failed too: {u}", failure.msg)))?;
         Err(failure)
     }
-}
-
-/// Whether a file (`fstat` said `meta`) has no other name than the one it was opened by: a
-/// file also linked elsewhere (planted, or a backup made with hard links) is replaced, never
-/// written in place, which would change it outside the store too.
-fn only_link(meta: &std::fs::Metadata) -> bool {
-    std::os::unix::fs::MetadataExt::nlink(meta) == 1
 }
 
 /// The pod record file of `ip`.

@@ -88,12 +88,12 @@ impl DiskStore {
                 {
                     if replaced != e.lease.content {
                         let lease = go_ip_string(ip);
-                        let repaired = match self.dir.open_update(&lease) {
-                            Ok(file) if file.metadata().is_ok_and(|m| only_link(&m)) => {
+                        let repaired = match self.dir.open_in_place(&lease) {
+                            Ok(Some((file, _))) => {
                                 overwrite(&file, replaced.as_bytes(), None).map_err(|e| e.to_string())
                             }
                             // Also linked outside the store: replaced, never written through.
-                            Ok(_) => {
+                            Ok(None) => {
                                 let replaced_file = self.replace_file(&lease, &replaced).map_err(|e| e.msg);
                                 // A failed sync after the rename went through: the inode the name has now.
                                 e.ino = self.dir.stat(&lease).map_or(e.ino, |m| m.ino);

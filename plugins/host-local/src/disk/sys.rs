@@ -184,6 +184,17 @@ impl Dir {
         }
     }
 
+    /// Open an existing entry to rewrite it in place (as `open_update`), with its size: `None`
+    /// unless it is a regular file with no other name. A file also linked elsewhere (planted,
+    /// or a backup made with hard links) is replaced, never written in place, which would
+    /// change it outside the store too.
+    pub fn open_in_place(&self, name: &str) -> io::Result<Option<(File, u64)>> {
+        use std::os::unix::fs::MetadataExt;
+        let file = self.open_update(name)?;
+        let len = file.metadata().ok().filter(|m| m.is_file() && m.nlink() == 1).map(|m| m.len());
+        Ok(len.map(|len| (file, len)))
+    }
+
     /// Open (creating if needed) a file for writing in place, never through a symlink.
     pub fn open_write(&self, name: &str, mode: RawMode) -> io::Result<File> {
         Ok(self.open_at(name, OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK, mode)?)
