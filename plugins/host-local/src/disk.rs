@@ -116,6 +116,10 @@ pub struct DiskStore {
     /// Directory entries changed: rewrite the index (and sync, if durable).
     changed: bool,
     index_stale: bool,
+    /// A lease or record could not be read when the view was made (a lease is then opaque,
+    /// and its record left out): the view is not written as the index, so that the next
+    /// call reads the directory again.
+    unreadable: bool,
     durable: bool,
     /// How names become durable on the store's filesystem: found when a call first writes
     /// (a look at /proc and /sys that a CHECK need not pay for).
@@ -201,6 +205,7 @@ impl DiskStore {
             fresh: false,
             changed: false,
             index_stale: false,
+            unreadable: false,
             durable: prepare.durable,
             durability: std::cell::OnceCell::new(),
             stale: false,
@@ -549,7 +554,7 @@ impl Store for DiskStore {
                     // Someone (upstream host-local) created it since the index was written.
                     let content = match read_lease(&self.dir, &name, None) {
                         LeaseFile::Lease(content) => content,
-                        LeaseFile::Debris | LeaseFile::Gone => None,
+                        LeaseFile::Debris | LeaseFile::Unreadable | LeaseFile::Gone => None,
                     };
                     self.view.set(Entry { lease: LeaseFile::lease(content, ip), ino: 0 });
                     self.index_stale = true;

@@ -540,6 +540,42 @@ fn odd_entries_named_like_a_lease() {
     });
 }
 
+/// A pod's lease that cannot be read for a while (the card answers EIO) is opaque, as any
+/// unreadable entry: its address stays out of the pool. Its pod record must survive that:
+/// once the lease reads again, the pod's next sandbox takes its address back. Here the node
+/// rebooted; the runtime's DEL of the old sandbox finds the lease unreadable.
+#[test]
+#[ignore = "needs strace: run scripts/test.sh"]
+fn a_lease_unreadable_for_a_while_keeps_its_pod_record() {
+    let store = Store::new("unreadable-lease", SUBNET);
+    let c = store.conf();
+    let kept = address(&ok(exec(&pod_call("ADD", "c1", "web", &c, BOOT_1))));
+    let record = store.at(&format!("{kept}.pod"));
+    force_rescan(&store);
+    let del = run_traced(lease_unreadable(&store, kept), &pod_call("DEL", "c1", "web", &c, BOOT_2));
+    assert!(del.ok(), "the DEL goes on: {del:?}");
+    assert!(record.exists(), "the record of a lease that could not be read is kept");
+    // Once the lease reads again, the pod is found by it.
+    assert_eq!(address(&ok(exec(&pod_call("ADD", "c2", "web", &c, BOOT_2)))), kept, "the pod's address");
+    assert_ne!(address(&ok(exec(&pod_call("ADD", "x1", "other", &c, BOOT_2)))), kept);
+
+    // While it does not read, the pod's new sandbox gets another address, and nothing fails.
+    let store = Store::new("unreadable-lease-still", SUBNET);
+    let c = store.conf();
+    let kept = address(&ok(exec(&pod_call("ADD", "c1", "web", &c, BOOT_1))));
+    force_rescan(&store);
+    let add = run_traced(lease_unreadable(&store, kept), &pod_call("ADD", "c2", "web", &c, BOOT_2));
+    assert_ne!(address(&ok(add)), kept, "the address stays out of the pool");
+    assert!(store.at(&format!("{kept}.pod")).exists(), "the record is kept");
+}
+
+/// strace failing every read of `ip`'s lease file with EIO (`-P` follows its descriptors).
+fn lease_unreadable(store: &Store, ip: Ipv4Addr) -> Command {
+    let mut strace = Command::new("strace");
+    strace.args(["-f", "-qq", "-o", "/dev/null", "-P"]).arg(store.at(&ip.to_string()));
+    strace.args(["-e", "trace=read,pread64", "-e", "inject=read,pread64:error=EIO"]);
+    strace
+}
 /// Garbage `10.1.0.5.pod` records beside the valid upstream-format lease of container `cx`.
 fn garbage_records() -> Vec<(&'static str, Plant)> {
     vec![

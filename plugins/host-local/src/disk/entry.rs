@@ -18,8 +18,10 @@ pub fn parse_last_reserved(bytes: &[u8]) -> Option<IpAddr> {
 /// What reading one entry found.
 pub(super) enum Content {
     Regular(Vec<u8>),
-    /// A directory, FIFO, socket, symlink, or unreadable: never read.
+    /// A directory, FIFO, socket or symlink: never read.
     Opaque,
+    /// Reading it failed (EIO from a worn card): it may read again later.
+    Unreadable,
     Gone,
 }
 
@@ -29,7 +31,9 @@ pub(super) fn read_entry(dir: &Dir, name: &str, limit: usize) -> Content {
     match dir.open_read(name) {
         Ok(file) => read_regular(&file, limit),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Content::Gone,
-        Err(_) => Content::Opaque,
+        // A symlink (`O_NOFOLLOW`) or a socket.
+        Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::LOOP | Errno::NXIO)) => Content::Opaque,
+        Err(_) => Content::Unreadable,
     }
 }
 
@@ -38,9 +42,10 @@ pub(super) fn read_regular(file: &File, limit: usize) -> Content {
     match file.metadata() {
         Ok(meta) if meta.is_file() => match read_sized(file, meta.len(), limit) {
             Ok(bytes) => Content::Regular(bytes),
-            Err(_) => Content::Opaque,
+            Err(_) => Content::Unreadable,
         },
-        _ => Content::Opaque,
+        Ok(_) => Content::Opaque,
+        Err(_) => Content::Unreadable,
     }
 }
 
@@ -69,6 +74,8 @@ pub(super) enum LeaseFile {
     Gone,
     /// Nothing but whitespace or NULs: only a crash leaves that.
     Debris,
+    /// It could not be read: opaque for now, but it may read again (see `rescan`).
+    Unreadable,
     /// Its content as upstream compares it, or `None` for an opaque entry.
     Lease(Option<String>),
 }
@@ -84,6 +91,7 @@ pub(super) fn read_lease(dir: &Dir, name: &str, kind: Option<Kind>) -> LeaseFile
     let bytes = match read_entry(dir, name, MAX_ENTRY_READ) {
         Content::Gone => return LeaseFile::Gone,
         Content::Opaque => return opaque,
+        Content::Unreadable => return LeaseFile::Unreadable,
         Content::Regular(bytes) => bytes,
     };
     if bytes.iter().all(|b| b.is_ascii_whitespace() || *b == 0) {

@@ -120,6 +120,15 @@ impl DiskStore {
     }
 
     pub(super) fn write_index(&mut self) {
+        // Without an index the next call reads the directory again, and with it what could
+        // not be read this time (see `rescan`).
+        if self.unreadable {
+            if let Some(private) = &self.private {
+                let _ = private.remove(INDEX_FILE);
+            }
+            self.index_file = None;
+            return;
+        }
         // A cache: no fsync, and rewritten in place; the checksum catches a torn write.
         // Creating .hostlocal changes the directory: do it before reading its mtime.
         let written = self.private_dir().map(|_| ()).and_then(|_| {

@@ -38,6 +38,9 @@ impl DiskStore {
         let mut leases = BTreeMap::new();
         let mut markers = Vec::new();
         let mut records = Vec::new();
+        self.unreadable = false;
+        // Leases that could not be read: opaque now, but they may read again.
+        let mut unreadable = std::collections::BTreeSet::new();
         for entry in self.dir.list().ctx("read", self.file("."))? {
             let Ok(name) = String::from_utf8(entry.name) else { continue };
             if let Some(ip) = lease_ip(&name) {
@@ -52,6 +55,10 @@ impl DiskStore {
                         continue;
                     }
                     LeaseFile::Debris => LeaseFile::lease(None, ip),
+                    LeaseFile::Unreadable => {
+                        unreadable.insert(name.clone());
+                        LeaseFile::lease(None, ip)
+                    }
                 };
                 leases.insert(name, Entry { lease, ino: entry.ino });
             } else if let Some(ip) = name.strip_suffix(record::SUFFIX).and_then(lease_ip) {
@@ -67,10 +74,20 @@ impl DiskStore {
             }
         }
         for (ip, name) in records {
+            // The record of a lease that could not be read stays as it is, and out of the
+            // view: the pod finds its address again once the lease reads (see `write_index`).
+            if unreadable.contains(&go_ip_string(ip)) {
+                continue;
+            }
             let record = match read_entry(&self.dir, &name, record::MAX_FILE_SIZE) {
                 Content::Regular(bytes) => record::parse_replacing(&bytes),
                 // Not a file we wrote: leave it alone, and never read it.
                 Content::Opaque | Content::Gone => continue,
+                // Left alone too; the next call reads it again.
+                Content::Unreadable => {
+                    self.unreadable = true;
+                    continue;
+                }
             };
             let garbage = record.is_none();
             match (leases.get_mut(&go_ip_string(ip)), record) {
@@ -128,6 +145,7 @@ impl DiskStore {
         self.view = View::from_entries(leases, markers);
         self.fresh = true;
         self.index_stale = true;
+        self.unreadable |= !unreadable.is_empty();
         Ok(())
     }
 }
