@@ -28,13 +28,26 @@ pub(super) enum Content {
 /// Read at most `limit + 1` bytes of the regular file `name`, never through a symlink
 /// and never blocking on a FIFO.
 pub(super) fn read_entry(dir: &Dir, name: &str, limit: usize) -> Content {
-    match dir.open_read(name) {
+    match open_entry(dir, name) {
         Ok(file) => read_regular(&file, limit),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Content::Gone,
-        // A symlink (`O_NOFOLLOW`) or a socket.
-        Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::LOOP | Errno::NXIO)) => Content::Opaque,
-        Err(_) => Content::Unreadable,
+        Err(content) => content,
     }
+}
+
+/// `name` opened to be read, or what it is if it cannot be: gone, not a regular file (a
+/// symlink, a socket, a device on a `nodev` mount), or a file that does not open.
+fn open_entry(dir: &Dir, name: &str) -> std::result::Result<File, Content> {
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    dir.open_read(name).map_err(|e| {
+        if gone(&e) {
+            return Content::Gone;
+        }
+        match dir.stat(name) {
+            Ok(meta) if meta.kind != Kind::File => Content::Opaque,
+            Err(e) if gone(&e) => Content::Gone,
+            _ => Content::Unreadable,
+        }
+    })
 }
 
 /// At most `limit + 1` bytes of `file` if it is a regular file.
@@ -84,11 +97,34 @@ pub(super) enum LeaseFile {
 /// Anything but a regular file of UTF-8 text of lease size is opaque: it keeps its
 /// address out of the pool and matches no container.
 pub(super) fn read_lease(dir: &Dir, name: &str, kind: Option<Kind>) -> LeaseFile {
+    read_lease_and_record(dir, name, kind, false).0
+}
+
+/// [`read_lease`], and if `with_record`, the pod record in the attribute of a lease that
+/// reads (see `record`): `Err` if that could not be read.
+pub(super) fn read_lease_and_record(
+    dir: &Dir,
+    name: &str,
+    kind: Option<Kind>,
+    with_record: bool,
+) -> (LeaseFile, io::Result<Option<Vec<u8>>>) {
     let opaque = LeaseFile::Lease(None);
     if kind.is_some_and(|k| k != Kind::File) {
-        return opaque;
+        return (opaque, Ok(None));
     }
-    let bytes = match read_entry(dir, name, MAX_ENTRY_READ) {
+    let (content, record) = match open_entry(dir, name) {
+        Ok(file) => {
+            let content = read_regular(&file, MAX_ENTRY_READ);
+            let wanted = with_record && matches!(content, Content::Regular(_));
+            (content, if wanted { sys::record_xattr(&file, record::MAX_ON_LEASE) } else { Ok(None) })
+        }
+        Err(content) => (content, Ok(None)),
+    };
+    (lease_of(content, opaque), record)
+}
+
+fn lease_of(content: Content, opaque: LeaseFile) -> LeaseFile {
+    let bytes = match content {
         Content::Gone => return LeaseFile::Gone,
         Content::Opaque => return opaque,
         Content::Unreadable => return LeaseFile::Unreadable,

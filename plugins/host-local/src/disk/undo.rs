@@ -52,7 +52,9 @@ impl DiskStore {
     pub(super) fn remove_lease(&mut self, ip: IpAddr) -> Result<()> {
         let name = go_ip_string(ip);
         self.changed |= self.dir.remove(&name).ctx("remove", self.file(&name))?;
-        self.write_record(ip, None, None)?;
+        // A record in the lease's attribute went with it.
+        self.remove_record_file(ip)?;
+        self.records_on_leases.retain(|(at, _)| *at != ip);
         self.view.remove(ip);
         Ok(())
     }
