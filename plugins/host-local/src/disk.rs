@@ -76,10 +76,7 @@ use crate::store::{matching, unix_now, Lease, Marker, Owner, PodRecord, Query, S
 use sys::{Dir, Durability, Kind};
 
 pub use entry::parse_last_reserved;
-use entry::{
-    lease_ip, lease_unchanged, read_entry, read_lease, read_lease_and_record, read_regular, read_sized, Content,
-    LeaseFile,
-};
+use entry::{lease_ip, lease_unchanged, read_entry, read_lease, read_regular, read_sized, Content, LeaseFile};
 pub use prepared::Prepare;
 use prepared::Prepared;
 pub use sys::writable_with_space;
@@ -133,11 +130,6 @@ pub struct DiskStore {
     undo: Vec<Undo>,
     prepared_lease: Option<Prepared>,
     prepared_record: Option<Prepared>,
-    /// A new pod's record, for the attribute of each lease this call creates for it (see
-    /// `record`), where the filesystem keeps attributes.
-    new_pod: Option<PodRecord>,
-    /// The leases this call named that carry their pod record in their attribute.
-    records_on_leases: Vec<(IpAddr, PodRecord)>,
     /// Files this call named, to be synced before `commit` returns.
     placed: Vec<File>,
     temp_counter: u32,
@@ -220,8 +212,6 @@ impl DiskStore {
             undo: Vec::new(),
             prepared_lease: None,
             prepared_record: None,
-            new_pod: None,
-            records_on_leases: Vec::new(),
             placed: Vec::new(),
             temp_counter: 0,
             boot_id: None,
@@ -267,22 +257,15 @@ impl DiskStore {
     }
 
     /// A pod's ADD: a pod the store knows takes its address back in place and writes no new
-    /// file. For a new pod, its lease is written now, its record in the lease's attribute
-    /// (or, where the filesystem keeps none, in a record file of its own), and pushed to the
-    /// device while the call allocates.
+    /// file. For a new pod, its lease and record are written now, and pushed to the device
+    /// while the call allocates.
     fn prepare_for_pod(&mut self, owner: &Owner, boot_id: &str, record: &dyn Fn(u64) -> PodRecord) -> Result<()> {
         self.boot_id = Some(boot_id.to_string());
         let record = record(self.clock()?.now());
         let pod = Query::Pod { namespace: &record.namespace, name: &record.name, uid: &record.uid };
         if self.view.find(pod).is_empty() {
-            let mut lease = self.prepare(owner.content().to_string())?;
-            if sys::set_record_xattr(&lease.file, record::on_lease(&record).as_bytes()).is_ok() {
-                lease.record = Some(record.clone());
-                self.new_pod = Some(record);
-            } else {
-                self.prepared_record = Some(self.prepare(record::new_file(&record, None))?);
-            }
-            self.prepared_lease = Some(lease);
+            self.prepared_lease = Some(self.prepare(owner.content().to_string())?);
+            self.prepared_record = Some(self.prepare(record::new_file(&record, None))?);
         }
         Ok(())
     }
@@ -355,46 +338,25 @@ impl DiskStore {
     fn write_record(&mut self, ip: IpAddr, pod: Option<&PodRecord>, replaces: Option<&str>) -> Result<bool> {
         let name = record_name(ip);
         let Some(record) = pod else {
-            self.remove_record_file(ip)?;
-            // A record on the lease itself, where the lease stays.
-            if let Ok(lease) = self.dir.open_read(&go_ip_string(ip)) {
-                if lease.metadata().is_ok_and(|m| m.is_file()) {
-                    sys::remove_record_xattr(&lease).ctx("remove the pod record of", self.file(&go_ip_string(ip)))?;
-                }
+            if self.dir.stat(&name).is_ok_and(|m| m.kind == Kind::File) {
+                self.changed |= self.dir.remove(&name).ctx("remove", self.file(&name))?;
             }
             return Ok(true);
         };
         let exists = self.view.get_ip(ip).is_some_and(|e| e.lease.pod.is_some());
-        if !exists && replaces.is_none() && self.records_on_leases.iter().any(|(at, r)| *at == ip && r == record) {
-            return Ok(true); // in the lease's attribute, synced with it
-        }
         if exists && self.rewrite_record(&name, record, replaces)? {
             return Ok(true);
         }
-        // A record that was on the lease itself gets a file of its own, which takes precedence
-        // from then on: in the form updated in place, and durable at once even in a call that
-        // syncs nothing else (a DEL), so that the pod's next sandbox takes the address back
-        // in place (see `record`).
-        let off_lease = exists && self.dir.stat(&name).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
-        let whole = match off_lease {
-            true => record::new_file(record, replaces),
-            false => self.whole_record(record, replaces),
-        };
+        let whole = self.whole_record(record, replaces);
         self.fit_prepared_record(&whole)?;
-        // A new record file takes the prepared file; an existing one is replaced below.
-        if !exists || off_lease {
+        // A new record takes the prepared file; an existing one is replaced below.
+        if !exists {
             let p = match self.prepared_record.take_if(|p| p.content == whole) {
                 Some(p) => p,
                 None => self.prepare(whole.clone())?,
             };
             match self.place_new(p, &name)? {
                 Ok((file, _)) => {
-                    if off_lease && !self.durable {
-                        file.sync_all().ctx("sync", self.file(&name))?;
-                        if self.durability().sync_directory {
-                            self.dir.sync().ctx("sync", self.file("."))?;
-                        }
-                    }
                     self.placed(file);
                     return Ok(true);
                 }
@@ -416,15 +378,6 @@ impl DiskStore {
     }
 
     /// A record file written whole: in slots only where the call makes it durable (see `record`).
-    /// Remove the record file of `ip`, if there is one.
-    fn remove_record_file(&mut self, ip: IpAddr) -> Result<()> {
-        let name = record_name(ip);
-        if self.dir.stat(&name).is_ok_and(|m| m.kind == Kind::File) {
-            self.changed |= self.dir.remove(&name).ctx("remove", self.file(&name))?;
-        }
-        Ok(())
-    }
-
     fn whole_record(&self, record: &PodRecord, replaces: Option<&str>) -> String {
         match self.durable {
             true => record::new_file(record, replaces),
@@ -585,20 +538,11 @@ impl Store for DiskStore {
                     if let Some(p) = other {
                         self.discard(p)?;
                     }
-                    let mut lease = self.prepare(owner.content().to_string())?;
-                    // Another lease of the new pod (another range set): its record rides on it too.
-                    if let Some(record) = self.new_pod.clone().filter(|r| r.owner == *owner) {
-                        if sys::set_record_xattr(&lease.file, record::on_lease(&record).as_bytes()).is_ok() {
-                            lease.record = Some(record);
-                        }
-                    }
-                    lease
+                    self.prepare(owner.content().to_string())?
                 }
             };
-            let record = prepared.record.clone();
             match self.place_new(prepared, &name)? {
                 Ok((file, ino)) => {
-                    self.records_on_leases.extend(record.map(|record| (ip, record)));
                     let lease = Lease { ip, content: owner.content().to_string(), pod: None, opaque: false };
                     self.view.set(Entry { lease, ino });
                     self.undo.push(Undo::Created { ip, lease: Placed { ino, content: owner.content().to_string() } });

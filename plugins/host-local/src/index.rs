@@ -222,15 +222,21 @@ impl View {
     }
 
     /// Names of the entries the directory must list for this view to be true: leases
-    /// (with their inodes) and markers, sorted.
+    /// (with their inodes), pod records and markers, sorted.
     pub fn expected_entries(&self) -> Vec<(String, Option<u64>)> {
         let mut all: Vec<(String, Option<u64>)> = Vec::with_capacity(self.len() + self.markers.len());
+        let mut push = |name: &str, ino: u64, has_pod: bool| {
+            all.push((name.to_string(), Some(ino)));
+            if has_pod {
+                all.push((format!("{name}{}", crate::disk::record::SUFFIX), None));
+            }
+        };
         for row in self.rows.iter().filter(|r| !self.changed.contains_key(self.row_name(r))) {
-            all.push((self.row_name(row).to_string(), Some(row.ino)));
+            push(self.row_name(row), row.ino, row.pod.is_some());
         }
         for (name, entry) in self.changed.iter() {
             if let Some(e) = entry {
-                all.push((name.clone(), Some(e.ino)));
+                push(name, e.ino, e.lease.pod.is_some());
             }
         }
         all.extend(self.markers.iter().map(|m| (m.file_name(), None)));
@@ -514,7 +520,7 @@ mod tests {
         assert!(view.find(Query::Held).is_empty(), "the held row was replaced");
         let reparsed = View::parse(view.render(MTIME).into_bytes()).unwrap().0;
         assert_eq!(ips(reparsed.find(Query::All)), ["10.0.0.10", "10.0.0.3", "10.0.0.4", "2001:db8::2"]);
-        assert_eq!(reparsed.expected_entries().len(), 4 + 1, "the leases and the marker");
+        assert_eq!(reparsed.expected_entries().len(), 4 + 1 + 1, "leases, the pod record left, the marker");
     }
 
     #[test]

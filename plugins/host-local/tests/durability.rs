@@ -12,8 +12,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{ours, pod_record_bytes, LoopFs, TempDir};
-use host_local::disk::record;
+use common::{ours, LoopFs, TempDir};
 
 /// Run our plugin under strace; returns the traced calls, one per line, pid stripped.
 fn trace(dd: &TempDir, command: &str, container: &str, conf: &str) -> Vec<String> {
@@ -47,7 +46,7 @@ fn trace_as(caps: Caps, dd: &TempDir, command: &str, container: &str, conf: &str
             "-y",
             "-qq",
             "-e",
-            "trace=openat,write,pwrite64,ftruncate,fsync,fdatasync,sync_file_range,linkat,rename,renameat,renameat2,unlink,unlinkat,ioctl,access,fsetxattr,exit_group",
+            "trace=openat,write,pwrite64,ftruncate,fsync,fdatasync,sync_file_range,linkat,rename,renameat,renameat2,unlink,unlinkat,ioctl,access,exit_group",
             "-o",
         ])
         .arg(&log)
@@ -176,11 +175,6 @@ fn dir_syncs(calls: &[String], dir: &str, before: usize) -> usize {
     calls[..before].iter().filter(dir_sync).count()
 }
 
-/// Whether the traced call `c` is an fsync of `path`.
-fn on_fsync(c: &str, path: &str) -> bool {
-    call_of(c).starts_with("fsync(") && c.contains(&format!("<{path}>"))
-}
-
 /// Files synced after `from` and before `to`, by path.
 fn synced_between(calls: &[String], path: &str, from: usize, to: usize) -> bool {
     calls[from..to].iter().any(|c| call_of(c).starts_with("fsync(") && c.contains(&format!("<{path}>")))
@@ -201,7 +195,7 @@ fn add_is_durable(data_dir: &str, dir_synced: bool) {
     let again = trace(&dd, "ADD", "c1", &conf);
     let printed_again = position(&again, "result write", |c| c.starts_with("write(1<"));
     assert!(none_pending(&again, "fsync", printed_again), "a repeated ADD's syncs return before it prints");
-    for target in ["10.0.0.2", "2001:db8::2"] {
+    for target in ["10.0.0.2", "2001:db8::2", "10.0.0.2.pod", "2001:db8::2.pod"] {
         let path = format!("{net}/{target}");
         assert!(
             synced_between(&again, &path, 0, printed_again),
@@ -211,19 +205,12 @@ fn add_is_durable(data_dir: &str, dir_synced: bool) {
     }
     let synced_again = dir_syncs(&again, &net, printed_again);
     assert_eq!(synced_again, usize::from(dir_synced), "repeated ADD: directory synced?\n{}", again.join("\n"));
-    for target in ["10.0.0.2", "2001:db8::2"] {
+    for target in ["10.0.0.2", "2001:db8::2", "10.0.0.2.pod", "2001:db8::2.pod"] {
         let target_path = format!("{net}/{target}");
         let placed = position(&calls, target, |c| placement(c).is_some_and(|(_, to)| to == target_path));
         // An O_TMPFILE keeps its nameless path in the trace; a renamed file takes the new one.
         let source = placement(call_of(&calls[placed])).unwrap().0;
         let trace = || calls.join("\n");
-        // The pod's first record rides on the lease, set before the lease has its name: the
-        // lease's sync carries it, and there is no record file to sync.
-        assert!(!std::path::Path::new(&format!("{target_path}.pod")).exists(), "{target}: no record file");
-        let record = pod_record_bytes(std::path::Path::new(&net), target).and_then(|b| record::parse(&b));
-        assert_eq!(record.map(|r| r.owner.container_id), Some("c1".to_string()), "{target}: the record");
-        let on_lease = |c: &String| call_of(c).starts_with("fsetxattr(") && c.contains(&format!("<{source}>"));
-        assert!(calls[..placed].iter().any(on_lease), "{target}: its record set before naming:\n{}", trace());
         assert!(written_out_before(&calls, &source, placed), "{target}: data written out before naming:\n{}", trace());
         let synced = [source.as_str(), &target_path].iter().any(|path| {
             calls[placed..].iter().any(|c| c.contains(&format!("<{path}>")) && call_of(c).starts_with("fsync("))
@@ -414,19 +401,6 @@ fn take_back_rewrites_in_place(dd: &TempDir, data_dir: &str, copy_on_write: bool
     let net = format!("{data_dir}/net");
     let (lease, record, index) =
         (format!("{net}/10.0.0.2"), format!("{net}/10.0.0.2.pod"), format!("{net}/.hostlocal/index"));
-    // A pod's first record rides on its lease; its first DEL gives the record a file of its
-    // own, synced, which is updated in place from then on.
-    trace(dd, "ADD", "c0", &conf);
-    assert!(!std::path::Path::new(&record).exists(), "the first record is on the lease");
-    assert!(pod_record_bytes(std::path::Path::new(&net), "10.0.0.2").is_some(), "the first record is on the lease");
-    let first_del = trace(dd, "DEL", "c0", &conf);
-    let named = position(&first_del, "record file named", |c| placement(c).is_some_and(|(_, to)| to == record));
-    let source = placement(call_of(&first_del[named])).unwrap().0;
-    assert!(
-        [source.as_str(), &record].iter().any(|path| first_del[named..].iter().any(|c| on_fsync(c, path))),
-        "the first DEL syncs the record file it names:\n{}",
-        first_del.join("\n")
-    );
     trace(dd, "ADD", "c1", &conf);
     let inodes = || [&lease, &record].map(|path| std::fs::metadata(path).unwrap().ino());
     let before = inodes();

@@ -28,26 +28,18 @@ pub(super) enum Content {
 /// Read at most `limit + 1` bytes of the regular file `name`, never through a symlink
 /// and never blocking on a FIFO.
 pub(super) fn read_entry(dir: &Dir, name: &str, limit: usize) -> Content {
-    match open_entry(dir, name) {
-        Ok(file) => read_regular(&file, limit),
-        Err(content) => content,
-    }
-}
-
-/// `name` opened to be read, or what it is if it cannot be: gone, not a regular file (a
-/// symlink, a socket, a device on a `nodev` mount), or a file that does not open.
-fn open_entry(dir: &Dir, name: &str) -> std::result::Result<File, Content> {
     let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
-    dir.open_read(name).map_err(|e| {
-        if gone(&e) {
-            return Content::Gone;
-        }
-        match dir.stat(name) {
+    match dir.open_read(name) {
+        Ok(file) => read_regular(&file, limit),
+        Err(e) if gone(&e) => Content::Gone,
+        // What it is decides: a symlink (`O_NOFOLLOW`), a socket or a device (on a `nodev`
+        // mount, say) is not ours to read; a regular file that does not open may later.
+        Err(_) => match dir.stat(name) {
             Ok(meta) if meta.kind != Kind::File => Content::Opaque,
             Err(e) if gone(&e) => Content::Gone,
             _ => Content::Unreadable,
-        }
-    })
+        },
+    }
 }
 
 /// At most `limit + 1` bytes of `file` if it is a regular file.
@@ -97,34 +89,11 @@ pub(super) enum LeaseFile {
 /// Anything but a regular file of UTF-8 text of lease size is opaque: it keeps its
 /// address out of the pool and matches no container.
 pub(super) fn read_lease(dir: &Dir, name: &str, kind: Option<Kind>) -> LeaseFile {
-    read_lease_and_record(dir, name, kind, false).0
-}
-
-/// [`read_lease`], and if `with_record`, the pod record in the attribute of a lease that
-/// reads (see `record`): `Err` if that could not be read.
-pub(super) fn read_lease_and_record(
-    dir: &Dir,
-    name: &str,
-    kind: Option<Kind>,
-    with_record: bool,
-) -> (LeaseFile, io::Result<Option<Vec<u8>>>) {
     let opaque = LeaseFile::Lease(None);
     if kind.is_some_and(|k| k != Kind::File) {
-        return (opaque, Ok(None));
+        return opaque;
     }
-    let (content, record) = match open_entry(dir, name) {
-        Ok(file) => {
-            let content = read_regular(&file, MAX_ENTRY_READ);
-            let wanted = with_record && matches!(content, Content::Regular(_));
-            (content, if wanted { sys::record_xattr(&file, record::MAX_ON_LEASE) } else { Ok(None) })
-        }
-        Err(content) => (content, Ok(None)),
-    };
-    (lease_of(content, opaque), record)
-}
-
-fn lease_of(content: Content, opaque: LeaseFile) -> LeaseFile {
-    let bytes = match content {
+    let bytes = match read_entry(dir, name, MAX_ENTRY_READ) {
         Content::Gone => return LeaseFile::Gone,
         Content::Opaque => return opaque,
         Content::Unreadable => return LeaseFile::Unreadable,

@@ -14,8 +14,6 @@ pub(super) struct Prepared {
     pub(super) temp_name: Option<String>,
     /// Its data is on the device: it may be named.
     pub(super) written_out: bool,
-    /// The pod record in its attribute (a new pod's lease).
-    pub(super) record: Option<PodRecord>,
 }
 
 /// What a call can write before it takes the lock, and whether it must be durable.
@@ -69,9 +67,9 @@ impl DiskStore {
         let written = file.write_all(content.as_bytes()).and_then(|_| sys::start_write_out(&file));
         let ino = written.and_then(|_| file.metadata()).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
         match ino {
-            Ok(ino) => Ok(Prepared { content, file, ino, temp_name, written_out: false, record: None }),
+            Ok(ino) => Ok(Prepared { content, file, ino, temp_name, written_out: false }),
             Err(e) => {
-                let prepared = Prepared { content, file, ino: 0, temp_name, written_out: false, record: None };
+                let prepared = Prepared { content, file, ino: 0, temp_name, written_out: false };
                 let _ = self.discard(prepared);
                 Err(Error::io(format!("write a new file in {}: {e}", self.path.display())))
             }
@@ -158,9 +156,7 @@ impl DiskStore {
         for (target, data) in files {
             let prepared = [&mut self.prepared_lease, &mut self.prepared_record]
                 .into_iter()
-                .find_map(|slot| slot.take_if(|p| p.content == data))
-                // A replacement carries no record attribute (see `record`).
-                .filter(|p| p.record.is_none() || sys::remove_record_xattr(&p.file).is_ok());
+                .find_map(|slot| slot.take_if(|p| p.content == data));
             let temp = self.temp_name();
             let stage = match prepared {
                 Some(p) => self.stage_prepared(p, &temp),

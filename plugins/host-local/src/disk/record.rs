@@ -16,14 +16,6 @@
 //!   write whose sync failed: `DiskStore::unsynced_slot`.)
 //! - A new file has both slots' pages written ([`new_file`]): an update never extends it.
 //!
-//! A new pod's first record rides on its lease instead: the lease file's `user.host-local.pod`
-//! attribute holds one slot line ([`on_lease`]), set before the lease gets its name, so that
-//! the lease's one sync makes both durable (a second file would cost a second inode and
-//! sync on the pod-startup path). It is never changed in place: every later change writes
-//! `<ip>.pod`, which takes precedence over the attribute, and a record removed from a lease
-//! that stays is removed from both. Where the filesystem keeps no user attributes (tmpfs
-//! before Linux 6.6), the first record is a file like the others.
-//!
 //! A record is only updated in place while its file's name is known to be durable: it was
 //! written by a durable call. A non-durable call that must replace a record whole (by
 //! rename) writes the single-line form of earlier versions (plain JSON), which is never
@@ -59,14 +51,6 @@ pub fn new_file(p: &PodRecord, replaces: Option<&str>) -> String {
         }
     }
     file
-}
-
-/// A record in a lease's attribute is read up to this size: one slot line.
-pub const MAX_ON_LEASE: usize = SLOT;
-
-/// A new pod's first record, for its lease's attribute: one slot line.
-pub fn on_lease(p: &PodRecord) -> String {
-    slot_line(p, None, 1, false)
 }
 
 /// A record as earlier versions wrote it, and as a non-durable call writes it whole: plain

@@ -4,15 +4,18 @@ use super::*;
 use crate::store::LeaseState;
 
 impl DiskStore {
-    /// Whether the directory lists exactly the leases (names and inodes) and markers of
-    /// `view`. (Pod records say nothing about who holds which lease, and a pod's first record
-    /// has no file of its own.)
+    /// Whether the directory lists exactly the leases (names and inodes), pod records and
+    /// markers of `view`.
     pub(super) fn listing_matches(&self, view: &View) -> Result<bool> {
-        let mut listed: Vec<(String, Option<u64>)> = Vec::with_capacity(view.len());
+        let mut listed: Vec<(String, Option<u64>)> = Vec::with_capacity(view.len() * 2);
         for entry in self.dir.list().ctx("read", self.file("."))? {
             let Ok(name) = String::from_utf8(entry.name) else { continue };
             if lease_ip(&name).is_some() {
                 listed.push((name, Some(entry.ino)));
+            } else if name.strip_suffix(record::SUFFIX).and_then(lease_ip).is_some() {
+                if entry.kind.is_none_or(|k| k == Kind::File) {
+                    listed.push((name, None));
+                }
             } else if Marker::parse_name(&name).is_some() {
                 listed.push((name, None));
             }
@@ -38,22 +41,12 @@ impl DiskStore {
         self.unreadable = false;
         // Leases that could not be read: opaque now, but they may read again.
         let mut unreadable = std::collections::BTreeSet::new();
-        let listed: Vec<(String, u64, Option<Kind>)> = (self.dir.list().ctx("read", self.file("."))?.into_iter())
-            .filter_map(|e| Some((String::from_utf8(e.name).ok()?, e.ino, e.kind)))
-            .collect();
-        // A lease without a record file may carry its pod's first record (see `record`).
-        let record_files: std::collections::BTreeSet<IpAddr> =
-            listed.iter().filter_map(|(name, ..)| name.strip_suffix(record::SUFFIX).and_then(lease_ip)).collect();
-        for (name, ino, kind) in listed {
+        for entry in self.dir.list().ctx("read", self.file("."))? {
+            let Ok(name) = String::from_utf8(entry.name) else { continue };
             if let Some(ip) = lease_ip(&name) {
-                let (lease, on_lease) = read_lease_and_record(&self.dir, &name, kind, !record_files.contains(&ip));
-                let lease = match lease {
+                let lease = match read_lease(&self.dir, &name, entry.kind) {
                     LeaseFile::Gone => continue,
-                    LeaseFile::Lease(content) => {
-                        let mut lease = LeaseFile::lease(content, ip);
-                        lease.pod = self.record_on_lease(&lease, on_lease);
-                        lease
-                    }
+                    LeaseFile::Lease(content) => LeaseFile::lease(content, ip),
                     // Upstream creates the file, then writes it, under the lock we hold: an
                     // empty lease is a crashed call, and would block the address forever.
                     LeaseFile::Debris if self.dir.remove(&name).is_ok() => {
@@ -67,9 +60,9 @@ impl DiskStore {
                         LeaseFile::lease(None, ip)
                     }
                 };
-                leases.insert(name, Entry { lease, ino });
+                leases.insert(name, Entry { lease, ino: entry.ino });
             } else if let Some(ip) = name.strip_suffix(record::SUFFIX).and_then(lease_ip) {
-                records.push((ip, name, kind));
+                records.push((ip, name, entry.kind));
             } else if let Some((ip, namespace, pod)) = Marker::parse_name(&name) {
                 let since = self.dir.stat(&name).map(|m| m.mtime.0.max(0) as u64).unwrap_or(0);
                 markers.push(Marker { ip, namespace, name: pod, since });
@@ -146,17 +139,13 @@ impl DiskStore {
                     e.lease.pod = Some(PodRecord { owner, state: LeaseState::Held, ..record })
                 }
                 // The lease is gone or was replaced by another tool, or the record is
-                // garbage: it no longer applies. The lease's own record, if any, does.
-                (lease, _) => {
+                // garbage: it no longer applies.
+                _ => {
                     let removed = self.dir.remove(&name).unwrap_or(false);
                     if removed && garbage {
                         self.counted.add(Counter::DebrisCleaned, None, 1); // a torn or garbage record
                     }
                     self.changed |= removed;
-                    if let Some(e) = lease.filter(|e| !e.lease.opaque) {
-                        let (_, on_lease) = read_lease_and_record(&self.dir, &go_ip_string(ip), None, true);
-                        e.lease.pod = self.record_on_lease(&e.lease, on_lease);
-                    }
                 }
             }
         }
@@ -166,20 +155,6 @@ impl DiskStore {
         self.index_stale = true;
         self.unreadable |= !unreadable.is_empty();
         Ok(())
-    }
-}
-
-impl DiskStore {
-    /// The record a lease carries in its attribute, if it is whole and names the lease's
-    /// content (a lease rewritten in place for another sandbox keeps its attribute, and the
-    /// record file then says whose it is).
-    fn record_on_lease(&mut self, lease: &Lease, read: io::Result<Option<Vec<u8>>>) -> Option<PodRecord> {
-        let bytes = read.unwrap_or_else(|_| {
-            self.unreadable = true;
-            None
-        })?;
-        let record = record::parse(&bytes)?;
-        (!lease.opaque && record.owner.content() == lease.content).then_some(record)
     }
 }
 

@@ -336,37 +336,6 @@ fn sync_file_range(file: &File, offset: i64, len: i64, flags: libc::c_uint) -> i
     }
 }
 
-/// The extended attribute of a lease file that holds its first pod record
-/// (`super::record`): written before the lease has its name, so the lease's sync carries it.
-const RECORD_XATTR: &str = "user.host-local.pod";
-
-/// Put `value` in a not yet named file's record attribute. Fails where the filesystem keeps
-/// no user attributes (tmpfs before Linux 6.6) or not that many bytes.
-pub fn set_record_xattr(file: &File, value: &[u8]) -> io::Result<()> {
-    Ok(rustix::fs::fsetxattr(file, RECORD_XATTR, value, rustix::fs::XattrFlags::CREATE)?)
-}
-
-/// The record attribute of `file`, at most `limit` bytes (`None` if it has none, or more).
-pub fn record_xattr(file: &File, limit: usize) -> io::Result<Option<Vec<u8>>> {
-    let mut value = vec![0; limit];
-    match rustix::fs::fgetxattr(file, RECORD_XATTR, &mut value) {
-        Ok(len) => {
-            value.truncate(len);
-            Ok(Some(value))
-        }
-        Err(Errno::NODATA | Errno::RANGE | Errno::OPNOTSUPP) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Remove the record attribute of `file`, if it has one.
-pub fn remove_record_xattr(file: &File) -> io::Result<()> {
-    match rustix::fs::fremovexattr(file, RECORD_XATTR) {
-        Ok(()) | Err(Errno::NODATA | Errno::OPNOTSUPP) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Whether `dir` can take new leases now: writable, not read-only, space and inodes left.
 pub fn writable_with_space(dir: &Path) -> Result<(), String> {
     let os_error = |e: Errno| io::Error::from(e).to_string();

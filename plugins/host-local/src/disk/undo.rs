@@ -52,9 +52,7 @@ impl DiskStore {
     pub(super) fn remove_lease(&mut self, ip: IpAddr) -> Result<()> {
         let name = go_ip_string(ip);
         self.changed |= self.dir.remove(&name).ctx("remove", self.file(&name))?;
-        // A record in the lease's attribute went with it.
-        self.remove_record_file(ip)?;
-        self.records_on_leases.retain(|(at, _)| *at != ip);
+        self.write_record(ip, None, None)?;
         self.view.remove(ip);
         Ok(())
     }

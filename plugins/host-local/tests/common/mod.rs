@@ -6,18 +6,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The pod record of `ip` in the store `net`, as the plugin keeps it: `<ip>.pod` if there is
-/// one, else the lease's `user.host-local.pod` attribute (a pod's first record).
-pub fn pod_record_bytes(net: &Path, ip: &str) -> Option<Vec<u8>> {
-    if let Ok(bytes) = std::fs::read(net.join(format!("{ip}.pod"))) {
-        return Some(bytes);
-    }
-    let mut value = vec![0; 8192];
-    let len = rustix::fs::getxattr(net.join(ip), "user.host-local.pod", &mut value).ok()?;
-    value.truncate(len);
-    Some(value)
-}
-
 /// Debian's build of upstream host-local (containernetworking-plugins 1.1.1).
 pub const UPSTREAM: &str = "/usr/lib/cni/host-local";
 
