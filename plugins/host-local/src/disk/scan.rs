@@ -38,8 +38,8 @@ impl DiskStore {
         let mut leases = BTreeMap::new();
         let mut markers = Vec::new();
         let mut records = Vec::new();
-        self.unreadable = false;
-        // Leases that could not be read: opaque now, but they may read again.
+        // Leases that could not be read, or whose record could not: opaque now, but they may
+        // read again.
         let mut unreadable = std::collections::BTreeSet::new();
         for entry in self.dir.list().ctx("read", self.file("."))? {
             let Ok(name) = String::from_utf8(entry.name) else { continue };
@@ -93,7 +93,7 @@ impl DiskStore {
                     if let Some(e) = leases.get_mut(&go_ip_string(ip)) {
                         e.lease = LeaseFile::lease(None, ip);
                     }
-                    self.unreadable = true;
+                    unreadable.insert(go_ip_string(ip));
                     continue;
                 }
             };
@@ -153,7 +153,7 @@ impl DiskStore {
         self.view = View::from_entries(leases, markers);
         self.fresh = true;
         self.index_stale = true;
-        self.unreadable |= !unreadable.is_empty();
+        self.unreadable = !unreadable.is_empty();
         Ok(())
     }
 }
