@@ -69,6 +69,14 @@ call() {
     HOST_LOCAL_BOOT_ID=$4 "$PLUGIN" <"$CONF" 2>&1
 }
 
+# Flush requests the disk has completed (the 16th statistic of /proc/diskstats): a call that
+# reports an address must have made the device write its volatile cache to stable storage.
+flushes() {
+  while read -r _ _ dev _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ flushed _; do
+    [ "$dev" = vda ] && echo "${flushed:-0}" && return
+  done </proc/diskstats
+}
+
 first_ip() { sed -n 's/.*"address": *"\([0-9.]*\)\/.*/\1/p' | head -n 1; }
 oneline() { tr '\n\r' '  ' | cut -c 1-300; }
 
@@ -136,7 +144,9 @@ worker() {
     fi
     k=$((k + 1))
     eval "k_$p=$k"
-    cid=p${p}s$k
+    # One length for every container ID, as CRI runtimes give (64 hex digits): the next
+    # sandbox of a pod then takes its lease back in place, the way it does on a node.
+    cid=$(printf 'p%03ds%06d' "$p" "$k")
     echo "BEGIN ADD pod-$p $cid"
     if out=$(call ADD "$p" "$cid" boot1); then
       echo "ACK ADD pod-$p $cid $(echo "$out" | first_ip)"
@@ -164,10 +174,12 @@ check)
   dump before
   p=0
   while [ $p -lt "$PODS" ]; do
-    if out=$(call ADD "$p" "r$p" boot2); then
-      echo "READD pod-$p r$p $(echo "$out" | first_ip)"
+    rid=$(printf 'r%03ds%06d' "$p" 0)
+    before=$(flushes)
+    if out=$(call ADD "$p" "$rid" boot2); then
+      echo "READD pod-$p $rid $(echo "$out" | first_ip) FLUSHES $(($(flushes) - before))"
     else
-      echo "READDFAIL pod-$p r$p $(echo "$out" | oneline)"
+      echo "READDFAIL pod-$p $rid $(echo "$out" | oneline)"
     fi
     p=$((p + 1))
   done

@@ -9,7 +9,8 @@ f2fs, made on the host):
    "ACK ADD pod-i <container> <ip>" on the serial console after every call that returned
    success. The host reads the console as it streams and SIGKILLs qemu at a random moment
    (seeded) after START: the plug is pulled. The disk is attached with cache=none, so
-   whatever the guest had not flushed is lost, as on a real machine;
+   whatever the guest had not written to it is lost (qemu models no volatile write cache:
+   a completed write survives unflushed; (f) checks the flushes);
 2. boot 2 (check): the same image is mounted again (journal/log replay), the store is dumped
    byte for byte before any plugin runs, then every pod is re-ADDed with a new container id
    as a new boot (HOST_LOCAL_BOOT_ID=boot2), then the store is dumped again;
@@ -25,7 +26,9 @@ f2fs, made on the host):
    (d) no two pods got the same address in boot 2;
    (e) ours: node time moved forward across the cut: every pod record boot 2 wrote was added
        after every stamp of the records the cut left (the uptime restarted, and the store's
-       .hostlocal/clock may be lost).
+       .hostlocal/clock may be lost);
+   (f) ours: every re-ADD of boot 2 that reported an address made the disk complete a flush
+       of its write cache during the call (the guest's /proc/diskstats; one call at a time).
 
 --plugin upstream runs Debian's upstream host-local (dynamic; its ld-linux and libc are
 copied into the VM). It ignores the pod keys and frees on DEL, so (a)/(b) are judged only for
@@ -85,7 +88,7 @@ NET_CONF = {
 
 OP_RE = re.compile(r"(BEGIN|ACK|FAIL) (ADD|DEL) pod-(\d+) (p(\d+)s(\d+))(?: (.*))?")
 ENTRY_RE = re.compile(r"ENTRY (before|after) (\S+) ([nh]):(\S+) (\S+) (\d+) x([0-9a-f]*)")
-READD_RE = re.compile(r"READD pod-(\d+) (\S+) (\S*)")
+READD_RE = re.compile(r"READD pod-(\d+) (\S+) (\S*) FLUSHES (-?\d+)")
 READDFAIL_RE = re.compile(r"READDFAIL pod-(\d+) (\S+) ?(.*)")
 IP_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 LEASE_RE = re.compile(rb"p(\d+)s(\d+)\r\neth0")
@@ -365,13 +368,21 @@ class Verdict:
         self.dupes = []  # (d)
         self.clock_back = []  # (e)
         self.clock_checked = 0
+        self.unflushed = []  # (f)
         self.skipped = 0  # upstream: pods whose last acked op was a DEL (or with a DEL begun)
         self.errors = []  # check boot broke (e.g. mount failed): counts as failure
         self.failed_calls = 0  # workload calls that returned an error (reported only)
 
     def failed(self):
         return bool(
-            self.lost or self.bad_files or self.bad_records or self.not_back or self.dupes or self.clock_back or self.errors
+            self.lost
+            or self.bad_files
+            or self.bad_records
+            or self.not_back
+            or self.dupes
+            or self.clock_back
+            or self.unflushed
+            or self.errors
         )
 
 
@@ -465,6 +476,10 @@ def judge(plugin, workload_texts, check_texts):
         m = READD_RE.fullmatch(t)
         if m:
             readd[int(m.group(1))] = m.group(3)
+            # (f) The disk's write cache is volatile, as an SD card's or a disk's is (the VM
+            # advertises one): an address reported before any flush could be lost with it.
+            if plugin == "ours" and IP_RE.fullmatch(m.group(3)) and int(m.group(4)) < 1:
+                v.unflushed.append(f"pod-{int(m.group(1))}: {m.group(2)} -> {m.group(3)} with no flush of the disk's cache")
         m = READDFAIL_RE.fullmatch(t)
         if m:
             readd[int(m.group(1))] = "FAILED: " + m.group(3)
@@ -558,6 +573,7 @@ class Totals:
     def __init__(self):
         self.cuts = self.acked = self.checked = self.lost = self.bad = self.records = 0
         self.back = self.readd = self.dupes = self.odd = self.failed_cuts = self.errors = self.skipped = 0
+        self.unflushed = 0
 
     def add(self, v: Verdict, failed: bool):
         self.cuts += 1
@@ -569,6 +585,7 @@ class Totals:
         self.back += v.back
         self.readd += v.readd_pods
         self.dupes += len(v.dupes)
+        self.unflushed += len(v.unflushed)
         self.odd += len(v.odd)
         self.skipped += v.skipped
         self.errors += len(v.errors)
@@ -587,6 +604,7 @@ def summary(v: Verdict, plugin):
         s += f", not judged (last acked op DEL) {v.skipped}"
     else:
         s += f", node time forward {v.clock_checked - len(v.clock_back)}/{v.clock_checked} records"
+        s += f", re-ADDs with no flush {len(v.unflushed)}"
     return s
 
 
@@ -635,7 +653,7 @@ def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
     log(f"cut {index + 1}/{args.cuts} {fs} {args.plugin} seed={cut_seed} cut={cut_at:.2f}s after START: {summary(v, args.plugin)} -> {tag}")
     details = [("lost", v.lost), ("bad file", v.bad_files), ("bad record", v.bad_records), ("odd", v.odd),
                ("not back", v.not_back), ("duplicate", v.dupes), ("clock went back", v.clock_back),
-               ("error", v.errors)]  # fmt: skip
+               ("not flushed", v.unflushed), ("error", v.errors)]  # fmt: skip
     for label, items in details:
         limit = args.details
         for item in items[:limit]:
@@ -726,7 +744,8 @@ def main():
             initrd.unlink(missing_ok=True)
             log(f"total {fs} {args.plugin}: {tot.cuts} cuts, acked ADDs {tot.acked}, leases lost {tot.lost}/{tot.checked}, "
                 f"empty/partial files {tot.bad}, bad pod records {tot.records}, odd {tot.odd}, "
-                f"address back {tot.back}/{tot.readd}, duplicates {tot.dupes}, failed cuts {tot.failed_cuts} "
+                f"address back {tot.back}/{tot.readd}, duplicates {tot.dupes}, re-ADDs with no flush {tot.unflushed}, "
+                f"failed cuts {tot.failed_cuts} "
                 f"({time.monotonic() - t_fs:.0f}s)")  # fmt: skip
     except (HarnessError, kernels.KernelError) as e:
         log(f"powercut: error: {e}")

@@ -131,6 +131,9 @@ impl DiskStore {
         for file_name in [name.clone(), format!("{name}{}", record::SUFFIX)] {
             if let Ok(file) = self.dir.open_read(&file_name) {
                 if file.metadata().is_ok_and(|m| m.is_file()) {
+                    if self.durability().touch_unwritten_before_sync {
+                        sys::touch(&file).ctx("touch", self.file(&file_name))?;
+                    }
                     self.placed(file);
                 }
             }

@@ -116,6 +116,9 @@ impl DiskStore {
             let (index, _) = self.index_file.as_ref().expect("invalidated");
             sys::write_out_head(index).ctx("write out", self.path.join(PRIVATE_DIR).join(INDEX_FILE).display())?;
         }
+        if self.durability().touch_overwritten_before_sync {
+            sys::touch(file).ctx("touch", self.file(name))?;
+        }
         file.sync_data().ctx("sync", self.file(name))
     }
 

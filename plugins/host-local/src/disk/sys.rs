@@ -33,6 +33,16 @@ pub struct Durability {
     /// writing it out (`write_out`) puts it where the next cache flush makes it durable: ext4
     /// and xfs. Not btrfs or f2fs, which write it elsewhere and must log where (`fdatasync`).
     pub overwrites_in_place: bool,
+    /// A sync writes a file's inode only if the kernel holds it dirty: ext4 without a
+    /// journal, whose background writeback marks an inode clean while its block is still
+    /// only in memory. So a file this call did not write is `touch`ed before its sync.
+    pub touch_unwritten_before_sync: bool,
+    /// An `fdatasync` of a file changed only in place returns without flushing the device's
+    /// write cache: ext4 without a journal before Linux 6.5, which flushes only after
+    /// writing a dirty inode, and an overwrite dirties at most its timestamps. (In the
+    /// power-cut VM's 6.1 kernel such an `fdatasync` made no flush request at all; with a
+    /// `touch` first, one.) So such a file is `touch`ed before its sync.
+    pub touch_overwritten_before_sync: bool,
 }
 
 /// A directory opened without following a symlink at its last component.
@@ -113,8 +123,15 @@ impl Dir {
         const XFS_SUPER_MAGIC: FsWord = 0x5846_5342;
         const BTRFS_SUPER_MAGIC: FsWord = 0x9123_683E;
         const F2FS_SUPER_MAGIC: FsWord = 0xF2F5_2010;
-        let journalled = Durability { ordered_renames: true, sync_directory: false, overwrites_in_place: true };
-        let posix = Durability { ordered_renames: false, sync_directory: true, overwrites_in_place: false };
+        let journalled = Durability {
+            ordered_renames: true,
+            sync_directory: false,
+            overwrites_in_place: true,
+            touch_unwritten_before_sync: false,
+            touch_overwritten_before_sync: false,
+        };
+        let posix =
+            Durability { ordered_renames: false, sync_directory: true, overwrites_in_place: false, ..journalled };
         match rustix::fs::fstatfs(&self.0).map(|fs| fs.f_type) {
             Ok(XFS_SUPER_MAGIC) => journalled,
             Ok(EXT4_SUPER_MAGIC) if self.ext4_has_journal() => journalled,
@@ -122,7 +139,12 @@ impl Dir {
             // An ext4 (or ext2) without a journal, as some SD-card images are made, writes
             // metadata blocks back in any order and its file fsync carries only a brand-new
             // file's name.
-            Ok(EXT4_SUPER_MAGIC) => Durability { overwrites_in_place: true, ..posix },
+            Ok(EXT4_SUPER_MAGIC) => Durability {
+                overwrites_in_place: true,
+                touch_unwritten_before_sync: true,
+                touch_overwritten_before_sync: linux_before(6, 5),
+                ..posix
+            },
             // Anything we do not know: the POSIX way.
             _ => posix,
         }
@@ -325,6 +347,28 @@ pub fn write_out_head(file: &File) -> io::Result<()> {
 
 const WRITE_AND_WAIT: libc::c_uint =
     libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+
+/// Set a file's times to now: its inode is then dirty, so that the next sync writes it
+/// and flushes the device's write cache (see `Durability::touch_overwritten_before_sync`).
+pub fn touch(file: &File) -> io::Result<()> {
+    let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
+    Ok(rustix::fs::futimens(file, &rustix::fs::Timestamps { last_access: now, last_modification: now })?)
+}
+
+/// Whether the running kernel is older than `major.minor`.
+fn linux_before(major: u32, minor: u32) -> bool {
+    release_before(&rustix::system::uname().release().to_string_lossy(), major, minor)
+}
+
+/// Whether a kernel release (`6.1.0-57-cloud-amd64`) is older than `major.minor`, or does
+/// not parse.
+pub fn release_before(release: &str, major: u32, minor: u32) -> bool {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>());
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(running_major)), Some(Ok(running_minor))) => (running_major, running_minor) < (major, minor),
+        _ => true,
+    }
+}
 
 /// `sync_file_range` over `len` bytes from `offset` (0: to the end). rustix (1.1) has no
 /// wrapper for it, nor has nix.

@@ -338,3 +338,17 @@ fn a_take_over_cut_short_between_its_renames_leaves_the_old_lease_the_pods() {
     let s = DiskStore::open(&t.0, Prepare::default()).unwrap();
     assert_eq!(s.lease(ip("10.0.0.2")).unwrap().pod, None);
 }
+
+#[test]
+fn kernel_releases_compare_by_major_and_minor() {
+    // Where an fdatasync of an overwrite flushes on an ext4 without a journal (6.5 on).
+    assert!(sys::release_before("6.1.0-57-cloud-amd64", 6, 5));
+    assert!(sys::release_before("5.15.0-91-generic", 6, 5));
+    assert!(sys::release_before("6.4.16", 6, 5));
+    assert!(!sys::release_before("6.5.0", 6, 5));
+    assert!(!sys::release_before("6.18.44-fc-v657", 6, 5));
+    assert!(!sys::release_before("7.0", 6, 5));
+    // Unknown: assumed old, which costs a `touch` and never a flush.
+    assert!(sys::release_before("", 6, 5));
+    assert!(sys::release_before("linux", 6, 5));
+}
