@@ -8,9 +8,9 @@ f2fs, made on the host):
    ADD / DEL storms with K8S_POD_* CNI_ARGS on a store on that disk. The guest prints
    "ACK ADD pod-i <container> <ip>" on the serial console after every call that returned
    success. The host reads the console as it streams and SIGKILLs qemu at a random moment
-   (seeded) after START: the plug is pulled. The disk is attached with cache=none, so
-   whatever the guest had not written to it is lost (qemu models no volatile write cache:
-   a completed write survives unflushed; (f) checks the flushes);
+   (seeded) after START: the plug is pulled. The disk has a volatile write cache
+   (volatile_disk.py, served over NBD): at the cut, whatever the guest had not flushed
+   reaches the image or not, block by block, at random;
 2. boot 2 (check): the same image is mounted again (journal/log replay), the store is dumped
    byte for byte before any plugin runs, then every pod is re-ADDed with a new container id
    as a new boot (HOST_LOCAL_BOOT_ID=boot2), then the store is dumped again;
@@ -65,6 +65,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 import kernel as kernels  # noqa: E402
+from volatile_disk import VolatileDisk  # noqa: E402
 
 CACHE = REPO / "target" / "powercut"
 UPSTREAM = Path("/usr/lib/cni/host-local")
@@ -209,13 +210,13 @@ def make_image(path: Path, fs):
 class Vm:
     """One qemu run whose serial console is read line by line as it streams."""
 
-    def __init__(self, args, kernel, initrd, image, append):
+    def __init__(self, args, kernel, initrd, drive, append):
         self.cmd = [
             "qemu-system-x86_64", "-nographic", "-no-reboot", "-m", "512",
             "-accel", "tcg", "-smp", str(args.smp), "-nic", "none",
             "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
             "-append", f"console=ttyS0 panic=-1 quiet {append}",
-            "-drive", f"file={image},format=raw,if=virtio,cache=none",
+            "-drive", drive,
         ]  # fmt: skip
         self.lines = []  # (seconds since start, text): complete lines only
 
@@ -618,8 +619,10 @@ def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
     try:
         for attempt in range(1, attempts + 1):
             make_image(image, fs)  # fresh: nothing has run on it
-            vm1 = Vm(args, kernel, initrd, image, f"pcmode=workload {common}")
+            disk = VolatileDisk(image, work / f"disk-{fs}-{cut_seed}.sock")
+            vm1 = Vm(args, kernel, initrd, disk.qemu_drive(), f"pcmode=workload {common}")
             cut_at, timed_out = vm1.run(args.boot_timeout + args.max_cut, cut_after=cut_after)
+            kept, lost = disk.lose_power(random.Random(f"{cut_seed} cache"))
             if logdir:
                 (logdir / f"{fs}-{args.plugin}-seed{cut_seed}.workload.log").write_text(vm1.log_text())
             if cut_at is not None:
@@ -630,12 +633,14 @@ def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
             if attempt == attempts or (errs and not timed_out):
                 raise HarnessError(f"{msg}\n{vm1.tail()}")
             log(f"powercut: {fs} seed={cut_seed}: {msg} (attempt {attempt}), retrying on a fresh image")
+        log(f"powercut: {fs} seed={cut_seed}: the disk's cache at the cut: {kept} blocks written, {lost} lost "
+            f"({disk.flushes} flushes before)")
         if fs == "ext4-nojournal":
             # What a node's boot does to an ext4 without a journal after an unclean shutdown.
             fsck = subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, text=True, timeout=120)
             log(f"powercut: {fs} seed={cut_seed}: e2fsck -fy exit {fsck.returncode}")
         for attempt in range(1, attempts + 1):
-            vm2 = Vm(args, kernel, initrd, image, f"pcmode=check {common}")
+            vm2 = Vm(args, kernel, initrd, f"file={image},format=raw,if=virtio,cache=none", f"pcmode=check {common}")
             _, timed_out = vm2.run(args.check_timeout, end_marker="CHECK-END")
             if logdir:
                 (logdir / f"{fs}-{args.plugin}-seed{cut_seed}.check.log").write_text(vm2.log_text())
