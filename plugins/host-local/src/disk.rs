@@ -132,6 +132,9 @@ pub struct DiskStore {
     prepared_record: Option<Prepared>,
     /// Files this call named, to be synced before `commit` returns.
     placed: Vec<File>,
+    /// This call changed files in place whose names an earlier call gave and may not have
+    /// made durable: where a file's sync does not carry its name, the directory is synced.
+    names_to_sync: bool,
     temp_counter: u32,
     /// The boot this call runs in, once known.
     boot_id: Option<String>,
@@ -213,6 +216,7 @@ impl DiskStore {
             prepared_lease: None,
             prepared_record: None,
             placed: Vec::new(),
+            names_to_sync: false,
             temp_counter: 0,
             boot_id: None,
             clock: None,
@@ -591,6 +595,8 @@ impl Store for DiskStore {
                 let record_name = record_name(ip);
                 if self.rewrite_record(&record_name, record, Some(&previous.content))? {
                     self.rewrite_lease(ip, owner.content())?;
+                    // The ADD that named these files may have been killed before its syncs.
+                    self.names_to_sync = true;
                 } else {
                     // The single-line form, or a long record: both replaced whole, both synced
                     // before either is renamed, the record first.
@@ -705,7 +711,7 @@ impl Store for DiskStore {
         if self.changed || self.index_stale {
             self.write_index();
         }
-        let must_sync = self.durable && !self.placed.is_empty();
+        let must_sync = self.durable && (!self.placed.is_empty() || self.names_to_sync);
         (self.changed, self.index_stale) = (false, false);
         // Nothing below needs the lock: let the next call in while we wait for the disk.
         self.unlock()?;

@@ -268,7 +268,7 @@ impl DiskStore {
     pub(super) fn sync_placed(&mut self) -> io::Result<()> {
         let placed = std::mem::take(&mut self.placed);
         sync_each(&placed)?;
-        if self.durability().sync_directory && !placed.is_empty() {
+        if self.durability().sync_directory && (!placed.is_empty() || self.names_to_sync) {
             self.dir.sync()?;
         }
         Ok(())
