@@ -77,6 +77,18 @@ flushes() {
   done </proc/diskstats
 }
 
+# An ADD killed part way (kubelet's timeout, the OOM killer): $1 pod number, $2 container
+# id. The plugin itself runs in the background (not a subshell), killed 0-90 ms in.
+killed_add() {
+  CNI_COMMAND=ADD CNI_CONTAINERID=$2 CNI_NETNS=/var/run/netns/$2 CNI_IFNAME=eth0 CNI_PATH=/plugin \
+    CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=pod-$1;K8S_POD_UID=uid-$1" \
+    HOST_LOCAL_BOOT_ID=boot1 "$PLUGIN" <"$CONF" >/dev/null 2>&1 &
+  pid=$!
+  sleep "0.0$((RANDOM % 10))"
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+}
+
 first_ip() { sed -n 's/.*"address": *"\([0-9.]*\)\/.*/\1/p' | head -n 1; }
 oneline() { tr '\n\r' '  ' | cut -c 1-300; }
 
@@ -148,7 +160,11 @@ worker() {
     # sandbox of a pod then takes its lease back in place, the way it does on a node.
     cid=$(printf 'p%03ds%06d' "$p" "$k")
     echo "BEGIN ADD pod-$p $cid"
-    if out=$(call ADD "$p" "$cid" boot1); then
+    if [ $((RANDOM % 8)) -eq 0 ]; then
+      killed_add "$p" "$cid"
+      echo "KILLED ADD pod-$p $cid"
+      eval "cur_$p=$cid" # kubelet tears a failed sandbox down (DEL) and makes another
+    elif out=$(call ADD "$p" "$cid" boot1); then
       echo "ACK ADD pod-$p $cid $(echo "$out" | first_ip)"
       eval "cur_$p=$cid"
     else
