@@ -13,7 +13,9 @@ f2fs, made on the host):
    reaches the image or not, block by block, at random;
 2. boot 2 (check): the same image is mounted again (journal/log replay), the store is dumped
    byte for byte before any plugin runs, then every pod is re-ADDed with a new container id
-   as a new boot (HOST_LOCAL_BOOT_ID=boot2), then the store is dumped again;
+   as a new boot (HOST_LOCAL_BOOT_ID=boot2), then the store is dumped again, and the power
+   is cut once more, this disk losing everything it had not flushed; boot 3 (verify) dumps
+   the store;
 3. verdict, on the host:
    (a) every acknowledged ADD that is its pod's last one: the lease file <ip> exists and holds
        exactly "<container>\\r\\neth0" of that pod's acknowledged sandbox, or of a later one
@@ -27,8 +29,7 @@ f2fs, made on the host):
    (e) ours: node time moved forward across the cut: every pod record boot 2 wrote was added
        after every stamp of the records the cut left (the uptime restarted, and the store's
        .hostlocal/clock may be lost);
-   (f) ours: every re-ADD of boot 2 that reported an address made the disk complete a flush
-       of its write cache during the call (the guest's /proc/diskstats; one call at a time).
+   (f) ours: every re-ADD of boot 2 that reported an address is on the disk in boot 3.
 
 --plugin upstream runs Debian's upstream host-local (dynamic; its ld-linux and libc are
 copied into the VM). It ignores the pod keys and frees on DEL, so (a)/(b) are judged only for
@@ -72,9 +73,9 @@ UPSTREAM = Path("/usr/lib/cni/host-local")
 FILESYSTEMS = ("ext4", "ext4-nojournal", "xfs", "btrfs", "f2fs")
 FLAVOUR = {"ext4": "cloud", "ext4-nojournal": "cloud", "xfs": "cloud", "btrfs": "cloud", "f2fs": "generic"}
 MKFS = {
-    "ext4": ["mkfs.ext4", "-q", "-F"],
+    "ext4": ["mkfs.ext4", "-q", "-F", "-b", "4096"],
     # As some SD-card images are made, to spare the flash: metadata written back in any order.
-    "ext4-nojournal": ["mkfs.ext4", "-q", "-F", "-O", "^has_journal"],
+    "ext4-nojournal": ["mkfs.ext4", "-q", "-F", "-b", "4096", "-O", "^has_journal"],
     "xfs": ["mkfs.xfs", "-q", "-f"],
     "btrfs": ["mkfs.btrfs", "-q", "-f"],
     "f2fs": ["mkfs.f2fs", "-q", "-f"],
@@ -88,8 +89,8 @@ NET_CONF = {
 }
 
 OP_RE = re.compile(r"(BEGIN|ACK|FAIL) (ADD|DEL) pod-(\d+) (p(\d+)s(\d+))(?: (.*))?")
-ENTRY_RE = re.compile(r"ENTRY (before|after) (\S+) ([nh]):(\S+) (\S+) (\d+) x([0-9a-f]*)")
-READD_RE = re.compile(r"READD pod-(\d+) (\S+) (\S*) FLUSHES (-?\d+)")
+ENTRY_RE = re.compile(r"ENTRY (before|after|final) (\S+) ([nh]):(\S+) (\S+) (\d+) x([0-9a-f]*)")
+READD_RE = re.compile(r"READD pod-(\d+) (\S+) (\S*)")
 READDFAIL_RE = re.compile(r"READDFAIL pod-(\d+) (\S+) ?(.*)")
 IP_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 LEASE_RE = re.compile(rb"p(\d+)s(\d+)\r\neth0")
@@ -220,8 +221,9 @@ class Vm:
         ]  # fmt: skip
         self.lines = []  # (seconds since start, text): complete lines only
 
-    def run(self, timeout, cut_after=None, end_marker=None):
-        """Run until qemu exits, or SIGKILL it cut_after seconds after START, or after timeout.
+    def run(self, timeout, cut_after=None, end_marker=None, cut_marker=None, on_cut=None):
+        """Run until qemu exits, or SIGKILL it cut_after seconds after START (or as soon as the
+        line cut_marker appears), or after timeout. on_cut() runs just before a cut's SIGKILL.
 
         Returns (cut_at, timed_out): cut_at is the START-relative moment of the SIGKILL."""
         p = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -237,6 +239,8 @@ class Vm:
                 now = time.monotonic()
                 if not killed:
                     if kill_at is not None and now >= kill_at:
+                        if on_cut is not None:
+                            on_cut()  # the disk first: nothing qemu sends after this lands
                         p.kill()  # SIGKILL: the plug
                         killed = True
                         cut_at = now - start
@@ -267,6 +271,8 @@ class Vm:
                     if text == "START" and cut_after is not None and start is None:
                         start = time.monotonic()
                         kill_at = start + cut_after
+                    if text == cut_marker and start is None:
+                        start = kill_at = time.monotonic()
                     if end_marker is not None and text == end_marker and end_seen is None:
                         end_seen = time.monotonic()
         finally:
@@ -370,6 +376,7 @@ class Verdict:
         self.clock_back = []  # (e)
         self.clock_checked = 0
         self.unflushed = []  # (f)
+        self.readds_verified = 0
         self.skipped = 0  # upstream: pods whose last acked op was a DEL (or with a DEL begun)
         self.errors = []  # check boot broke (e.g. mount failed): counts as failure
         self.failed_calls = 0  # workload calls that returned an error (reported only)
@@ -404,7 +411,7 @@ def _read_lease(ftype, size, data):
     return owner, None
 
 
-def judge(plugin, workload_texts, check_texts):
+def judge(plugin, workload_texts, check_texts, verify_texts):
     v = Verdict()
     pods, used, fails = parse_workload(workload_texts)
     v.acked_adds = sum(p.acked_adds for p in pods.values())
@@ -472,15 +479,12 @@ def judge(plugin, workload_texts, check_texts):
         v.odd.append("the store directory itself is missing")
 
     # (c), (d)
-    readd = {}
+    readd, readd_cids = {}, {}
     for t in check_texts:
         m = READD_RE.fullmatch(t)
         if m:
             readd[int(m.group(1))] = m.group(3)
-            # (f) The disk's write cache is volatile, as an SD card's or a disk's is (the VM
-            # advertises one): an address reported before any flush could be lost with it.
-            if plugin == "ours" and IP_RE.fullmatch(m.group(3)) and int(m.group(4)) < 1:
-                v.unflushed.append(f"pod-{int(m.group(1))}: {m.group(2)} -> {m.group(3)} with no flush of the disk's cache")
+            readd_cids[int(m.group(1))] = m.group(2)
         m = READDFAIL_RE.fullmatch(t)
         if m:
             readd[int(m.group(1))] = "FAILED: " + m.group(3)
@@ -502,6 +506,23 @@ def judge(plugin, workload_texts, check_texts):
     for ip, ps in sorted(owners.items()):
         if len(ps) > 1:
             v.dupes.append(f"{ip}: pods {', '.join(f'pod-{p}' for p in sorted(ps))}")
+
+    # (f) ours: the power was cut again right after the last re-ADD, and the disk lost all
+    # it had not flushed: every re-ADD that reported an address is on it.
+    if plugin == "ours":
+        final, _ = parse_dump(verify_texts, "final")
+        if final is None:
+            v.errors.append("verify boot gave no store dump")
+        final_files = {name: e for (rel, name), e in (final or {}).items() if rel == "/"}
+        for pod, ip in sorted(readd.items()):
+            if not IP_RE.fullmatch(ip):
+                continue
+            v.readds_verified += 1
+            want = readd_cids[pod].encode() + b"\r\neth0"
+            ftype, _, data = final_files.get(ip, ("missing", 0, b""))
+            if ftype != "regular_file" or data != want:
+                v.unflushed.append(f"pod-{pod}: re-ADD {readd_cids[pod]} -> {ip}; after a cut right after it, "
+                                   f"the lease is {ftype} {data[:40]!r}")  # fmt: skip
 
     # (e)
     if plugin == "ours":
@@ -605,7 +626,7 @@ def summary(v: Verdict, plugin):
         s += f", not judged (last acked op DEL) {v.skipped}"
     else:
         s += f", node time forward {v.clock_checked - len(v.clock_back)}/{v.clock_checked} records"
-        s += f", re-ADDs with no flush {len(v.unflushed)}"
+        s += f", re-ADDs lost to a second cut {len(v.unflushed)}/{v.readds_verified}"
     return s
 
 
@@ -619,9 +640,9 @@ def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
     try:
         for attempt in range(1, attempts + 1):
             make_image(image, fs)  # fresh: nothing has run on it
-            disk = VolatileDisk(image, work / f"disk-{fs}-{cut_seed}.sock")
+            disk = VolatileDisk(image)
             vm1 = Vm(args, kernel, initrd, disk.qemu_drive(), f"pcmode=workload {common}")
-            cut_at, timed_out = vm1.run(args.boot_timeout + args.max_cut, cut_after=cut_after)
+            cut_at, timed_out = vm1.run(args.boot_timeout + args.max_cut, cut_after=cut_after, on_cut=disk.cut_power)
             kept, lost = disk.lose_power(random.Random(f"{cut_seed} cache"))
             if logdir:
                 (logdir / f"{fs}-{args.plugin}-seed{cut_seed}.workload.log").write_text(vm1.log_text())
@@ -640,8 +661,11 @@ def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
             fsck = subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, text=True, timeout=120)
             log(f"powercut: {fs} seed={cut_seed}: e2fsck -fy exit {fsck.returncode}")
         for attempt in range(1, attempts + 1):
-            vm2 = Vm(args, kernel, initrd, f"file={image},format=raw,if=virtio,cache=none", f"pcmode=check {common}")
-            _, timed_out = vm2.run(args.check_timeout, end_marker="CHECK-END")
+            # Cut again right after the re-ADDs, losing everything not flushed: (f).
+            disk = VolatileDisk(image)
+            vm2 = Vm(args, kernel, initrd, disk.qemu_drive(), f"pcmode=check {common}")
+            _, timed_out = vm2.run(args.check_timeout, cut_marker="CHECK-END", on_cut=disk.cut_power)
+            disk.lose_power(random.Random(), keep=0.0)
             if logdir:
                 (logdir / f"{fs}-{args.plugin}-seed{cut_seed}.check.log").write_text(vm2.log_text())
             if not timed_out or "CHECK-END" in vm2.texts():
@@ -650,15 +674,23 @@ def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
             if attempt == attempts or any(t.startswith("GUEST-MOUNTED") for t in vm2.texts()):
                 raise HarnessError(f"check boot timed out after {args.check_timeout}s\n{vm2.tail()}")
             log(f"powercut: {fs} seed={cut_seed}: check boot hung before mounting (attempt {attempt}), retrying")
+        if fs == "ext4-nojournal":
+            subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, text=True, timeout=120)
+        vm3 = Vm(args, kernel, initrd, f"file={image},format=raw,if=virtio,cache=none", f"pcmode=verify {common}")
+        _, timed_out = vm3.run(args.check_timeout, end_marker="VERIFY-END")
+        if logdir:
+            (logdir / f"{fs}-{args.plugin}-seed{cut_seed}.verify.log").write_text(vm3.log_text())
+        if timed_out and "VERIFY-END" not in vm3.texts():
+            raise HarnessError(f"verify boot timed out after {args.check_timeout}s\n{vm3.tail()}")
     finally:
         image.unlink(missing_ok=True)
-    v, pods = judge(args.plugin, vm1.texts(), vm2.texts())
+    v, pods = judge(args.plugin, vm1.texts(), vm2.texts(), vm3.texts())
     failed = v.failed()
     tag = "report" if args.plugin == "upstream" else ("FAIL" if failed else "PASS")
     log(f"cut {index + 1}/{args.cuts} {fs} {args.plugin} seed={cut_seed} cut={cut_at:.2f}s after START: {summary(v, args.plugin)} -> {tag}")
     details = [("lost", v.lost), ("bad file", v.bad_files), ("bad record", v.bad_records), ("odd", v.odd),
                ("not back", v.not_back), ("duplicate", v.dupes), ("clock went back", v.clock_back),
-               ("not flushed", v.unflushed), ("error", v.errors)]  # fmt: skip
+               ("re-ADD lost", v.unflushed), ("error", v.errors)]  # fmt: skip
     for label, items in details:
         limit = args.details
         for item in items[:limit]:
@@ -749,7 +781,7 @@ def main():
             initrd.unlink(missing_ok=True)
             log(f"total {fs} {args.plugin}: {tot.cuts} cuts, acked ADDs {tot.acked}, leases lost {tot.lost}/{tot.checked}, "
                 f"empty/partial files {tot.bad}, bad pod records {tot.records}, odd {tot.odd}, "
-                f"address back {tot.back}/{tot.readd}, duplicates {tot.dupes}, re-ADDs with no flush {tot.unflushed}, "
+                f"address back {tot.back}/{tot.readd}, duplicates {tot.dupes}, re-ADDs lost to a second cut {tot.unflushed}, "
                 f"failed cuts {tot.failed_cuts} "
                 f"({time.monotonic() - t_fs:.0f}s)")  # fmt: skip
     except (HarnessError, kernels.KernelError) as e:

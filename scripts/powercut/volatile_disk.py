@@ -16,8 +16,10 @@ EXPORT_NAME, simple replies, READ, WRITE (with FUA), FLUSH and DISC.
 """
 
 import os
+import shutil
 import socket
 import struct
+import tempfile
 import threading
 import time
 
@@ -40,9 +42,11 @@ EINVAL = 22
 
 
 class VolatileDisk:
-    def __init__(self, image, socket_path):
+    def __init__(self, image):
         self.image = str(image)
-        self.socket_path = str(socket_path)
+        # A unix socket's path has at most 107 bytes: not under a checkout that may be deep.
+        self.socket_dir = tempfile.mkdtemp(prefix="powercut-disk-")
+        self.socket_path = os.path.join(self.socket_dir, "nbd.sock")
         self.size = os.path.getsize(self.image)
         self.cache = {}  # block number -> bytearray(BLOCK): the block as the guest last wrote it
         self.flushes = 0
@@ -59,25 +63,30 @@ class VolatileDisk:
         """The -drive argument: qemu's own cache off, the guest told there is a write cache."""
         return f"file=nbd+unix:///?socket={self.socket_path},format=raw,if=virtio,cache=writeback"
 
-    def lose_power(self, rng):
-        """The cut: nothing more reaches the image (a flush under way does not complete),
-        and each cached block does with probability one half. Returns (blocks kept, blocks
-        lost)."""
+    def cut_power(self):
+        """The cut: from now on nothing reaches the image, not even a flush qemu has sent."""
+        with self.lock:
+            self.powered = False
+
+    def lose_power(self, rng, keep=0.5):
+        """After the cut: each cached block reaches the image with probability `keep`, then
+        the disk is gone. Returns (blocks kept, blocks lost)."""
         with self.lock:
             self.powered = False
             blocks = sorted(self.cache)
-            kept = [b for b in blocks if rng.random() < 0.5]
+            kept = [b for b in blocks if rng.random() < keep]
             for b in kept:
                 os.pwrite(self.fd, self.cache[b], b * BLOCK)
             lost = len(blocks) - len(kept)
             self.cache.clear()
         try:
-            self.listener.close()
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept() if qemu never came
         except OSError:
             pass
+        self.listener.close()
         self.thread.join(timeout=30)
         os.close(self.fd)
-        os.unlink(self.socket_path)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
         return len(kept), lost
 
     # -- the cache --------------------------------------------------------------------------

@@ -135,6 +135,8 @@ pub struct DiskStore {
     /// This call changed files in place whose names an earlier call gave and may not have
     /// made durable: where a file's sync does not carry its name, the directory is synced.
     names_to_sync: bool,
+    /// The directory's size when this call read its mtime (`sync_directory`).
+    dir_size: Option<u64>,
     temp_counter: u32,
     /// The boot this call runs in, once known.
     boot_id: Option<String>,
@@ -217,6 +219,7 @@ impl DiskStore {
             prepared_record: None,
             placed: Vec::new(),
             names_to_sync: false,
+            dir_size: None,
             temp_counter: 0,
             boot_id: None,
             clock: None,
@@ -332,8 +335,26 @@ impl DiskStore {
         self.dir.stat(&go_ip_string(ip)).ok().map(|m| m.mtime.0.max(0) as u64)
     }
 
-    fn dir_mtime(&self) -> Result<(i64, i64)> {
-        self.dir.meta().map(|m| m.mtime).ctx("stat", self.file("."))
+    /// The directory's mtime; its size is kept for `sync_directory`.
+    fn dir_mtime(&mut self) -> Result<(i64, i64)> {
+        let meta = self.dir.meta().ctx("stat", self.file("."))?;
+        self.dir_size = Some(meta.size);
+        Ok(meta.mtime)
+    }
+
+    /// fsync the directory. On an ext4 without a journal that writes the directory's inode
+    /// only if the kernel holds it dirty, and names added or renamed dirty it only in ext4's
+    /// own way; before Linux 6.5 nothing is then flushed either (in the power-cut VM's 6.1,
+    /// a rename and the directory's fsync made no flush request; with its atime touched
+    /// first, one). So its atime is touched first there (`Dir::touch_atime`), and on later
+    /// kernels where the directory grew this call (its size and block map must be written).
+    fn sync_directory(&self) -> io::Result<()> {
+        let durability = self.durability();
+        let grown = || self.dir.meta().map_or(true, |m| Some(m.size) != self.dir_size);
+        if durability.touch_overwritten_before_sync || (durability.touch_unwritten_before_sync && grown()) {
+            self.dir.touch_atime()?;
+        }
+        self.dir.sync()
     }
 
     /// Write (or remove) the pod record of `ip`; `Ok(false)` if something that is not a

@@ -156,6 +156,14 @@ impl Dir {
         Ok(rustix::fs::fsync(&self.0)?)
     }
 
+    /// Set the directory's atime to now, its mtime untouched (the index compares it): its
+    /// inode is then dirty, so that the next sync writes it and flushes.
+    pub fn touch_atime(&self) -> io::Result<()> {
+        let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
+        let keep = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT };
+        Ok(rustix::fs::futimens(&self.0, &rustix::fs::Timestamps { last_access: now, last_modification: keep })?)
+    }
+
     /// Whether the ext4 this directory is on has a journal. ext4 answers one `ioctl` on the
     /// handle we hold: `EXT4_IOC_CHECKPOINT` in its dry-run form fails with `ENODEV` exactly
     /// when there is none, and does nothing else (Linux 5.14 and later, with CAP_SYS_ADMIN,
