@@ -8,8 +8,9 @@
 #           several workers and print "ACK ..." after every call that succeeded. The host
 #           pulls the plug (SIGKILL of qemu) at a random moment.
 # check:    mount the same disk (journal/log replay), dump the store byte for byte before any
-#           plugin runs, re-ADD every pod with a new container id as a new boot, dump again,
-#           print CHECK-END: the host cuts the power again, losing all the disk did not flush.
+#           plugin runs, re-ADD every pod with a new container id as a new boot, counting
+#           the disk's flushes in each, and print CHECK-END: the host cuts the power again,
+#           losing all the disk did not flush.
 # verify:   mount the disk once more and dump the store: every re-ADD must be there.
 #
 # Every line the host parses starts with an upper-case tag; anything else is ignored.
@@ -68,6 +69,13 @@ call() {
   CNI_COMMAND=$1 CNI_CONTAINERID=$3 CNI_NETNS=$netns CNI_IFNAME=eth0 CNI_PATH=/plugin \
     CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=pod-$2;K8S_POD_UID=uid-$2" \
     HOST_LOCAL_BOOT_ID=$4 "$PLUGIN" <"$CONF" 2>&1
+}
+
+# Flush requests the disk has completed (the 16th statistic of /proc/diskstats).
+flushes() {
+  while read -r _ _ dev _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ flushed _; do
+    [ "$dev" = vda ] && echo "${flushed:-0}" && return
+  done </proc/diskstats
 }
 
 # A container ID: $1 p (workload) or r (re-ADD), $2 pod, $3 sandbox number. Mostly of one
@@ -190,20 +198,20 @@ check)
   p=0
   while [ $p -lt "$PODS" ]; do
     rid=$(container r "$p" 0)
+    before=$(flushes)
     if out=$(call ADD "$p" "$rid" boot2); then
-      echo "READD pod-$p $rid $(echo "$out" | first_ip)"
+      echo "READD pod-$p $rid $(echo "$out" | first_ip) FLUSHES $(($(flushes) - before))"
     else
       echo "READDFAIL pod-$p $rid $(echo "$out" | oneline)"
     fi
     p=$((p + 1))
   done
-  dump after
-  # The host cuts the power here, before anything else is written or flushed.
+  # The host cuts the power here, right after the last re-ADD.
   echo "CHECK-END"
   sleep 3600
   ;;
 verify)
-  dump final
+  dump after
   sync
   umount /mnt || echo "GUEST-NOTE umount failed"
   echo "VERIFY-END"

@@ -13,9 +13,9 @@ f2fs, made on the host):
    reaches the image or not, block by block, at random;
 2. boot 2 (check): the same image is mounted again (journal/log replay), the store is dumped
    byte for byte before any plugin runs, then every pod is re-ADDed with a new container id
-   as a new boot (HOST_LOCAL_BOOT_ID=boot2), then the store is dumped again, and the power
-   is cut once more, this disk losing everything it had not flushed; boot 3 (verify) dumps
-   the store;
+   as a new boot (HOST_LOCAL_BOOT_ID=boot2), and right after the last one the power is cut
+   once more, this disk losing everything it had not flushed; boot 3 (verify) dumps the
+   store again;
 3. verdict, on the host:
    (a) every acknowledged ADD that is its pod's last one: the lease file <ip> exists and holds
        exactly "<container>\\r\\neth0" of that pod's acknowledged sandbox, or of a later one
@@ -29,7 +29,10 @@ f2fs, made on the host):
    (e) ours: node time moved forward across the cut: every pod record boot 2 wrote was added
        after every stamp of the records the cut left (the uptime restarted, and the store's
        .hostlocal/clock may be lost);
-   (f) ours: every re-ADD of boot 2 that reported an address is on the disk in boot 3.
+   (f) ours: every re-ADD of boot 2 that reported an address is on the disk in boot 3, its
+       lease and its pod record;
+   (g) ours: every such re-ADD made the disk complete at least one flush (the guest's
+       /proc/diskstats; one call at a time): (f) alone can only catch the last call's.
 
 --plugin upstream runs Debian's upstream host-local (dynamic; its ld-linux and libc are
 copied into the VM). It ignores the pod keys and frees on DEL, so (a)/(b) are judged only for
@@ -90,7 +93,7 @@ NET_CONF = {
 
 OP_RE = re.compile(r"(BEGIN|ACK|FAIL) (ADD|DEL) pod-(\d+) (p(\d+)s(\d+))(?: (.*))?")
 ENTRY_RE = re.compile(r"ENTRY (before|after|final) (\S+) ([nh]):(\S+) (\S+) (\d+) x([0-9a-f]*)")
-READD_RE = re.compile(r"READD pod-(\d+) (\S+) (\S*)")
+READD_RE = re.compile(r"READD pod-(\d+) (\S+) (\S*) FLUSHES (-?\d+)")
 READDFAIL_RE = re.compile(r"READDFAIL pod-(\d+) (\S+) ?(.*)")
 IP_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 LEASE_RE = re.compile(rb"p(\d+)s(\d+)\r\neth0")
@@ -375,8 +378,9 @@ class Verdict:
         self.dupes = []  # (d)
         self.clock_back = []  # (e)
         self.clock_checked = 0
-        self.unflushed = []  # (f)
+        self.lost_again = []  # (f)
         self.readds_verified = 0
+        self.unflushed = []  # (g)
         self.skipped = 0  # upstream: pods whose last acked op was a DEL (or with a DEL begun)
         self.errors = []  # check boot broke (e.g. mount failed): counts as failure
         self.failed_calls = 0  # workload calls that returned an error (reported only)
@@ -389,6 +393,7 @@ class Verdict:
             or self.not_back
             or self.dupes
             or self.clock_back
+            or self.lost_again
             or self.unflushed
             or self.errors
         )
@@ -485,6 +490,9 @@ def judge(plugin, workload_texts, check_texts, verify_texts):
         if m:
             readd[int(m.group(1))] = m.group(3)
             readd_cids[int(m.group(1))] = m.group(2)
+            # (g) Each call's own flush: (f) can only catch the last call's missing one.
+            if plugin == "ours" and IP_RE.fullmatch(m.group(3)) and int(m.group(4)) < 1:
+                v.unflushed.append(f"pod-{int(m.group(1))}: {m.group(2)} -> {m.group(3)} made no flush of the disk's cache")
         m = READDFAIL_RE.fullmatch(t)
         if m:
             readd[int(m.group(1))] = "FAILED: " + m.group(3)
@@ -508,25 +516,28 @@ def judge(plugin, workload_texts, check_texts, verify_texts):
             v.dupes.append(f"{ip}: pods {', '.join(f'pod-{p}' for p in sorted(ps))}")
 
     # (f) ours: the power was cut again right after the last re-ADD, and the disk lost all
-    # it had not flushed: every re-ADD that reported an address is on it.
+    # it had not flushed: every re-ADD that reported an address is on it, lease and record.
+    after, _ = parse_dump(verify_texts, "after")
     if plugin == "ours":
-        final, _ = parse_dump(verify_texts, "final")
-        if final is None:
+        if after is None:
             v.errors.append("verify boot gave no store dump")
-        final_files = {name: e for (rel, name), e in (final or {}).items() if rel == "/"}
+        final_files = {name: e for (rel, name), e in (after or {}).items() if rel == "/"}
         for pod, ip in sorted(readd.items()):
             if not IP_RE.fullmatch(ip):
                 continue
             v.readds_verified += 1
-            want = readd_cids[pod].encode() + b"\r\neth0"
+            cid = readd_cids[pod]
             ftype, _, data = final_files.get(ip, ("missing", 0, b""))
-            if ftype != "regular_file" or data != want:
-                v.unflushed.append(f"pod-{pod}: re-ADD {readd_cids[pod]} -> {ip}; after a cut right after it, "
-                                   f"the lease is {ftype} {data[:40]!r}")  # fmt: skip
+            if ftype != "regular_file" or data != cid.encode() + b"\r\neth0":
+                v.lost_again.append(f"pod-{pod}: re-ADD {cid} -> {ip}; after a cut right after it, "
+                                    f"the lease is {ftype} {data[:40]!r}")  # fmt: skip
+            record = _read_record(final_files.get(ip + ".pod", ("missing", 0, b""))[2])
+            if record is None or record.get("containerId") != cid:
+                got = "none" if record is None else record.get("containerId")
+                v.lost_again.append(f"pod-{pod}: re-ADD {cid} -> {ip}; after a cut right after it, the record names {got}")
 
     # (e)
     if plugin == "ours":
-        after, _ = parse_dump(check_texts, "after")
         stamps = [(name, r) for name, r in _records(files)]
         latest = max((max(r.get("addedAt", 0), r.get("changedAt", 0)) for _, r in stamps), default=0)
         for name, r in _records({n: e for (rel, n), e in (after or {}).items() if rel == "/"}):
@@ -595,7 +606,7 @@ class Totals:
     def __init__(self):
         self.cuts = self.acked = self.checked = self.lost = self.bad = self.records = 0
         self.back = self.readd = self.dupes = self.odd = self.failed_cuts = self.errors = self.skipped = 0
-        self.unflushed = 0
+        self.unflushed = self.lost_again = 0
 
     def add(self, v: Verdict, failed: bool):
         self.cuts += 1
@@ -608,6 +619,7 @@ class Totals:
         self.readd += v.readd_pods
         self.dupes += len(v.dupes)
         self.unflushed += len(v.unflushed)
+        self.lost_again += len(v.lost_again)
         self.odd += len(v.odd)
         self.skipped += v.skipped
         self.errors += len(v.errors)
@@ -626,7 +638,7 @@ def summary(v: Verdict, plugin):
         s += f", not judged (last acked op DEL) {v.skipped}"
     else:
         s += f", node time forward {v.clock_checked - len(v.clock_back)}/{v.clock_checked} records"
-        s += f", re-ADDs lost to a second cut {len(v.unflushed)}/{v.readds_verified}"
+        s += f", re-ADDs lost to a second cut {len(v.lost_again)}/{v.readds_verified}, re-ADDs with no flush {len(v.unflushed)}"
     return s
 
 
@@ -675,7 +687,8 @@ def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
                 raise HarnessError(f"check boot timed out after {args.check_timeout}s\n{vm2.tail()}")
             log(f"powercut: {fs} seed={cut_seed}: check boot hung before mounting (attempt {attempt}), retrying")
         if fs == "ext4-nojournal":
-            subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, text=True, timeout=120)
+            fsck = subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, text=True, timeout=120)
+            log(f"powercut: {fs} seed={cut_seed}: e2fsck -fy before the verify boot: exit {fsck.returncode}")
         vm3 = Vm(args, kernel, initrd, f"file={image},format=raw,if=virtio,cache=none", f"pcmode=verify {common}")
         _, timed_out = vm3.run(args.check_timeout, end_marker="VERIFY-END")
         if logdir:
@@ -690,7 +703,7 @@ def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
     log(f"cut {index + 1}/{args.cuts} {fs} {args.plugin} seed={cut_seed} cut={cut_at:.2f}s after START: {summary(v, args.plugin)} -> {tag}")
     details = [("lost", v.lost), ("bad file", v.bad_files), ("bad record", v.bad_records), ("odd", v.odd),
                ("not back", v.not_back), ("duplicate", v.dupes), ("clock went back", v.clock_back),
-               ("re-ADD lost", v.unflushed), ("error", v.errors)]  # fmt: skip
+               ("re-ADD lost", v.lost_again), ("no flush", v.unflushed), ("error", v.errors)]  # fmt: skip
     for label, items in details:
         limit = args.details
         for item in items[:limit]:
@@ -781,7 +794,8 @@ def main():
             initrd.unlink(missing_ok=True)
             log(f"total {fs} {args.plugin}: {tot.cuts} cuts, acked ADDs {tot.acked}, leases lost {tot.lost}/{tot.checked}, "
                 f"empty/partial files {tot.bad}, bad pod records {tot.records}, odd {tot.odd}, "
-                f"address back {tot.back}/{tot.readd}, duplicates {tot.dupes}, re-ADDs lost to a second cut {tot.unflushed}, "
+                f"address back {tot.back}/{tot.readd}, duplicates {tot.dupes}, re-ADDs lost to a second cut {tot.lost_again}, "
+                f"re-ADDs with no flush {tot.unflushed}, "
                 f"failed cuts {tot.failed_cuts} "
                 f"({time.monotonic() - t_fs:.0f}s)")  # fmt: skip
     except (HarnessError, kernels.KernelError) as e:

@@ -135,6 +135,8 @@ pub struct DiskStore {
     /// This call changed files in place whose names an earlier call gave and may not have
     /// made durable: where a file's sync does not carry its name, the directory is synced.
     names_to_sync: bool,
+    /// Among the files to sync are files an earlier call named (`sync_existing`).
+    placed_named_earlier: bool,
     /// The directory's size when this call read its mtime (`sync_directory`).
     dir_size: Option<u64>,
     temp_counter: u32,
@@ -219,6 +221,7 @@ impl DiskStore {
             prepared_record: None,
             placed: Vec::new(),
             names_to_sync: false,
+            placed_named_earlier: false,
             dir_size: None,
             temp_counter: 0,
             boot_id: None,
@@ -346,13 +349,20 @@ impl DiskStore {
     /// only if the kernel holds it dirty, and names added or renamed dirty it only in ext4's
     /// own way; before Linux 6.5 nothing is then flushed either (in the power-cut VM's 6.1,
     /// a rename and the directory's fsync made no flush request; with its atime touched
-    /// first, one). So its atime is touched first there (`Dir::touch_atime`), and on later
-    /// kernels where the directory grew this call (its size and block map must be written).
-    fn sync_directory(&self) -> io::Result<()> {
+    /// first, one). So its atime is touched first where the directory grew this call (its
+    /// size and block map must be written), and before 6.5 unless every name to make durable
+    /// is one this call gave to a file it has synced since (`new_names_only`): that file's
+    /// fsync wrote the directory's blocks and flushed (`ext4_sync_parent`).
+    fn sync_directory(&self, new_names_only: bool) -> io::Result<()> {
         let durability = self.durability();
         let grown = || self.dir.meta().map_or(true, |m| Some(m.size) != self.dir_size);
-        if durability.touch_overwritten_before_sync || (durability.touch_unwritten_before_sync && grown()) {
-            self.dir.touch_atime()?;
+        let flush_needs_touch = durability.touch_overwritten_before_sync && !new_names_only;
+        if flush_needs_touch || (durability.touch_unwritten_before_sync && grown()) {
+            // Best effort: setting only the atime needs the directory's owner (or
+            // CAP_FOWNER), where its sync needs nothing.
+            if let Err(e) = self.dir.touch_atime() {
+                eprintln!("host-local: could not touch {} before syncing it: {e}", self.path.display());
+            }
         }
         self.dir.sync()
     }

@@ -139,6 +139,7 @@ impl DiskStore {
                         }
                     }
                     self.placed(file);
+                    self.placed_named_earlier = true;
                 }
             }
         }
@@ -207,7 +208,7 @@ impl DiskStore {
         // the files were synced before their renames, so this makes them durable.
         if self.durability().sync_directory {
             self.changed = true;
-            self.sync_directory().map_err(|e| self.error("sync", ".", e))?;
+            self.sync_directory(false).map_err(|e| self.error("sync", ".", e))?;
         } else {
             for (_, (_, _, file, _)) in staged {
                 self.placed(file);
@@ -273,7 +274,7 @@ impl DiskStore {
         let placed = std::mem::take(&mut self.placed);
         sync_each(&placed)?;
         if self.durability().sync_directory && (!placed.is_empty() || self.names_to_sync) {
-            self.sync_directory()?;
+            self.sync_directory(!self.names_to_sync && !self.placed_named_earlier)?;
         }
         Ok(())
     }
