@@ -80,8 +80,8 @@ flushes() {
 
 # A container ID: $1 p (workload) or r (re-ADD), $2 pod, $3 sandbox number. Mostly of one
 # length, as CRI runtimes' (64 hex digits), so that a pod's next sandbox takes its lease
-# back in place, the way it does on a node; one in four a digit longer, taken back by
-# replacing the files.
+# back in place, the way it does on a node; one in four a digit longer, so that where a
+# pod's two IDs differ in length its take-back replaces the files.
 container() {
   if [ $((RANDOM % 4)) -eq 0 ]; then printf '%s%03ds%07d' "$1" "$2" "$3"; else printf '%s%03ds%06d' "$1" "$2" "$3"; fi
 }

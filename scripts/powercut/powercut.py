@@ -92,7 +92,7 @@ NET_CONF = {
 }
 
 OP_RE = re.compile(r"(BEGIN|ACK|FAIL) (ADD|DEL) pod-(\d+) (p(\d+)s(\d+))(?: (.*))?")
-ENTRY_RE = re.compile(r"ENTRY (before|after|final) (\S+) ([nh]):(\S+) (\S+) (\d+) x([0-9a-f]*)")
+ENTRY_RE = re.compile(r"ENTRY (before|after) (\S+) ([nh]):(\S+) (\S+) (\d+) x([0-9a-f]*)")
 READD_RE = re.compile(r"READD pod-(\d+) (\S+) (\S*) FLUSHES (-?\d+)")
 READDFAIL_RE = re.compile(r"READDFAIL pod-(\d+) (\S+) ?(.*)")
 IP_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
@@ -521,17 +521,17 @@ def judge(plugin, workload_texts, check_texts, verify_texts):
     if plugin == "ours":
         if after is None:
             v.errors.append("verify boot gave no store dump")
-        final_files = {name: e for (rel, name), e in (after or {}).items() if rel == "/"}
+        after_files = {name: e for (rel, name), e in (after or {}).items() if rel == "/"}
         for pod, ip in sorted(readd.items()):
             if not IP_RE.fullmatch(ip):
                 continue
             v.readds_verified += 1
             cid = readd_cids[pod]
-            ftype, _, data = final_files.get(ip, ("missing", 0, b""))
+            ftype, _, data = after_files.get(ip, ("missing", 0, b""))
             if ftype != "regular_file" or data != cid.encode() + b"\r\neth0":
                 v.lost_again.append(f"pod-{pod}: re-ADD {cid} -> {ip}; after a cut right after it, "
                                     f"the lease is {ftype} {data[:40]!r}")  # fmt: skip
-            record = _read_record(final_files.get(ip + ".pod", ("missing", 0, b""))[2])
+            record = _read_record(after_files.get(ip + ".pod", ("missing", 0, b""))[2])
             if record is None or record.get("containerId") != cid:
                 got = "none" if record is None else record.get("containerId")
                 v.lost_again.append(f"pod-{pod}: re-ADD {cid} -> {ip}; after a cut right after it, the record names {got}")

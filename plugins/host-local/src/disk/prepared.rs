@@ -134,7 +134,7 @@ impl DiskStore {
                     // Best effort: without it the sync is what it was (a read-only mount, an
                     // immutable file), and the call must not fail with changes made.
                     if self.durability().touch_unwritten_before_sync {
-                        if let Err(e) = sys::touch(&file) {
+                        if let Err(e) = sys::touch(&file, true) {
                             eprintln!("host-local: could not touch {} before syncing it: {e}", self.file(&file_name));
                         }
                     }

@@ -117,7 +117,7 @@ impl DiskStore {
             sys::write_out_head(index).ctx("write out", self.path.join(PRIVATE_DIR).join(INDEX_FILE).display())?;
         }
         if self.durability().touch_overwritten_before_sync {
-            sys::touch(file).ctx("touch", self.file(name))?;
+            sys::touch(file, true).ctx("touch", self.file(name))?;
         }
         file.sync_data().ctx("sync", self.file(name))
     }

@@ -156,12 +156,10 @@ impl Dir {
         Ok(rustix::fs::fsync(&self.0)?)
     }
 
-    /// Set the directory's atime to now, its mtime untouched (the index compares it): its
-    /// inode is then dirty, so that the next sync writes it and flushes.
+    /// Set the directory's atime to now, its mtime untouched (the index compares it): see
+    /// `touch`.
     pub fn touch_atime(&self) -> io::Result<()> {
-        let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
-        let keep = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT };
-        Ok(rustix::fs::futimens(&self.0, &rustix::fs::Timestamps { last_access: now, last_modification: keep })?)
+        touch(&self.0, false)
     }
 
     /// Whether the ext4 this directory is on has a journal. ext4 answers one `ioctl` on the
@@ -356,11 +354,14 @@ pub fn write_out_head(file: &File) -> io::Result<()> {
 const WRITE_AND_WAIT: libc::c_uint =
     libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
 
-/// Set a file's times to now: its inode is then dirty, so that the next sync writes it
-/// and flushes the device's write cache (see `Durability::touch_overwritten_before_sync`).
-pub fn touch(file: &File) -> io::Result<()> {
+/// Set an inode's atime, and its mtime too if `mtime`, to now: the inode is then dirty, so
+/// that the next sync writes it and flushes the device's write cache (see
+/// `Durability::touch_overwritten_before_sync`).
+pub fn touch(fd: impl AsFd, mtime: bool) -> io::Result<()> {
     let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
-    Ok(rustix::fs::futimens(file, &rustix::fs::Timestamps { last_access: now, last_modification: now })?)
+    let keep = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT };
+    let times = rustix::fs::Timestamps { last_access: now, last_modification: if mtime { now } else { keep } };
+    Ok(rustix::fs::futimens(fd, &times)?)
 }
 
 /// Whether the running kernel is older than `major.minor`.
