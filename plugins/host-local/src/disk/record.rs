@@ -23,8 +23,7 @@
 //! slot (very long names) are always replaced whole.
 
 use libcni::json;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use crate::index::fnv1a;
 use crate::store::{parse_rfc3339, rfc3339, LeaseState, Owner, PodRecord};
@@ -46,7 +45,7 @@ pub fn new_file(p: &PodRecord, replaces: Option<&str>) -> String {
     let mut file = slot_line(p, replaces, 1, false);
     if file.len() < SLOT {
         for end in [SLOT, 2 * SLOT] {
-            file.extend(std::iter::repeat_n(' ', end - 1 - file.len()));
+            file.push_str(&" ".repeat(end - 1 - file.len()));
             file.push('\n');
         }
     }
@@ -193,35 +192,54 @@ fn slot_at(bytes: &[u8], at: usize) -> Option<(Option<Slot>, usize)> {
 /// A slot's `seq` and `volatile`.
 type SlotFields = (u64, bool);
 
+/// A record's fields as read: what `RecordFile` writes, and what earlier versions wrote
+/// (no `addedAt`, `changedAt` or slot fields).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordIn {
+    container_id: String,
+    ifname: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    boot_id: String,
+    state: String,
+    since: String,
+    // Node time (µs, see `crate::clock`); 0 in records written before it was kept.
+    #[serde(default)]
+    added_at: u64,
+    #[serde(default)]
+    changed_at: u64,
+    replaces: Option<String>,
+    seq: Option<u64>,
+    #[serde(default)]
+    volatile: bool,
+}
+
 /// A record's JSON: the record, what it replaces, and its slot fields if it has a `seq`.
+/// Typed, not through a `Value`: a take-back reads two slots on the pod-startup path.
 fn parse_json(bytes: &[u8]) -> Option<(PodRecord, Option<String>, Option<SlotFields>)> {
-    let v = json::parse(bytes).ok()?;
-    let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    let number = |k: &str| match v.get(k) {
-        None => Some(0),
-        Some(n) => n.as_u64(),
-    };
+    let r: RecordIn = serde_json::from_slice(bytes).ok()?;
     let record = PodRecord {
-        owner: Owner::new(&field("containerId")?, &field("ifname")?),
-        namespace: field("namespace").unwrap_or_default(),
-        name: field("name").unwrap_or_default(),
-        uid: field("uid").unwrap_or_default(),
-        boot_id: field("bootId").unwrap_or_default(),
-        state: match field("state")?.as_str() {
+        owner: Owner::new(&r.container_id, &r.ifname),
+        namespace: r.namespace,
+        name: r.name,
+        uid: r.uid,
+        boot_id: r.boot_id,
+        state: match r.state.as_str() {
             "held" => LeaseState::Held,
             "active" => LeaseState::Active,
             _ => return None,
         },
-        since: parse_rfc3339(&field("since")?)?,
-        // Node time (µs, see `crate::clock`); 0 in records written before it was kept.
-        added_at: number("addedAt")?,
-        changed_at: number("changedAt")?,
+        since: parse_rfc3339(&r.since)?,
+        added_at: r.added_at,
+        changed_at: r.changed_at,
     };
-    let slot = match v.get("seq") {
-        None => None,
-        Some(seq) => Some((seq.as_u64()?, v.get("volatile").map_or(Some(false), Value::as_bool)?)),
-    };
-    Some((record, field("replaces"), slot))
+    Some((record, r.replaces, r.seq.map(|seq| (seq, r.volatile))))
 }
 
 #[cfg(test)]
