@@ -41,8 +41,14 @@ struct Row {
     content: Range<usize>,
     /// The `L` line, newline included.
     line: Range<usize>,
-    /// The `P` line, newline included.
-    pod: Option<Range<usize>>,
+    pod: Option<PodLine>,
+}
+
+/// A row's `P` line: where it is (newline included), and where each of its fields after
+/// `P <name>` starts, found once when the index is read: lookups by pod then compare fields.
+struct PodLine {
+    line: Range<usize>,
+    field_starts: [u32; POD_FIELDS],
 }
 
 #[derive(Default)]
@@ -91,20 +97,21 @@ impl View {
                 rows.push(row);
                 continue;
             }
+            // Every lease of a pod has a pod line after it: read in one pass too.
+            if text.as_bytes()[pos..].starts_with(b"P ") {
+                let row = rows.last_mut()?;
+                if row.pod.is_some() {
+                    return None;
+                }
+                let pod = pod_line(text.as_bytes(), pos, text[row.name.clone()].as_bytes())?;
+                pos = pod.line.end;
+                row.pod = Some(pod);
+                continue;
+            }
             let end = text[pos..].find('\n').map(|i| pos + i + 1)?;
             let line = &text[pos..end - 1];
-            let mut fields = space_separated(line);
+            let mut fields = line.split(' ');
             match fields.next()? {
-                "P" => {
-                    let row = rows.last_mut()?;
-                    if fields.next()? != &text[row.name.clone()]
-                        || row.pod.is_some()
-                        || line.bytes().filter(|&b| b == b' ').count() != POD_FIELDS + 1
-                    {
-                        return None;
-                    }
-                    row.pod = Some(pos..end);
-                }
                 "M" => {
                     let (ip, ns, name, since) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
                     let (namespace, name) = (unescape(ns)?, unescape(name)?);
@@ -125,17 +132,15 @@ impl View {
         self.rows.binary_search_by(|r| self.row_name(r).cmp(name)).ok().map(|i| &self.rows[i])
     }
 
-    /// The first `N` fields of a row's pod line after `P <name>`, found eight bytes at a
-    /// time and without allocating: pod lookups run over every row on the pod-startup path.
+    /// The first `N` fields of a row's pod line after `P <name>`.
     fn pod_fields<'a, const N: usize>(&'a self, row: &Row) -> Option<[&'a str; N]> {
-        let bytes = self.text.as_bytes();
-        let name_start = field_end(bytes, row.pod.clone()?.start)? + 1;
-        let mut at = field_end(bytes, name_start)? + 1;
+        const { assert!(N <= POD_FIELDS) };
+        let pod = row.pod.as_ref()?;
         let mut fields = [""; N];
-        for field in &mut fields {
-            let end = field_end(bytes, at)?;
-            *field = self.text.get(at..end)?;
-            at = end + 1;
+        for (i, field) in fields.iter_mut().enumerate() {
+            // Each field ends one byte before the next one starts; the last, before the newline.
+            let next = pod.field_starts.get(i + 1).map_or(pod.line.end, |&start| start as usize);
+            *field = self.text.get(pod.field_starts[i] as usize..next - 1)?;
         }
         Some(fields)
     }
@@ -265,15 +270,17 @@ impl View {
         let mut changes = self.changed.iter().peekable();
         for row in &self.rows {
             let name = self.row_name(row);
+            let mut changed = false;
             while let Some((changed_name, entry)) = changes.next_if(|(n, _)| n.as_str() <= name) {
+                changed |= changed_name == name;
                 if let Some(entry) = entry {
                     render_entry(&mut out, changed_name, entry);
                 }
             }
-            if !self.changed.contains_key(name) {
+            if !changed {
                 out.push_str(&self.text[row.line.clone()]);
                 if let Some(pod) = &row.pod {
-                    out.push_str(&self.text[pod.clone()]);
+                    out.push_str(&self.text[pod.line.clone()]);
                 }
             }
         }
@@ -312,18 +319,6 @@ const OPAQUE: &str = "%";
 /// Fields after `P <name>` on a pod line.
 const POD_FIELDS: usize = 10;
 
-/// `s.split(' ')` by a plain byte scan: `str::split`'s searcher costs more than it saves on
-/// fields this short.
-fn space_separated(s: &str) -> impl Iterator<Item = &str> + Clone {
-    let mut rest = Some(s);
-    std::iter::from_fn(move || {
-        let r = rest?;
-        let end = r.bytes().position(|b| b == b' ');
-        rest = end.map(|end| &r[end + 1..]);
-        Some(&r[..end.unwrap_or(r.len())])
-    })
-}
-
 /// `text` with a trailer line `end <FNV-1a 64 of text>`: the small files of `.hostlocal/`
 /// (clock, counters) are rewritten without a sync, and a torn one must never pass for whole.
 pub fn seal(text: String) -> String {
@@ -356,6 +351,26 @@ fn lease_row(text: &str, pos: usize) -> Option<Row> {
         ino.checked_mul(10)?.checked_add(u64::from(digit))
     })?;
     Some(Row { name, ino, line: pos..content.end + 1, content, pod: None })
+}
+
+/// The pod line at `pos` for the lease `name`: `P <name>` and exactly [`POD_FIELDS`] more
+/// fields, found eight bytes at a time.
+fn pod_line(bytes: &[u8], pos: usize, name: &[u8]) -> Option<PodLine> {
+    let name_end = field_end(bytes, pos + 2)?;
+    if bytes[pos + 2..name_end] != *name || bytes[name_end] != b' ' {
+        return None;
+    }
+    let mut field_starts = [0; POD_FIELDS];
+    let mut at = name_end + 1;
+    for (i, start) in field_starts.iter_mut().enumerate() {
+        *start = u32::try_from(at).ok()?;
+        let end = field_end(bytes, at)?;
+        if bytes[end] != if i + 1 == POD_FIELDS { b'\n' } else { b' ' } {
+            return None;
+        }
+        at = end + 1;
+    }
+    Some(PodLine { line: pos..at, field_starts })
 }
 
 /// Where the field starting at `from` ends: the next space or newline. Eight bytes at a time
@@ -543,7 +558,7 @@ mod tests {
         let (view, _) = View::parse(sample().render(MTIME).into_bytes()).unwrap();
         let mut pods = 0;
         for row in view.rows.iter().filter(|r| r.pod.is_some()) {
-            let line = view.text[row.pod.clone().unwrap()].trim_end_matches('\n');
+            let line = view.text[row.pod.as_ref().unwrap().line.clone()].trim_end_matches('\n');
             let plain: Vec<&str> = line.split(' ').skip(2).collect();
             assert_eq!(view.pod_fields::<POD_FIELDS>(row).unwrap().to_vec(), plain, "{line:?}");
             assert_eq!(view.pod_fields::<5>(row).unwrap().to_vec(), plain[..5], "{line:?}");
@@ -650,6 +665,37 @@ mod tests {
             let expected = plain(first).map(|(name, ino, content)| (name, ino, content, true));
             assert_eq!(row, expected, "{line:?}");
         }
+    }
+
+    /// `pod_line` against the plain reading: `P <name>` and exactly ten more fields.
+    #[test]
+    fn pod_lines_read_as_their_plain_split_says() {
+        fn plain(line: &str, name: &str) -> bool {
+            let mut fields = line.split(' ');
+            fields.next() == Some("P") && fields.next() == Some(name) && fields.count() == POD_FIELDS
+        }
+        let alphabet = [" ", "a", "10.0.0.2", "\n", "é", "%20", "held", "  "];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut accepted = 0;
+        for _ in 0..200_000 {
+            let mut line = String::from("P 10.0.0.2");
+            for _ in 0..(seed >> 59) + 8 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                line.push_str(alphabet[(seed >> 33) as usize % alphabet.len()]);
+            }
+            let Some(first) = line.split('\n').next() else { continue };
+            let text = format!("{line}\n");
+            let expected = plain(first, "10.0.0.2").then(|| (first.len() + 1, first.split(' ').skip(2).collect()));
+            let read = pod_line(text.as_bytes(), 0, b"10.0.0.2").map(|p| {
+                let ends = p.field_starts.iter().skip(1).map(|&s| s as usize).chain([p.line.end]);
+                let fields: Vec<&str> =
+                    p.field_starts.iter().zip(ends).map(|(&s, e)| &text[s as usize..e - 1]).collect();
+                (p.line.end, fields)
+            });
+            assert_eq!(read, expected, "{line:?}");
+            accepted += usize::from(expected.is_some());
+        }
+        assert!(accepted > 1000, "the lines must include valid ones: {accepted}");
     }
 
     #[test]
