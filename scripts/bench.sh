@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks, side by side with upstream host-local (Debian's build) and with the physical
-# floor measured in the same run: ADD/CHECK/DEL latency at 0, 110, 10,000 and 60,000 leases,
+# floor measured in the same run: ADD/CHECK/DEL latency at 0, 110, 10,000 and 60,000 leases
+# and on stores of 110 pods started through each plugin,
 # a reboot storm of 110 concurrent ADDs, STATUS, start-up, binary size and peak RSS, and the
 # goals (ratios to the floor and to upstream), each marked met or missed. Writes
 # docs/benchmarks.md. The floor programs are built from plugins/host-local/benches/floor_*.c
 # (gcc -O2 -static, into target/tmp/bench-floor) by the bench itself.
 #
 #   scripts/bench.sh            full run (a few minutes)
-#   scripts/bench.sh --quick    0 and 110 leases, fewer rounds, the same goals but the
+#   scripts/bench.sh --quick    0 and 110 leases and 110 pods, fewer rounds, the same goals but the
 #                               10,000-lease one (what CI runs); prints only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +38,10 @@ mkdir -p target/tmp
 trap 'sync -f /tmp; touch "$ended"' EXIT
 export BENCH_OURS="$PWD/target/x86_64-unknown-linux-gnu/release/host-local" BENCH_UPSTREAM=/usr/lib/cni/host-local
 if [ "$quick" -eq 1 ]; then
-  BENCH_QUICK=1 BENCH_LEASES=0,110 cargo bench --quiet -p host-local --bench cni_latency
+  BENCH_QUICK=1 BENCH_LEASES=0,110,110p cargo bench --quiet -p host-local --bench cni_latency
   exit 0
 fi
-report=$(BENCH_LEASES=0,110,10000,60000 cargo bench --quiet -p host-local --bench cni_latency)
+report=$(BENCH_LEASES=0,110,110p,10000,60000 cargo bench --quiet -p host-local --bench cni_latency)
 fs=$(df -T /tmp | awk 'NR==2 {print $2}')
 if [ "$fs" = ext4 ]; then
   # The store syncs more on an ext4 without a journal (README "Durability and the store").
