@@ -115,7 +115,13 @@ impl View {
                 "M" => {
                     let (ip, ns, name, since) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
                     let (namespace, name) = (unescape(ns)?, unescape(name)?);
-                    markers.push(Marker { ip: ip.parse().ok()?, namespace, name, since: since.parse().ok()? });
+                    // As `render` writes it, or the line is not ours: `::ffff:10.1.0.6` would be
+                    // written back as `10.1.0.6`, another address to `parse`.
+                    let parsed = ip.parse().ok()?;
+                    if go_ip_string(parsed) != ip {
+                        return None;
+                    }
+                    markers.push(Marker { ip: parsed, namespace, name, since: since.parse().ok()? });
                 }
                 _ => return None,
             }
@@ -614,6 +620,7 @@ mod tests {
         let (head, _) = good.split_once("end ").unwrap();
         let body = |lines: &str| sealed(&format!("{HEADER} 1 2\n{lines}"));
         assert!(View::parse(body("L 10.0.0.2 1 a\nL 10.0.0.3 22 b\n")).is_some(), "the well-formed base");
+        assert!(View::parse(body("M 10.0.0.6 ns n 9\n")).is_some(), "a well-formed marker");
         for bad in [
             body("X 1\n"),
             body("L 10.0.0.2 1\n"),
@@ -626,6 +633,8 @@ mod tests {
             body("L 10.0.0.3 1 a\nL 10.0.0.2 1 b\n"),
             body("L 10.0.0.2 1 a\nL 10.0.0.2 1 b\n"),
             body("P 10.0.0.2 a b c d e f active 1\n"),
+            body("M ::ffff:10.0.0.6 ns n 9\n"),
+            body("M 10.0.0.06 ns n 9\n"),
             sealed(&format!("{HEADER} 1 2 2\n")),
             sealed(&format!("{HEADER} 1\n")),
             sealed("host-local-index v3 1 2\n"),
