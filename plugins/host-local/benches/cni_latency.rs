@@ -254,7 +254,7 @@ fn populate(data_dir: &Path, n: usize) {
     }
 }
 
-/// Medians of one operation; `leases` is the store's size, if the operation has one.
+/// Medians of one operation; `fill` is how its store was filled, if the operation has one.
 struct Row {
     verb: &'static str,
     fill: Option<Fill>,
@@ -344,7 +344,8 @@ fn main() {
                 let data_dir = scratch.join(plugin.name);
                 fill.populate(&data_dir, &plugin.path);
                 let c = conf(&data_dir, "1.0.0");
-                // Warm-up: page cache, our index after a foreign-written directory, the hold.
+                // Warm-up: page cache, our index after a directory written by others (lease
+                // stores) or by upstream, the hold.
                 for verb in VERBS {
                     plugin_step(&plugin.path, &c, "warm", verb);
                 }

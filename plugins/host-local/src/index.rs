@@ -48,6 +48,8 @@ struct Row {
 /// `P <name>` starts, found once when the index is read: lookups by pod then compare fields.
 struct PodLine {
     line: Range<usize>,
+    /// Offsets into the index's text, which is at most 256 MiB: as `u32`, half the memory
+    /// `usize` would take in every row.
     field_starts: [u32; POD_FIELDS],
 }
 

@@ -44,6 +44,7 @@ pub const MAX_FILE_SIZE: usize = 3 * SLOT;
 pub fn new_file(p: &PodRecord, replaces: Option<&str>) -> String {
     let mut file = slot_line(p, replaces, 1, false);
     if file.len() < SLOT {
+        file.reserve(2 * SLOT - file.len());
         for end in [SLOT, 2 * SLOT] {
             file.push_str(&" ".repeat(end - 1 - file.len()));
             file.push('\n');
@@ -223,6 +224,10 @@ struct RecordIn {
 /// A record's JSON: the record, what it replaces, and its slot fields if it has a `seq`.
 /// Typed, not through a `Value`: a take-back reads two slots on the pod-startup path.
 fn parse_json(bytes: &[u8]) -> Option<(PodRecord, Option<String>, Option<SlotFields>)> {
+    // An object only: a derived `Deserialize` would also take the fields as an array.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
     let r: RecordIn = serde_json::from_slice(bytes).ok()?;
     let record = PodRecord {
         owner: Owner::new(&r.container_id, &r.ifname),
@@ -268,6 +273,14 @@ mod tests {
             bytes.extend_from_slice(second.as_bytes());
         }
         bytes
+    }
+
+    #[test]
+    fn only_a_json_object_is_a_record() {
+        let fields = r#"["c1","eth0","ns","web-0","u-1","b-1","held","2024-01-02T03:04:05Z",5,7,null,null,false]"#;
+        assert_eq!(parse(fields.as_bytes()), None, "the fields as an array");
+        let line = to_json(&record("c1", LeaseState::Held));
+        assert_eq!(parse(format!(" \n{line}").as_bytes()), Some(record("c1", LeaseState::Held)));
     }
 
     #[test]
