@@ -642,6 +642,13 @@ def summary(v: Verdict, plugin):
     return s
 
 
+def repair_after_cut(image, fs, what):
+    """What a node's boot does to an ext4 without a journal after an unclean shutdown."""
+    if fs == "ext4-nojournal":
+        fsck = subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, text=True, timeout=120)
+        log(f"powercut: {what} exit {fsck.returncode}")
+
+
 def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
     rng = random.Random(cut_seed)
     cut_after = rng.uniform(args.min_cut, args.max_cut)
@@ -668,10 +675,7 @@ def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
             log(f"powercut: {fs} seed={cut_seed}: {msg} (attempt {attempt}), retrying on a fresh image")
         log(f"powercut: {fs} seed={cut_seed}: the disk's cache at the cut: {kept} blocks written, {lost} lost "
             f"({disk.flushes} flushes before)")
-        if fs == "ext4-nojournal":
-            # What a node's boot does to an ext4 without a journal after an unclean shutdown.
-            fsck = subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, text=True, timeout=120)
-            log(f"powercut: {fs} seed={cut_seed}: e2fsck -fy exit {fsck.returncode}")
+        repair_after_cut(image, fs, f"{fs} seed={cut_seed}: e2fsck -fy")
         for attempt in range(1, attempts + 1):
             # Cut again right after the re-ADDs, losing everything not flushed: (f).
             disk = VolatileDisk(image)
@@ -686,9 +690,7 @@ def run_cut(args, work, kernel, initrd, fs, cut_seed, index, logdir):
             if attempt == attempts or any(t.startswith("GUEST-MOUNTED") for t in vm2.texts()):
                 raise HarnessError(f"check boot timed out after {args.check_timeout}s\n{vm2.tail()}")
             log(f"powercut: {fs} seed={cut_seed}: check boot hung before mounting (attempt {attempt}), retrying")
-        if fs == "ext4-nojournal":
-            fsck = subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, text=True, timeout=120)
-            log(f"powercut: {fs} seed={cut_seed}: e2fsck -fy before the verify boot: exit {fsck.returncode}")
+        repair_after_cut(image, fs, f"{fs} seed={cut_seed}: e2fsck -fy before the verify boot:")
         vm3 = Vm(args, kernel, initrd, f"file={image},format=raw,if=virtio,cache=none", f"pcmode=verify {common}")
         _, timed_out = vm3.run(args.check_timeout, end_marker="VERIFY-END")
         if logdir:

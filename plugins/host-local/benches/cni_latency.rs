@@ -225,10 +225,13 @@ impl Fill {
 
     /// Fill `data_dir` for `plugin`.
     fn populate(self, data_dir: &Path, plugin: &Path) {
-        let Fill::Pods(n) = self else { return populate(data_dir, self.count()) };
+        let pods = match self {
+            Fill::Leases(n) => return populate(data_dir, n),
+            Fill::Pods(n) => n,
+        };
         populate(data_dir, 0);
         let conf = conf(data_dir, "1.0.0");
-        for i in 0..n {
+        for i in 0..pods {
             let args = format!(
                 "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=app-{i}-7d4b9c6f8-x2k9q;\
                  K8S_POD_UID=6f1c2a4e-0b3d-4e5f-8a9b-{i:012};K8S_POD_INFRA_CONTAINER_ID={:064x}",
